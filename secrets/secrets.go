@@ -1,0 +1,155 @@
+// Package secrets defines the SecretStoreDriver interface that every backend
+// implements, the reference to a secret that volumes hand to a backend, the
+// error classes backends report, and the registry that maps backend names to
+// drivers. Each backend lives in its own package below this one.
+package secrets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Ref names one secret object in one backend, as parsed from volume options.
+// It never holds a secret value.
+type Ref struct {
+	// Backend is the registry name of the backend ("aws", "file").
+	Backend string `json:"backend"`
+	// Name is the object's name, ARN or path inside the backend.
+	Name string `json:"secret"`
+	// Key, when set, selects one top-level key of a JSON object secret.
+	Key string `json:"key,omitempty"`
+	// VersionID pins one version of the object.
+	VersionID string `json:"versionId,omitempty"`
+	// VersionStage selects a staging label (AWS: AWSCURRENT, AWSPREVIOUS, ...).
+	VersionStage string `json:"versionStage,omitempty"`
+	// Region overrides the plugin's region for region-scoped backends.
+	Region string `json:"region,omitempty"`
+}
+
+// String describes the object for errors and logs: `aws secret "prod/db"`.
+func (r Ref) String() string {
+	return fmt.Sprintf("%s secret %q", r.Backend, r.Name)
+}
+
+// Secret is a fetched value and what identifies the version that was read.
+type Secret struct {
+	// Value is the secret's bytes. It must never be logged or put in an error.
+	Value []byte
+	// Version identifies what was read (a version id, a modification time);
+	// it is shown in `docker volume inspect` and must not be derived from Value.
+	Version string
+}
+
+// SecretStoreDriver is one backend. Implementations must be safe for
+// concurrent use: Docker mounts volumes in parallel.
+type SecretStoreDriver interface {
+	// Name is the value users give in the backend option.
+	Name() string
+	// Validate checks a reference at volume-create time without contacting the
+	// backend. It returns every problem at once, each naming the option.
+	Validate(ref Ref) error
+	// Fetch reads the secret. ctx carries the plugin's backend timeout.
+	// Errors wrap one of the error classes below.
+	Fetch(ctx context.Context, ref Ref) (Secret, error)
+}
+
+// Error classes. Backends wrap their failures in an *Error whose Kind is one
+// of these, so that the volume driver and users can tell them apart.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrAccessDenied = errors.New("access denied")
+	ErrUnavailable  = errors.New("backend unreachable")
+	ErrTimeout      = errors.New("timed out")
+	ErrBadValue     = errors.New("unusable value")
+)
+
+// Error is a backend failure that names the object and says what to fix.
+// Its text never contains secret bytes.
+type Error struct {
+	Ref  Ref
+	Kind error  // one of the Err* classes
+	Hint string // what the user should do, lower-case, may be empty
+	Err  error  // the underlying cause, may be nil
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Ref.String())
+	if e.Ref.Key != "" {
+		fmt.Fprintf(&b, " key %q", e.Ref.Key)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Kind.Error())
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	if e.Hint != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Hint)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is match both the class and the cause.
+func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// Fail builds an *Error; a small helper so backends read uniformly.
+func Fail(ref Ref, kind error, hint string, cause error) *Error {
+	return &Error{Ref: ref, Kind: kind, Hint: hint, Err: cause}
+}
+
+// FromContext turns a context error into a timeout or cancellation failure,
+// or returns nil when ctx is still live.
+func FromContext(ctx context.Context, ref Ref) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return Fail(ref, ErrTimeout, "no answer within the TIMEOUT plugin setting; check that the backend is reachable from the host, or raise TIMEOUT", nil)
+	case ctx.Err() != nil:
+		return Fail(ref, ErrUnavailable, "", ctx.Err())
+	}
+	return nil
+}
+
+// Registry maps backend names to drivers. It is built once in main and read
+// concurrently afterwards; it has no package-level state.
+type Registry struct {
+	drivers map[string]SecretStoreDriver
+}
+
+// NewRegistry returns a registry holding the given drivers.
+func NewRegistry(drivers ...SecretStoreDriver) (*Registry, error) {
+	r := &Registry{drivers: make(map[string]SecretStoreDriver, len(drivers))}
+	for _, d := range drivers {
+		if _, dup := r.drivers[d.Name()]; dup {
+			return nil, fmt.Errorf("backend %q registered twice", d.Name())
+		}
+		r.drivers[d.Name()] = d
+	}
+	return r, nil
+}
+
+// Get returns the named driver.
+func (r *Registry) Get(name string) (SecretStoreDriver, bool) {
+	d, ok := r.drivers[name]
+	return d, ok
+}
+
+// Names lists the registered backends, sorted, for error messages and docs.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.drivers))
+	for n := range r.drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
