@@ -1,0 +1,163 @@
+// Command dsv is the Docker volume plugin that mounts secrets as tmpfs files.
+// It runs as a managed plugin (see config.json) or, in legacy mode, directly
+// on the host with an unmanaged socket under /run/docker/plugins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-connections/sockets"
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/rs/zerolog"
+
+	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/volumes"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// tmpfsSize caps each volume's tmpfs. Secrets Manager values are at most
+// 64 KiB and the file backend reads at most 1 MiB.
+const tmpfsSize = 2 << 20
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "dsv:", err)
+		os.Exit(1)
+	}
+}
+
+// settings are the plugin-wide values from config.json's settable env.
+type settings struct {
+	LogLevel  zerolog.Level
+	Backend   string
+	Timeout   time.Duration
+	AWSRegion string
+}
+
+// loadSettings reads the environment and reports every bad value at once.
+func loadSettings(getenv func(string) string) (settings, error) {
+	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second}
+	var problems []string
+	if v := getenv("LOG_LEVEL"); v != "" {
+		l, err := zerolog.ParseLevel(strings.ToLower(v))
+		if err != nil || l == zerolog.NoLevel {
+			problems = append(problems, fmt.Sprintf("LOG_LEVEL %q: use debug, info, warn or error", v))
+		} else {
+			s.LogLevel = l
+		}
+	}
+	if v := getenv("BACKEND"); v != "" {
+		s.Backend = v
+	}
+	if v := getenv("TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			problems = append(problems, fmt.Sprintf("TIMEOUT %q: use a positive Go duration such as 5s or 1500ms", v))
+		} else {
+			s.Timeout = d
+		}
+	}
+	s.AWSRegion = getenv("AWS_REGION")
+	if len(problems) > 0 {
+		return s, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
+	}
+	return s, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string) error {
+	fs := flag.NewFlagSet("dsv", flag.ContinueOnError)
+	socket := fs.String("socket", "/run/docker/plugins/dsv.sock", "unix socket to serve the plugin API on; its base name is the driver name")
+	statePath := fs.String("state", "/var/lib/dsv/state.json", "file that persists volumes across restarts")
+	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume gets its tmpfs (the managed plugin's PropagatedMount)")
+	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Println("dsv", version)
+		return nil
+	}
+
+	s, err := loadSettings(getenv)
+	if err != nil {
+		return err
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	log := zerolog.New(os.Stderr).Level(s.LogLevel).With().Timestamp().Logger()
+
+	reg, err := secrets.NewRegistry(
+		file.New(*filesDir, log),
+		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
+	)
+	if err != nil {
+		return err
+	}
+	if _, ok := reg.Get(s.Backend); !ok {
+		return fmt.Errorf("invalid plugin settings: BACKEND %q: use one of %s", s.Backend, strings.Join(reg.Names(), ", "))
+	}
+	store, err := volumes.NewStore(*statePath)
+	if err != nil {
+		return err
+	}
+	drv, err := volumes.New(volumes.Config{
+		Root:      *mountRoot,
+		Store:     store,
+		Registry:  reg,
+		Defaults:  volumes.Defaults{Backend: s.Backend},
+		Timeout:   s.Timeout,
+		TmpfsSize: tmpfsSize,
+		Mounter:   volumes.KernelMounter{},
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(filepath.Dir(*socket), 0o755); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	_ = os.Remove(*socket) // a socket left by a killed predecessor
+	l, err := sockets.NewUnixSocket(*socket, 0)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *socket, err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+
+	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
+		Dur("timeout", s.Timeout).Msg("serving")
+	err = serve(l, volume.NewHandler(drv))
+	if ctx.Err() != nil {
+		log.Info().Msg("stopped")
+		return nil
+	}
+	return err
+}
+
+// serve runs the plugin API until the listener closes.
+func serve(l net.Listener, h *volume.Handler) error {
+	if err := h.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

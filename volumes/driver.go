@@ -1,0 +1,534 @@
+// Package volumes is the Docker side of dsv: the volume.Driver that Docker
+// calls, the per-volume tmpfs mounts it manages, and the state it persists.
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+var _ volume.Driver = (*Driver)(nil)
+
+// Config is what the driver needs from main.
+type Config struct {
+	// Root is the directory under which each volume gets its tmpfs: the
+	// plugin's PropagatedMount, so that containers see the mounts.
+	Root string
+	// Store persists volume records.
+	Store *Store
+	// Registry holds the backends.
+	Registry *secrets.Registry
+	// Defaults are the plugin-wide fallbacks for options.
+	Defaults Defaults
+	// Timeout bounds every backend call.
+	Timeout time.Duration
+	// TmpfsSize caps each volume's tmpfs, in bytes.
+	TmpfsSize int64
+	// Mounter performs mounts; KernelMounter in production.
+	Mounter Mounter
+	// Logger receives the driver's logs; a component field is added.
+	Logger zerolog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// fetchStatus is what Get reports about the last fetch. No value, ever.
+type fetchStatus struct {
+	Version     string
+	FetchedAt   time.Time
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// vol is one volume. Every field is guarded by Driver.mu; op serialises the
+// slow operations (fetch, mount, unmount, remove) of this one volume so that
+// different volumes proceed in parallel.
+type vol struct {
+	op      sync.Mutex
+	name    string
+	opts    Options
+	created time.Time
+	ids     map[string]struct{}
+	mounted bool // the tmpfs is up in this process's mount namespace
+	removed bool
+	status  fetchStatus
+}
+
+// Driver implements volume.Driver.
+type Driver struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu   sync.Mutex
+	vols map[string]*vol
+}
+
+// New loads persisted volumes, reconciles them with the mount table, and
+// returns a driver ready to serve.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout <= 0 {
+		return nil, errors.New("backend timeout must be positive")
+	}
+	if err := os.MkdirAll(cfg.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("create mount root: %w", err)
+	}
+	d := &Driver{
+		cfg:  cfg,
+		log:  cfg.Logger.With().Str("component", "volumes").Logger(),
+		vols: map[string]*vol{},
+	}
+	recs, err := cfg.Store.Load()
+	if err != nil {
+		return nil, err
+	}
+	for name, r := range recs {
+		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}}
+		for _, id := range r.MountIDs {
+			v.ids[id] = struct{}{}
+		}
+		d.vols[name] = v
+	}
+	if err := d.reconcile(); err != nil {
+		return nil, err
+	}
+	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
+	return d, nil
+}
+
+// reconcile matches the mount table with the state at start-up. A tmpfs of a
+// volume that still has mount IDs is kept: containers started before a plugin
+// restart may be using it. Any other mount under Root is stale and removed.
+func (d *Driver) reconcile() error {
+	mounts, err := d.cfg.Mounter.MountsUnder(d.cfg.Root)
+	if err != nil {
+		return err
+	}
+	// Deepest first, so nested leftovers come off before their parents.
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, mp := range mounts {
+		name, err := filepath.Rel(d.cfg.Root, mp)
+		if err != nil {
+			continue
+		}
+		if v, ok := d.vols[name]; ok && len(v.ids) > 0 {
+			v.mounted = true
+			d.log.Info().Str("volume", name).Int("mounts", len(v.ids)).Msg("kept tmpfs still in use from before restart")
+			continue
+		}
+		if err := d.cfg.Mounter.Unmount(mp); err != nil {
+			return fmt.Errorf("clean up stale mount: %w", err)
+		}
+		_ = os.Remove(mp)
+		d.log.Info().Str("path", mp).Msg("removed stale tmpfs")
+	}
+	return nil
+}
+
+// Create registers a placeholder volume. It validates every option and
+// fetches nothing.
+func (d *Driver) Create(req *volume.CreateRequest) error {
+	if err := ValidateVolumeName(req.Name); err != nil {
+		return err
+	}
+	opts, err := ParseOptions(req.Name, req.Options, d.cfg.Defaults, d.cfg.Registry)
+	if err != nil {
+		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v, ok := d.vols[req.Name]; ok {
+		if reflect.DeepEqual(v.opts, opts) {
+			return nil
+		}
+		return fmt.Errorf("volume %q already exists with different options; remove it first with: docker volume rm %s", req.Name, req.Name)
+	}
+	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}}
+	d.vols[req.Name] = v
+	if err := d.saveLocked(); err != nil {
+		delete(d.vols, req.Name)
+		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	d.log.Info().Str("volume", req.Name).Str("backend", opts.Ref.Backend).Str("secret", opts.Ref.Name).
+		Str("layout", opts.Layout).Strs("options", optionKeys(req.Options)).Msg("created")
+	return nil
+}
+
+// List returns every volume.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := &volume.ListResponse{Volumes: make([]*volume.Volume, 0, len(d.vols))}
+	for _, v := range d.vols {
+		out.Volumes = append(out.Volumes, d.describeLocked(v, false))
+	}
+	sort.Slice(out.Volumes, func(i, j int) bool { return out.Volumes[i].Name < out.Volumes[j].Name })
+	return out, nil
+}
+
+// Get returns one volume with its status.
+func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.vols[req.Name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q not found", req.Name)
+	}
+	return &volume.GetResponse{Volume: d.describeLocked(v, true)}, nil
+}
+
+// Path returns the mountpoint of a mounted volume, else "".
+func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.vols[req.Name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q not found", req.Name)
+	}
+	if !v.mounted {
+		return &volume.PathResponse{}, nil
+	}
+	return &volume.PathResponse{Mountpoint: d.mountpoint(v)}, nil
+}
+
+// Capabilities: volumes are node-local.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+}
+
+// Remove forgets a volume that no container of this plugin instance mounts.
+func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	v, err := d.lookup(req.Name)
+	if err != nil {
+		return err
+	}
+	v.op.Lock()
+	defer v.op.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v.removed {
+		return fmt.Errorf("volume %q not found", req.Name)
+	}
+	if v.mounted && len(v.ids) > 0 {
+		return fmt.Errorf("volume %q is mounted by %d container(s); stop them before removing it", req.Name, len(v.ids))
+	}
+	if len(v.ids) > 0 {
+		// IDs from before a restart whose tmpfs is gone: Docker only calls
+		// Remove once no container references the volume, so they are stale.
+		d.log.Warn().Str("volume", req.Name).Int("mounts", len(v.ids)).Msg("forgetting mount ids from before a restart")
+	}
+	delete(d.vols, req.Name)
+	if err := d.saveLocked(); err != nil {
+		d.vols[req.Name] = v
+		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	v.removed = true
+	_ = os.Remove(filepath.Join(d.cfg.Root, v.name))
+	d.log.Info().Str("volume", req.Name).Msg("removed")
+	return nil
+}
+
+// Mount fetches the secret into a fresh tmpfs on the first mount ID and
+// shares it with later ones.
+func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	v, err := d.lookup(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	v.op.Lock()
+	defer v.op.Unlock()
+
+	d.mu.Lock()
+	if v.removed {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("volume %q not found", req.Name)
+	}
+	if v.mounted {
+		v.ids[req.ID] = struct{}{}
+		err := d.saveLocked()
+		if err != nil {
+			delete(v.ids, req.ID)
+		}
+		mp := d.mountpoint(v)
+		d.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: %w", req.Name, err)
+		}
+		d.log.Debug().Str("volume", req.Name).Str("id", req.ID).Msg("mount shared")
+		return &volume.MountResponse{Mountpoint: mp}, nil
+	}
+	opts := v.opts
+	d.mu.Unlock()
+
+	sec, err := d.fetch(opts.Ref)
+	if err != nil {
+		d.recordError(v, err)
+		d.log.Warn().Str("volume", req.Name).Err(err).Msg("fetch failed")
+		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	if err := d.materialise(v.name, opts, sec.Value); err != nil {
+		d.recordError(v, err)
+		d.log.Error().Str("volume", req.Name).Err(err).Msg("mount failed")
+		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+
+	d.mu.Lock()
+	v.mounted = true
+	v.ids[req.ID] = struct{}{}
+	v.status.Version = sec.Version
+	v.status.FetchedAt = d.cfg.Now().UTC()
+	v.status.LastError = ""
+	err = d.saveLocked()
+	if err != nil {
+		v.mounted = false
+		delete(v.ids, req.ID)
+	}
+	mp := d.mountpoint(v)
+	d.mu.Unlock()
+	if err != nil {
+		d.teardown(v.name)
+		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	d.log.Info().Str("volume", req.Name).Str("id", req.ID).Str("backend", opts.Ref.Backend).
+		Str("secret", opts.Ref.Name).Str("version", sec.Version).Msg("mounted")
+	return &volume.MountResponse{Mountpoint: mp}, nil
+}
+
+// Unmount drops one mount ID; the last one takes the tmpfs down.
+func (d *Driver) Unmount(req *volume.UnmountRequest) error {
+	v, err := d.lookup(req.Name)
+	if err != nil {
+		return err
+	}
+	v.op.Lock()
+	defer v.op.Unlock()
+
+	d.mu.Lock()
+	if _, ok := v.ids[req.ID]; !ok {
+		d.mu.Unlock()
+		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of an unknown mount id ignored")
+		return nil
+	}
+	delete(v.ids, req.ID)
+	last := len(v.ids) == 0
+	wasMounted := v.mounted
+	if last {
+		v.mounted = false
+	}
+	err = d.saveLocked()
+	d.mu.Unlock()
+	if last && wasMounted {
+		d.teardown(v.name)
+		d.log.Info().Str("volume", req.Name).Msg("unmounted and wiped")
+	}
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	return nil
+}
+
+func (d *Driver) lookup(name string) (*vol, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := d.vols[name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q not found", name)
+	}
+	return v, nil
+}
+
+// fetch calls the backend under the plugin's timeout.
+func (d *Driver) fetch(ref secrets.Ref) (secrets.Secret, error) {
+	backend, ok := d.cfg.Registry.Get(ref.Backend)
+	if !ok {
+		return secrets.Secret{}, fmt.Errorf("backend %q is not available in this build of dsv", ref.Backend)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout)
+	defer cancel()
+	sec, err := backend.Fetch(ctx, ref)
+	if err != nil {
+		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.Is(err, secrets.ErrTimeout) {
+			return secrets.Secret{}, cerr
+		}
+		return secrets.Secret{}, err
+	}
+	return sec, nil
+}
+
+func (d *Driver) recordError(v *vol, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v.status.LastError = err.Error()
+	v.status.LastErrorAt = d.cfg.Now().UTC()
+}
+
+// dir is the volume's tmpfs mount point.
+func (d *Driver) dir(name string) string { return filepath.Join(d.cfg.Root, name) }
+
+// mountpoint is what Docker mounts into containers: the file itself for the
+// file layout, the tmpfs root for the dir layout.
+func (d *Driver) mountpoint(v *vol) string {
+	if v.opts.Layout == LayoutFile {
+		return filepath.Join(d.dir(v.name), v.opts.Filename)
+	}
+	return d.dir(v.name)
+}
+
+// materialise mounts a fresh tmpfs and writes the secret into it. On any
+// failure it leaves nothing behind: no mount, no directory, no partial file.
+func (d *Driver) materialise(name string, opts Options, value []byte) (err error) {
+	dir := d.dir(name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	// A leftover mount here would hide the fresh one; take it off first.
+	if err := d.cfg.Mounter.Unmount(dir); err != nil {
+		return err
+	}
+	if err := d.cfg.Mounter.MountTmpfs(dir, d.cfg.TmpfsSize); err != nil {
+		_ = os.Remove(dir)
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.teardown(name)
+		}
+	}()
+	if err := writeSecretFile(dir, opts, value, d.cfg.TmpfsSize); err != nil {
+		return err
+	}
+	return d.cfg.Mounter.SetReadOnly(dir, true)
+}
+
+// teardown wipes and unmounts a volume's tmpfs and removes its directory.
+func (d *Driver) teardown(name string) {
+	dir := d.dir(name)
+	if err := d.cfg.Mounter.SetReadOnly(dir, false); err == nil {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	if err := d.cfg.Mounter.Unmount(dir); err != nil {
+		d.log.Error().Str("volume", name).Err(err).Msg("unmount failed")
+	}
+	_ = os.Remove(dir)
+}
+
+// writeSecretFile writes value as opts.Filename with its owner and mode:
+// into a temporary name first, then renamed, so no reader sees a partial file.
+func writeSecretFile(dir string, opts Options, value []byte, limit int64) error {
+	final := filepath.Join(dir, opts.Filename)
+	tmp := filepath.Join(dir, ".."+opts.Filename+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write secret file: %w", err)
+	}
+	_, werr := f.Write(value)
+	cerr := f.Close()
+	if werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Chown(tmp, opts.UID, opts.GID)
+	}
+	if werr == nil {
+		werr = os.Chmod(tmp, opts.Mode)
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, final)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		if errors.Is(werr, unix.ENOSPC) {
+			return fmt.Errorf("secret does not fit the volume's %d KiB tmpfs", limit/1024)
+		}
+		return fmt.Errorf("write secret file: %w", werr)
+	}
+	return nil
+}
+
+// describeLocked renders a volume for List and Get; status only for Get.
+func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
+	out := &volume.Volume{Name: v.name, CreatedAt: v.created.Format(time.RFC3339)}
+	if v.mounted {
+		out.Mountpoint = d.mountpoint(v)
+	}
+	if !withStatus {
+		return out
+	}
+	st := map[string]any{
+		"backend": v.opts.Ref.Backend,
+		"secret":  v.opts.Ref.Name,
+		"layout":  v.opts.Layout,
+		"file":    v.opts.Filename,
+		"owner":   fmt.Sprintf("%d:%d", v.opts.UID, v.opts.GID),
+		"mode":    fmt.Sprintf("%04o", v.opts.Mode),
+		"mounts":  len(v.ids),
+	}
+	if v.opts.Ref.Key != "" {
+		st["key"] = v.opts.Ref.Key
+	}
+	if v.opts.Ref.VersionID != "" {
+		st["versionId"] = v.opts.Ref.VersionID
+	}
+	if v.opts.Ref.VersionStage != "" {
+		st["versionStage"] = v.opts.Ref.VersionStage
+	}
+	if v.opts.Ref.Region != "" {
+		st["region"] = v.opts.Ref.Region
+	}
+	if !v.status.FetchedAt.IsZero() {
+		st["version"] = v.status.Version
+		st["fetchedAt"] = v.status.FetchedAt.Format(time.RFC3339)
+	}
+	if v.status.LastError != "" {
+		st["lastError"] = v.status.LastError
+		st["lastErrorAt"] = v.status.LastErrorAt.Format(time.RFC3339)
+	}
+	out.Status = st
+	return out
+}
+
+// saveLocked persists every volume; d.mu must be held.
+func (d *Driver) saveLocked() error {
+	recs := make(map[string]volumeRecord, len(d.vols))
+	for name, v := range d.vols {
+		ids := make([]string, 0, len(v.ids))
+		for id := range v.ids {
+			ids = append(ids, id)
+		}
+		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids}
+	}
+	if err := d.cfg.Store.Save(recs); err != nil {
+		d.log.Error().Err(err).Msg("persist state failed")
+		return err
+	}
+	return nil
+}
+
+// optionKeys lists option names for logs; values stay out of logs.
+func optionKeys(opts map[string]string) []string {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

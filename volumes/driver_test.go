@@ -1,0 +1,416 @@
+package volumes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+func (h *harness) create(name string, opts map[string]string) {
+	h.t.Helper()
+	if err := h.drv.Create(&volume.CreateRequest{Name: name, Options: opts}); err != nil {
+		h.t.Fatalf("Create(%s): %v", name, err)
+	}
+}
+
+func (h *harness) mount(name, id string) string {
+	h.t.Helper()
+	resp, err := h.drv.Mount(&volume.MountRequest{Name: name, ID: id})
+	if err != nil {
+		h.t.Fatalf("Mount(%s, %s): %v", name, id, err)
+	}
+	return resp.Mountpoint
+}
+
+func (h *harness) unmount(name, id string) {
+	h.t.Helper()
+	if err := h.drv.Unmount(&volume.UnmountRequest{Name: name, ID: id}); err != nil {
+		h.t.Fatalf("Unmount(%s, %s): %v", name, id, err)
+	}
+}
+
+func TestMountFileLayout(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["db-password"] = "s3cr3t"
+	h.create("db-password", nil)
+
+	mp := h.mount("db-password", "c1")
+	if want := filepath.Join(h.root, "db-password", "db-password"); mp != want {
+		t.Fatalf("mountpoint = %s, want the file %s", mp, want)
+	}
+	if got := readFile(t, mp); got != "s3cr3t" {
+		t.Fatalf("file holds %q", got)
+	}
+	st, err := os.Stat(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o444 {
+		t.Errorf("mode = %o, want swarm's default 0444", st.Mode().Perm())
+	}
+	if ro := h.mounter.mounted[filepath.Dir(mp)]; !ro {
+		t.Errorf("tmpfs was not remounted read-only")
+	}
+	entries, _ := os.ReadDir(filepath.Dir(mp))
+	if len(entries) != 1 {
+		t.Errorf("tmpfs holds %d entries, want only the secret (no temp file left)", len(entries))
+	}
+}
+
+func TestMountDirLayoutOwnerAndMode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another uid needs root")
+	}
+	h := newHarness(t)
+	h.backend.values["prod/app/db"] = "pw"
+	h.create("appdb", map[string]string{"secret": "prod/app/db", "layout": "dir", "uid": "1000", "gid": "1001", "mode": "0400"})
+
+	mp := h.mount("appdb", "c1")
+	if mp != filepath.Join(h.root, "appdb") {
+		t.Fatalf("mountpoint = %s, want the volume's directory", mp)
+	}
+	st, err := os.Stat(filepath.Join(mp, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if sys.Uid != 1000 || sys.Gid != 1001 || st.Mode().Perm() != 0o400 {
+		t.Errorf("file is %d:%d %o, want 1000:1001 0400", sys.Uid, sys.Gid, st.Mode().Perm())
+	}
+}
+
+func TestRefcountByMountID(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["shared"] = "v"
+	h.create("shared", nil)
+	dir := filepath.Join(h.root, "shared")
+
+	mp1 := h.mount("shared", "c1")
+	mp2 := h.mount("shared", "c2")
+	h.mount("shared", "c2") // Docker may repeat an ID; it is a set, not a counter
+	if mp1 != mp2 {
+		t.Fatalf("two containers got %s and %s", mp1, mp2)
+	}
+	if n := h.backend.fetchCount(); n != 1 {
+		t.Errorf("backend fetched %d times for one tmpfs, want 1", n)
+	}
+
+	h.unmount("shared", "c1")
+	if !h.mounter.isMounted(dir) || readFile(t, mp2) != "v" {
+		t.Fatal("stopping one container took the other's file away")
+	}
+	h.unmount("shared", "c2")
+	if h.mounter.isMounted(dir) {
+		t.Fatal("tmpfs still mounted after the last unmount")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("volume directory left behind after the last unmount: %v", err)
+	}
+	h.unmount("shared", "c2") // unknown ID: ignored, not an error
+}
+
+func TestMountFailureLeavesNothing(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(h *harness)
+		wantErr  []string
+		wantKind error
+	}{
+		{
+			name:     "secret not found",
+			setup:    func(h *harness) {},
+			wantErr:  []string{`volume "gone": fake secret "gone": not found`},
+			wantKind: secrets.ErrNotFound,
+		},
+		{
+			name: "access denied",
+			setup: func(h *harness) {
+				h.backend.errs["gone"] = secrets.Fail(secrets.Ref{Backend: "fake", Name: "gone"}, secrets.ErrAccessDenied, "check the policy", nil)
+			},
+			wantErr:  []string{`volume "gone": fake secret "gone": access denied (check the policy)`},
+			wantKind: secrets.ErrAccessDenied,
+		},
+		{
+			name:     "backend hangs past the timeout",
+			setup:    func(h *harness) { h.backend.block = make(chan struct{}) },
+			wantErr:  []string{`volume "gone": fake secret "gone": timed out`, "TIMEOUT"},
+			wantKind: secrets.ErrTimeout,
+		},
+		{
+			name: "tmpfs cannot be mounted",
+			setup: func(h *harness) {
+				h.backend.values["gone"] = "v"
+				h.mounter.failOn = "mount"
+			},
+			wantErr: []string{`volume "gone": mount tmpfs: operation not permitted`},
+		},
+		{
+			name: "read-only remount fails after the write",
+			setup: func(h *harness) {
+				h.backend.values["gone"] = "v"
+				h.mounter.failOn = "ro"
+			},
+			wantErr: []string{`volume "gone": remount: device busy`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.create("gone", nil)
+			tt.setup(h)
+			_, err := h.drv.Mount(&volume.MountRequest{Name: "gone", ID: "c1"})
+			if err == nil {
+				t.Fatal("Mount succeeded, want an error")
+			}
+			for _, s := range tt.wantErr {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not contain %q", err, s)
+				}
+			}
+			if tt.wantKind != nil && !errors.Is(err, tt.wantKind) {
+				t.Errorf("error %v is not %v", err, tt.wantKind)
+			}
+			if h.mounter.isMounted(filepath.Join(h.root, "gone")) {
+				t.Error("failed mount left a tmpfs mounted")
+			}
+			if _, err := os.Stat(filepath.Join(h.root, "gone")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("failed mount left its directory: %v", err)
+			}
+			got, err := h.drv.Get(&volume.GetRequest{Name: "gone"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Volume.Status["lastError"] == nil || got.Volume.Status["mounts"] != 0 {
+				t.Errorf("status after a failed mount = %v, want lastError and 0 mounts", got.Volume.Status)
+			}
+		})
+	}
+}
+
+func TestRemove(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["v1"] = "x"
+	h.create("v1", nil)
+	h.mount("v1", "c1")
+	err := h.drv.Remove(&volume.RemoveRequest{Name: "v1"})
+	if err == nil || !strings.Contains(err.Error(), `volume "v1" is mounted by 1 container(s)`) {
+		t.Fatalf("Remove of a mounted volume = %v, want a refusal", err)
+	}
+	h.unmount("v1", "c1")
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v1"}); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := h.drv.Get(&volume.GetRequest{Name: "v1"}); err == nil {
+		t.Fatal("Get after Remove found the volume")
+	}
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v1"}); err == nil {
+		t.Fatal("second Remove succeeded")
+	}
+}
+
+func TestCreateIdempotentAndConflicting(t *testing.T) {
+	h := newHarness(t)
+	h.create("v1", map[string]string{"secret": "a"})
+	h.create("v1", map[string]string{"secret": "a"})
+	err := h.drv.Create(&volume.CreateRequest{Name: "v1", Options: map[string]string{"secret": "b"}})
+	if err == nil || !strings.Contains(err.Error(), "already exists with different options") {
+		t.Fatalf("conflicting Create = %v", err)
+	}
+	if err := h.drv.Create(&volume.CreateRequest{Name: "a", Options: nil}); err == nil {
+		t.Fatal("one-letter volume name accepted")
+	}
+}
+
+func TestListGetPathCapabilities(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["b-vol"] = "value-never-shown"
+	h.create("b-vol", nil)
+	h.create("a-vol", map[string]string{"layout": "dir", "key": "k"})
+
+	list, err := h.drv.List()
+	if err != nil || len(list.Volumes) != 2 || list.Volumes[0].Name != "a-vol" {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	p, _ := h.drv.Path(&volume.PathRequest{Name: "b-vol"})
+	if p.Mountpoint != "" {
+		t.Errorf("Path of an unmounted volume = %q, want empty", p.Mountpoint)
+	}
+	mp := h.mount("b-vol", "c1")
+	p, _ = h.drv.Path(&volume.PathRequest{Name: "b-vol"})
+	if p.Mountpoint != mp {
+		t.Errorf("Path = %q, want %q", p.Mountpoint, mp)
+	}
+	got, err := h.drv.Get(&volume.GetRequest{Name: "b-vol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := got.Volume.Status
+	if st["backend"] != "fake" || st["secret"] != "b-vol" || st["version"] != "v1" || st["fetchedAt"] == nil || st["mounts"] != 1 {
+		t.Errorf("status = %v", st)
+	}
+	if strings.Contains(fmt.Sprint(st), "value-never-shown") {
+		t.Error("status shows the secret value")
+	}
+	if h.drv.Capabilities().Capabilities.Scope != "local" {
+		t.Error("scope is not local")
+	}
+	if _, err := h.drv.Get(&volume.GetRequest{Name: "nope"}); err == nil {
+		t.Error("Get of an unknown volume succeeded")
+	}
+}
+
+func TestStatePersistedWithoutSecrets(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["canary"] = "CANARY-VALUE-42"
+	h.create("canary", map[string]string{"uid": "1000", "mode": "0400"})
+	h.mount("canary", "c1")
+
+	st, err := os.Stat(h.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode = %o, want 0600", st.Mode().Perm())
+	}
+	b := readFile(t, h.state)
+	if strings.Contains(b, "CANARY-VALUE-42") {
+		t.Fatal("state file holds the secret value")
+	}
+	if !strings.Contains(b, `"c1"`) {
+		t.Error("state file does not hold the mount id")
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(h.state), ".state-*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+}
+
+func TestRestartKeepsVolumesAndLiveMounts(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["live"] = "x"
+	h.backend.values["idle"] = "y"
+	h.create("live", nil)
+	h.create("idle", map[string]string{"mode": "0400"})
+	mp := h.mount("live", "c1")
+
+	// A plugin restart with a container still running: the tmpfs survives.
+	h.drv = h.start()
+	list, _ := h.drv.List()
+	if len(list.Volumes) != 2 {
+		t.Fatalf("after restart List has %d volumes, want 2", len(list.Volumes))
+	}
+	if got := h.mount("live", "c2"); got != mp {
+		t.Fatalf("after restart a new container got %s, want the live tmpfs %s", got, mp)
+	}
+	if n := h.backend.fetchCount(); n != 1 {
+		t.Errorf("restart caused a refetch: %d fetches", n)
+	}
+	h.unmount("live", "c1")
+	h.unmount("live", "c2")
+	if h.mounter.isMounted(filepath.Dir(mp)) {
+		t.Fatal("tmpfs kept after the last unmount across a restart")
+	}
+	h.mount("idle", "c3")
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "live"}); err != nil {
+		t.Fatalf("Remove after restart: %v", err)
+	}
+}
+
+func TestRestartAfterMountsVanished(t *testing.T) {
+	h := newHarness(t)
+	h.backend.values["v1"] = "x"
+	h.create("v1", nil)
+	h.mount("v1", "old")
+
+	// dockerd restarted: the tmpfs is gone, the old container is dead, and
+	// Docker may never send its Unmount.
+	h.mounter = newFakeMounter()
+	h.drv = h.start()
+	mp := h.mount("v1", "new")
+	if readFile(t, mp) != "x" {
+		t.Fatal("no fresh tmpfs for a new container after the old mounts vanished")
+	}
+	h.unmount("v1", "new")
+	h.unmount("v1", "old")
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v1"}); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+
+	// Stale ids whose tmpfs is gone do not block removal either.
+	h.create("v2", nil)
+	h.backend.values["v2"] = "x"
+	h.mount("v2", "ghost")
+	h.mounter = newFakeMounter()
+	h.drv = h.start()
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v2"}); err != nil {
+		t.Fatalf("Remove with stale mount ids: %v", err)
+	}
+}
+
+func TestStaleMountsCleanedAtStart(t *testing.T) {
+	h := newHarness(t)
+	h.create("known", nil)
+	for _, name := range []string{"known", "unknown"} {
+		dir := filepath.Join(h.root, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.mounter.MountTmpfs(dir, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.drv = h.start()
+	for _, name := range []string{"known", "unknown"} {
+		if h.mounter.isMounted(filepath.Join(h.root, name)) {
+			t.Errorf("stale tmpfs of %q not cleaned up at start", name)
+		}
+	}
+}
+
+func TestConcurrentMounts(t *testing.T) {
+	h := newHarness(t)
+	const n = 20
+	for i := range n {
+		name := fmt.Sprintf("vol%02d", i)
+		h.backend.values[name] = name
+		h.create(name, nil)
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		for c := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("vol%02d", i)
+				id := fmt.Sprintf("c%d", c)
+				if _, err := h.drv.Mount(&volume.MountRequest{Name: name, ID: id}); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := h.drv.Get(&volume.GetRequest{Name: name}); err != nil {
+					t.Error(err)
+				}
+				if err := h.drv.Unmount(&volume.UnmountRequest{Name: name, ID: id}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if m, _ := h.mounter.MountsUnder(h.root); len(m) != 0 {
+		t.Fatalf("mounts left after every container stopped: %v", m)
+	}
+	b := readFile(t, h.state)
+	if strings.Contains(b, "mountIds") {
+		t.Fatalf("state still lists mount ids: %s", b)
+	}
+}

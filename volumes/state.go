@@ -1,0 +1,108 @@
+package volumes
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// stateVersion is bumped when the file's shape changes incompatibly.
+const stateVersion = 1
+
+// volumeRecord is what survives a restart of the plugin: names, options and
+// mount IDs. It never holds a secret value or a credential.
+type volumeRecord struct {
+	Options   Options   `json:"options"`
+	CreatedAt time.Time `json:"createdAt"`
+	MountIDs  []string  `json:"mountIds,omitempty"`
+}
+
+type stateFile struct {
+	Version int                     `json:"version"`
+	Volumes map[string]volumeRecord `json:"volumes"`
+}
+
+// Store persists volume records as one JSON file, replaced atomically.
+type Store struct {
+	path string
+}
+
+// NewStore returns a store writing to path; the directory is created 0700.
+func NewStore(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	return &Store{path: path}, nil
+}
+
+// Load reads the records; a missing file is an empty state.
+func (s *Store) Load() (map[string]volumeRecord, error) {
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]volumeRecord{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", s.path, err)
+	}
+	var f stateFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("parse state %s: %w", s.path, err)
+	}
+	if f.Version != stateVersion {
+		return nil, fmt.Errorf("state %s has version %d, this dsv reads version %d", s.path, f.Version, stateVersion)
+	}
+	if f.Volumes == nil {
+		f.Volumes = map[string]volumeRecord{}
+	}
+	return f.Volumes, nil
+}
+
+// Save writes the records: temp file, fsync, rename, fsync of the directory,
+// so a crash leaves either the old or the new state, never a torn one.
+func (s *Store) Save(vols map[string]volumeRecord) error {
+	for name, r := range vols {
+		sort.Strings(r.MountIDs)
+		vols[name] = r
+	}
+	b, err := json.MarshalIndent(stateFile{Version: stateVersion, Volumes: vols}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	dir := filepath.Dir(s.path)
+	tmp, err := os.CreateTemp(dir, ".state-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write state: sync directory: %w", err)
+	}
+	return nil
+}
