@@ -61,7 +61,11 @@ type vol struct {
 	name    string
 	opts    Options
 	created time.Time
-	ids     map[string]struct{}
+	ids     map[string]struct{} // mount IDs sharing the live tmpfs
+	// stale holds IDs from before a restart whose tmpfs this process cannot
+	// see: their containers hold the old tmpfs themselves. They are kept
+	// until Docker unmounts them, but they pin nothing.
+	stale   map[string]struct{}
 	mounted bool // the tmpfs is up in this process's mount namespace
 	removed bool
 	status  fetchStatus
@@ -98,7 +102,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	for name, r := range recs {
-		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}}
+		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}}
 		for _, id := range r.MountIDs {
 			v.ids[id] = struct{}{}
 		}
@@ -106,6 +110,12 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if err := d.reconcile(); err != nil {
 		return nil, err
+	}
+	for _, v := range d.vols {
+		if !v.mounted && len(v.ids) > 0 {
+			d.log.Info().Str("volume", v.name).Int("mounts", len(v.ids)).Msg("mount ids from before restart kept until docker unmounts them")
+			v.stale, v.ids = v.ids, map[string]struct{}{}
+		}
 	}
 	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
 	return d, nil
@@ -159,7 +169,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		}
 		return fmt.Errorf("volume %q already exists with different options; remove it first with: docker volume rm %s", req.Name, req.Name)
 	}
-	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}}
+	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}, stale: map[string]struct{}{}}
 	d.vols[req.Name] = v
 	if err := d.saveLocked(); err != nil {
 		delete(d.vols, req.Name)
@@ -225,13 +235,13 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	if v.removed {
 		return fmt.Errorf("volume %q not found", req.Name)
 	}
-	if v.mounted && len(v.ids) > 0 {
+	if len(v.ids) > 0 {
 		return fmt.Errorf("volume %q is mounted by %d container(s); stop them before removing it", req.Name, len(v.ids))
 	}
-	if len(v.ids) > 0 {
-		// IDs from before a restart whose tmpfs is gone: Docker only calls
-		// Remove once no container references the volume, so they are stale.
-		d.log.Warn().Str("volume", req.Name).Int("mounts", len(v.ids)).Msg("forgetting mount ids from before a restart")
+	if len(v.stale) > 0 {
+		// Docker only calls Remove once no container references the volume,
+		// so IDs from before a restart that were never unmounted are dead.
+		d.log.Warn().Str("volume", req.Name).Int("mounts", len(v.stale)).Msg("forgetting mount ids from before a restart")
 	}
 	delete(d.vols, req.Name)
 	if err := d.saveLocked(); err != nil {
@@ -320,6 +330,16 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	defer v.op.Unlock()
 
 	d.mu.Lock()
+	if _, ok := v.stale[req.ID]; ok {
+		delete(v.stale, req.ID)
+		err := d.saveLocked()
+		d.mu.Unlock()
+		d.log.Info().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of a mount from before restart")
+		if err != nil {
+			return fmt.Errorf("volume %q: %w", req.Name, err)
+		}
+		return nil
+	}
 	if _, ok := v.ids[req.ID]; !ok {
 		d.mu.Unlock()
 		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of an unknown mount id ignored")
@@ -482,6 +502,9 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		"mode":    fmt.Sprintf("%04o", v.opts.Mode),
 		"mounts":  len(v.ids),
 	}
+	if len(v.stale) > 0 {
+		st["mountsBeforeRestart"] = len(v.stale)
+	}
 	if v.opts.Ref.Key != "" {
 		st["key"] = v.opts.Ref.Key
 	}
@@ -510,8 +533,11 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 func (d *Driver) saveLocked() error {
 	recs := make(map[string]volumeRecord, len(d.vols))
 	for name, v := range d.vols {
-		ids := make([]string, 0, len(v.ids))
+		ids := make([]string, 0, len(v.ids)+len(v.stale))
 		for id := range v.ids {
+			ids = append(ids, id)
+		}
+		for id := range v.stale {
 			ids = append(ids, id)
 		}
 		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids}

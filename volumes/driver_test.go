@@ -339,7 +339,14 @@ func TestRestartAfterMountsVanished(t *testing.T) {
 	if readFile(t, mp) != "x" {
 		t.Fatal("no fresh tmpfs for a new container after the old mounts vanished")
 	}
+	got, _ := h.drv.Get(&volume.GetRequest{Name: "v1"})
+	if got.Volume.Status["mounts"] != 1 || got.Volume.Status["mountsBeforeRestart"] != 1 {
+		t.Errorf("status = %v, want 1 live mount and 1 from before the restart", got.Volume.Status)
+	}
 	h.unmount("v1", "new")
+	if h.mounter.isMounted(filepath.Dir(mp)) {
+		t.Fatal("an id from before the restart pinned the fresh tmpfs")
+	}
 	h.unmount("v1", "old")
 	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v1"}); err != nil {
 		t.Fatalf("Remove: %v", err)

@@ -99,7 +99,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	log := zerolog.New(os.Stderr).Level(s.LogLevel).With().Timestamp().Logger()
+	// Stdout: dockerd logs a plugin's stderr at level error, its stdout at info.
+	log := zerolog.New(os.Stdout).Level(s.LogLevel).With().Timestamp().Logger()
 
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
@@ -145,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}()
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
-		Dur("timeout", s.Timeout).Msg("serving")
+		Str("timeout", s.Timeout.String()).Msg("serving")
 	err = serve(l, volume.NewHandler(drv))
 	if ctx.Err() != nil {
 		log.Info().Msg("stopped")
