@@ -25,6 +25,9 @@ func ExtractKey(ref Ref, value []byte) ([]byte, error) {
 		sort.Strings(keys)
 		return nil, Fail(ref, ErrBadValue, "key not in the secret; its keys are: "+strings.Join(quoteAll(keys), ", "), nil)
 	}
+	if string(bytes.TrimSpace(raw)) == "null" {
+		return nil, Fail(ref, ErrBadValue, "the key's value is null", nil)
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		return []byte(s), nil

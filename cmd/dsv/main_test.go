@@ -1,0 +1,61 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func TestLoadSettings(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    settings
+		wantErr []string
+	}{
+		{
+			name: "defaults",
+			env:  map[string]string{},
+			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second},
+		},
+		{
+			name: "every setting",
+			env:  map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "AWS_REGION": "eu-west-1"},
+			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, AWSRegion: "eu-west-1"},
+		},
+		{
+			name:    "every bad value at once",
+			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5"},
+			wantErr: []string{`LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`},
+		},
+		{
+			name:    "negative timeout",
+			env:     map[string]string{"TIMEOUT": "-1s"},
+			wantErr: []string{`TIMEOUT "-1s"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadSettings(func(k string) string { return tt.env[k] })
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("loadSettings() = %+v, want an error", got)
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("loadSettings() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
