@@ -73,6 +73,9 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		}
 	}
 	s.AWSRegion = getenv("AWS_REGION")
+	if s.AWSRegion != "" && !awssm.ValidRegion(s.AWSRegion) {
+		problems = append(problems, fmt.Sprintf("AWS_REGION %q: not an AWS region (e.g. us-east-1)", s.AWSRegion))
+	}
 	if len(problems) > 0 {
 		return s, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
 	}

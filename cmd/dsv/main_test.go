@@ -27,8 +27,8 @@ func TestLoadSettings(t *testing.T) {
 		},
 		{
 			name:    "every bad value at once",
-			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5"},
-			wantErr: []string{`LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`},
+			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "AWS_REGION": "useast1"},
+			wantErr: []string{`LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `AWS_REGION "useast1"`},
 		},
 		{
 			name:    "negative timeout",
