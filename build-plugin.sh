@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# build-plugin.sh builds the static dsv binary, lays out the managed plugin
+# (plugin/config.json + plugin/rootfs/) without pulling any image, and
+# installs it with `docker plugin create`, replacing a plugin of the same name.
+#
+# The rootfs holds exactly: /dsv, /etc/ssl/certs/ca-certificates.crt and the
+# empty folders the plugin needs. The Dockerfile produces the same rootfs for
+# those who have an image registry.
+#
+# Usage: ./build-plugin.sh [--enable] [--name NAME]
+#   --enable     enable the plugin after creating it (default: leave it disabled
+#                so that `docker plugin set` can still change its settings)
+#   --name NAME  plugin name (default: dsv)
+# Environment:
+#   DSV_PLUGIN_DIR  where to assemble the plugin (default: <repo>/plugin)
+#   VERSION         version stamped into the binary (default: git describe)
+set -euo pipefail
+
+usage() {
+	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+name=dsv
+enable=0
+while (($#)); do
+	case $1 in
+	--enable) enable=1 ;;
+	--name)
+		[[ $# -ge 2 && -n $2 ]] || { echo "build-plugin.sh: --name needs a value" >&2; exit 2; }
+		name=$2
+		shift
+		;;
+	--name=?*) name=${1#--name=} ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "build-plugin.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+plugin_dir=${DSV_PLUGIN_DIR:-$repo/plugin}
+rootfs=$plugin_dir/rootfs
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+# The folders the plugin needs in its rootfs. Keep in step with the Dockerfile.
+rootfs_dirs=(mnt/dsv var/lib/dsv run/docker/plugins run/dsv/files run/dsv/credentials tmp proc sys dev etc)
+# Host folders of config.json's two mounts: docker refuses to enable the
+# plugin when a bind source is missing.
+host_dirs=(/var/lib/dsv/files /var/lib/dsv/credentials)
+
+export PATH=/usr/local/go/bin:$PATH
+started=$SECONDS
+step() { printf '==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
+
+apt_install() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	step "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
+}
+
+case $plugin_dir in
+/ | "" | "$repo") echo "build-plugin.sh: refusing DSV_PLUGIN_DIR=$plugin_dir" >&2; exit 2 ;;
+esac
+command -v docker >/dev/null || { echo "build-plugin.sh: docker not found (test/dockerd.sh ensure installs it)" >&2; exit 1; }
+docker version --format '{{.Server.Version}}' >/dev/null ||
+	{ echo "build-plugin.sh: no Docker engine answers (test/dockerd.sh ensure starts one)" >&2; exit 1; }
+
+version=${VERSION:-$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)}
+
+# Build into a scratch folder first, so a failed build leaves plugin/ as it was.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+step "go build ./cmd/dsv (version $version)"
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/dsv" ./cmd/dsv)
+if command -v readelf >/dev/null && readelf -l "$work/dsv" 2>/dev/null | grep -q INTERP; then
+	echo "build-plugin.sh: $work/dsv is dynamically linked; the rootfs has no libc" >&2
+	exit 1
+fi
+
+[[ -s $ca_bundle ]] || apt_install ca-certificates
+[[ -s $ca_bundle ]] || { echo "build-plugin.sh: $ca_bundle missing after installing ca-certificates" >&2; exit 1; }
+
+step "assemble $plugin_dir"
+rm -rf "$rootfs" "$plugin_dir/config.json"
+mkdir -p "$rootfs"
+for d in "${rootfs_dirs[@]}"; do
+	install -d -m 0755 "$rootfs/$d"
+done
+chmod 1777 "$rootfs/tmp"
+install -D -m 0755 "$work/dsv" "$rootfs/dsv"
+install -D -m 0644 "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
+install -m 0644 "$repo/config.json" "$plugin_dir/config.json"
+
+for d in "${host_dirs[@]}"; do
+	[[ -d $d ]] || install -d -m 0700 "$d"
+done
+
+if docker plugin inspect "$name" >/dev/null 2>&1; then
+	step "remove plugin $name"
+	docker plugin disable -f "$name" >/dev/null 2>&1 || true
+	docker plugin rm -f "$name" >/dev/null
+fi
+step "docker plugin create $name"
+docker plugin create "$name" "$plugin_dir" >/dev/null
+if ((enable)); then
+	step "docker plugin enable $name"
+	docker plugin enable "$name" >/dev/null
+fi
+step "done: plugin $name ($(du -sh "$rootfs" | cut -f1) rootfs)"
+docker plugin ls --filter "capability=volumedriver"
+
+if ((!enable)); then
+	cat <<EOF
+
+The plugin is installed but not enabled. Next steps:
+  docker plugin set $name LOG_LEVEL=debug BACKEND=file    # optional settings
+  docker plugin set $name files.source=/path/to/secrets   # default /var/lib/dsv/files
+  docker plugin enable $name
+EOF
+fi
