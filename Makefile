@@ -1,0 +1,77 @@
+# dsv: developer and CI entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+# go lives in /usr/local/go/bin, which a login PATH may lack.
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# Each fuzz target runs this long in `make fuzz`.
+FUZZTIME ?= 30s
+# The end-to-end suite installs the plugin under this name and runs its
+# containers from this image; both are passed to it in the environment.
+export DSV_E2E_PLUGIN ?= dsv
+export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
+
+.PHONY: build plugin demo test lint unit e2e e2e-deps bench fuzz clean
+
+## build: the static binary bin/dsv
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/dsv ./cmd/dsv
+
+## plugin: build and install the managed plugin (disabled; see build-plugin.sh)
+plugin:
+	./build-plugin.sh
+
+## demo: the walk-through in test/demo.sh
+demo:
+	test/demo.sh
+
+## test: lint, then unit, then e2e, in that order (what CI runs)
+test:
+	time $(MAKE) --no-print-directory lint
+	time $(MAKE) --no-print-directory unit
+	time $(MAKE) --no-print-directory e2e
+
+## lint: gofmt finds nothing to change; go vet, also over the e2e-tagged code
+lint:
+	@echo "gofmt -l ."
+	@out=$$(gofmt -l .); if [[ -n $$out ]]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if [[ -d test/e2e ]]; then echo "$(GO) vet -tags e2e ./test/e2e/..."; $(GO) vet -tags e2e ./test/e2e/...; fi
+
+## unit: every package's tests with the race detector; moto must be there
+unit:
+	DSV_REQUIRE_MOTO=1 $(GO) test -race -count=1 ./...
+
+## e2e: the end-to-end suite (build tag e2e) against a real Docker engine
+e2e: e2e-deps
+	@[[ -d test/e2e ]] || { echo "make e2e: test/e2e does not exist: no end-to-end suite to run" >&2; exit 1; }
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/...
+
+## e2e-deps: a Docker engine, the plugin installed and enabled, the test image
+e2e-deps:
+	test/dockerd.sh ensure
+	./build-plugin.sh --enable --name $(DSV_E2E_PLUGIN)
+	test/busybox-image.sh
+
+## bench: the benchmarks in test/bench.sh
+bench:
+	test/bench.sh
+
+## fuzz: every Fuzz target of every package for FUZZTIME (default 30s) each
+fuzz:
+	@targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } \
+		/^ok/ { if (names != "") print $$2 names; names = "" }'); \
+	if [[ -z $$targets ]]; then echo "make fuzz: no Fuzz targets found" >&2; exit 1; fi; \
+	while read -r pkg names; do \
+		for t in $$names; do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done <<<"$$targets"
+
+## clean: remove build outputs (bin/, plugin/); the installed plugin stays
+clean:
+	rm -rf bin plugin
