@@ -100,13 +100,37 @@ for d in "${host_dirs[@]}"; do
 	[[ -d $d ]] || install -d -m 0700 "$d"
 done
 
+# A rebuild is an upgrade: the old plugin's volumes (its state file, which
+# holds names, options and mount ids, never a value) and its settings carry
+# over, so `docker volume ls` still lists every volume afterwards.
+old_settings=()
 if docker plugin inspect "$name" >/dev/null 2>&1; then
+	old_id=$(docker plugin inspect -f '{{.Id}}' "$name")
+	docker_root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+	old_state=$docker_root/plugins/$old_id/rootfs/var/lib/dsv/state.json
+	mapfile -t old_settings < <(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name" | sed '/^$/d')
 	step "remove plugin $name"
 	docker plugin disable -f "$name" >/dev/null 2>&1 || true
+	if [[ -f $old_state ]]; then
+		install -D -m 0600 "$old_state" "$rootfs/var/lib/dsv/state.json"
+		step "carried over the volumes of the old plugin ($old_state)"
+	fi
 	docker plugin rm -f "$name" >/dev/null
 fi
 step "docker plugin create $name"
 docker plugin create "$name" "$plugin_dir" >/dev/null
+rm -f "$rootfs/var/lib/dsv/state.json"
+if ((${#old_settings[@]})); then
+	mapfile -t new_settings < <(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name" | sed '/^$/d')
+	changed=()
+	for kv in "${old_settings[@]}"; do
+		printf '%s\n' "${new_settings[@]}" | grep -qxF -- "$kv" || changed+=("$kv")
+	done
+	if ((${#changed[@]})); then
+		step "kept settings: ${changed[*]%%=*}"
+		docker plugin set "$name" "${changed[@]}" >/dev/null
+	fi
+fi
 if ((enable)); then
 	step "docker plugin enable $name"
 	docker plugin enable "$name" >/dev/null
