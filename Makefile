@@ -14,7 +14,7 @@ FUZZTIME ?= 30s
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
 
-.PHONY: build plugin demo test lint unit e2e e2e-deps bench fuzz clean
+.PHONY: install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean
 
 ## build: the static binary bin/dsv
 build:
@@ -23,6 +23,13 @@ build:
 ## plugin: build and install the managed plugin (disabled; see build-plugin.sh)
 plugin:
 	./build-plugin.sh
+
+## install-legacy: binary + systemd unit for hosts that run dsv unmanaged
+install-legacy: build
+	install -D -m 0755 bin/dsv /usr/local/bin/dsv
+	install -D -m 0644 cmd/dsv/dsv.service /etc/systemd/system/dsv.service
+	install -d -m 0700 /var/lib/dsv /var/lib/dsv/files /etc/dsv
+	@echo "next: put settings in /etc/dsv/dsv.env, then: systemctl daemon-reload && systemctl enable --now dsv"
 
 ## demo: the walk-through in test/demo.sh
 demo:
