@@ -10,6 +10,7 @@ require (
 	github.com/docker/go-connections v0.8.2
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
 	github.com/rs/zerolog v1.35.1
+	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.50.0
 )
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Ref names one secret object in one backend, as parsed from volume options.
@@ -27,6 +28,8 @@ type Ref struct {
 	VersionStage string `json:"versionStage,omitempty"`
 	// Region overrides the plugin's region for region-scoped backends.
 	Region string `json:"region,omitempty"`
+	// Params holds backend-specific options, as declared by ParamsDriver.
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // String describes the object for errors and logs: `aws secret "prod/db"`.
@@ -41,6 +44,24 @@ type Secret struct {
 	// Version identifies what was read (a version id, a modification time);
 	// it is shown in `docker volume inspect` and must not be derived from Value.
 	Version string
+	// Lease is set for secrets that expire (Vault dynamic secrets); nil for
+	// static ones. A leased secret is never cached or shared between volumes.
+	Lease *Lease
+}
+
+// Lease is a backend's time-limited grant of a secret.
+type Lease struct {
+	ID        string        `json:"id"`
+	Duration  time.Duration `json:"duration"`
+	Renewable bool          `json:"renewable"`
+}
+
+// LeaseManager is implemented by backends whose secrets carry leases.
+type LeaseManager interface {
+	// Renew extends a lease and returns its new terms.
+	Renew(ctx context.Context, ref Ref, lease Lease) (Lease, error)
+	// Revoke ends a lease; revoking an unknown or expired lease is not an error.
+	Revoke(ctx context.Context, ref Ref, leaseID string) error
 }
 
 // SecretStoreDriver is one backend. Implementations must be safe for

@@ -1,0 +1,216 @@
+// Package cache is the one way volumes and the Swarm secret provider read
+// secrets: it applies the backend timeout, collapses concurrent reads of one
+// object into one backend call, keeps values in memory for a short TTL, and
+// extracts JSON keys, so that many containers on few secrets cause few reads.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// Config tunes a Fetcher.
+type Config struct {
+	// TTL is how long a value is reused; 0 disables reuse, but concurrent
+	// reads still collapse into one.
+	TTL time.Duration
+	// MaxEntries bounds the number of cached values.
+	MaxEntries int
+	// Timeout bounds every backend call.
+	Timeout time.Duration
+}
+
+// entry is one cached value; its timer drops it when the TTL ends, so a value
+// never stays in the cache longer than that.
+type entry struct {
+	sec     secrets.Secret
+	expires time.Time
+	timer   *time.Timer
+}
+
+// Stats counts what the fetcher did, for tests, benchmarks and logs.
+type Stats struct {
+	Reads  int64 // backend calls
+	Hits   int64 // answered from the cache
+	Shared int64 // answered by joining a read in flight
+}
+
+// Fetcher reads secrets through the registry's backends.
+type Fetcher struct {
+	reg *secrets.Registry
+	cfg Config
+
+	group singleflight.Group
+	mu    sync.Mutex
+	items map[string]*entry
+
+	reads, hits, shared atomic.Int64
+}
+
+// New returns a Fetcher. MaxEntries defaults to 1024.
+func New(reg *secrets.Registry, cfg Config) (*Fetcher, error) {
+	if cfg.Timeout <= 0 {
+		return nil, errors.New("cache: timeout must be positive")
+	}
+	if cfg.TTL < 0 {
+		return nil, errors.New("cache: TTL must not be negative")
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 1024
+	}
+	return &Fetcher{reg: reg, cfg: cfg, items: map[string]*entry{}}, nil
+}
+
+// Stats returns the counters.
+func (f *Fetcher) Stats() Stats {
+	return Stats{Reads: f.reads.Load(), Hits: f.hits.Load(), Shared: f.shared.Load()}
+}
+
+// Fetch returns ref's value, with ref.Key extracted. fresh skips a cached
+// value (a refresh must see a rotation at once) but still joins a read in
+// flight and refreshes the cache. The returned Value must not be modified.
+func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secrets.Secret, error) {
+	whole := ref
+	whole.Key = ""
+	key := whole.CacheKey()
+
+	if !fresh {
+		if sec, ok := f.lookup(key); ok {
+			f.hits.Add(1)
+			return extract(ref, sec)
+		}
+	}
+	ch := f.group.DoChan(key, func() (any, error) { return f.read(whole, key) })
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return secrets.Secret{}, secrets.FromContext(ctx, ref)
+	}
+	if res.Err != nil {
+		return secrets.Secret{}, rename(res.Err, ref)
+	}
+	sec := res.Val.(secrets.Secret)
+	if res.Shared {
+		if sec.Lease != nil {
+			// A lease belongs to one volume: revoking it at one volume's last
+			// unmount must not take another's credentials. Read our own.
+			sec, err := f.read(whole, key)
+			if err != nil {
+				return secrets.Secret{}, rename(err, ref)
+			}
+			return extract(ref, sec)
+		}
+		f.shared.Add(1)
+	}
+	return extract(ref, sec)
+}
+
+// read calls the backend under the timeout and caches a lease-free result.
+func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
+	backend, ok := f.reg.Get(ref.Backend)
+	if !ok {
+		return secrets.Secret{}, fmt.Errorf("backend %q is not available in this build of dsv", ref.Backend)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
+	defer cancel()
+	f.reads.Add(1)
+	sec, err := backend.Fetch(ctx, ref)
+	if err != nil {
+		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.Is(err, secrets.ErrTimeout) {
+			return secrets.Secret{}, cerr
+		}
+		return secrets.Secret{}, err
+	}
+	if sec.Lease == nil {
+		f.store(key, sec)
+	}
+	return sec, nil
+}
+
+func (f *Fetcher) lookup(key string) (secrets.Secret, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.items[key]
+	if !ok || !time.Now().Before(e.expires) {
+		return secrets.Secret{}, false
+	}
+	return e.sec, true
+}
+
+func (f *Fetcher) store(key string, sec secrets.Secret) {
+	if f.cfg.TTL == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, ok := f.items[key]; ok {
+		old.timer.Stop()
+		delete(f.items, key)
+	}
+	if len(f.items) >= f.cfg.MaxEntries {
+		f.evictOldestLocked()
+	}
+	e := &entry{sec: sec, expires: time.Now().Add(f.cfg.TTL)}
+	e.timer = time.AfterFunc(f.cfg.TTL, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.items[key] == e {
+			delete(f.items, key)
+		}
+	})
+	f.items[key] = e
+}
+
+func (f *Fetcher) evictOldestLocked() {
+	var oldestKey string
+	var oldest *entry
+	for k, e := range f.items {
+		if oldest == nil || e.expires.Before(oldest.expires) {
+			oldestKey, oldest = k, e
+		}
+	}
+	if oldest != nil {
+		oldest.timer.Stop()
+		delete(f.items, oldestKey)
+	}
+}
+
+// Len is the number of cached values.
+func (f *Fetcher) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.items)
+}
+
+// extract applies ref.Key to a whole value.
+func extract(ref secrets.Ref, sec secrets.Secret) (secrets.Secret, error) {
+	if ref.Key == "" {
+		return sec, nil
+	}
+	v, err := secrets.ExtractKey(ref, sec.Value)
+	if err != nil {
+		return secrets.Secret{}, err
+	}
+	sec.Value = v
+	return sec, nil
+}
+
+// rename makes a shared read's error name the caller's reference (its key).
+func rename(err error, ref secrets.Ref) error {
+	var se *secrets.Error
+	if errors.As(err, &se) {
+		c := *se
+		c.Ref = ref
+		return &c
+	}
+	return err
+}

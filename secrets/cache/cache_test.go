@@ -1,0 +1,214 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// slowBackend answers after a delay, so concurrent reads overlap, and counts
+// its reads per name.
+type slowBackend struct {
+	delay  time.Duration
+	leased bool
+	fail   atomic.Bool
+	mu     sync.Mutex
+	reads  map[string]int
+	serial atomic.Int64
+}
+
+func (b *slowBackend) Name() string               { return "slow" }
+func (b *slowBackend) Validate(secrets.Ref) error { return nil }
+func (b *slowBackend) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	b.mu.Lock()
+	b.reads[ref.Name]++
+	b.mu.Unlock()
+	if ref.Key != "" {
+		return secrets.Secret{}, errors.New("the fetcher must extract keys itself")
+	}
+	select {
+	case <-time.After(b.delay):
+	case <-ctx.Done():
+		return secrets.Secret{}, secrets.FromContext(ctx, ref)
+	}
+	if b.fail.Load() {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrUnavailable, "", nil)
+	}
+	n := b.serial.Add(1)
+	sec := secrets.Secret{Value: []byte(fmt.Sprintf(`{"name":%q,"n":%d}`, ref.Name, n)), Version: fmt.Sprint(n)}
+	if b.leased {
+		sec.Lease = &secrets.Lease{ID: fmt.Sprintf("lease-%d", n), Duration: time.Minute, Renewable: true}
+	}
+	return sec, nil
+}
+
+func (b *slowBackend) total() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, c := range b.reads {
+		n += c
+	}
+	return n
+}
+
+func newFetcher(t *testing.T, b *slowBackend, ttl time.Duration) *Fetcher {
+	t.Helper()
+	if b.reads == nil {
+		b.reads = map[string]int{}
+	}
+	reg, err := secrets.NewRegistry(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(reg, Config{TTL: ttl, MaxEntries: 3, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestConcurrentFetchesCollapse(t *testing.T) {
+	b := &slowBackend{delay: 50 * time.Millisecond}
+	f := newFetcher(t, b, time.Minute)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref := secrets.Ref{Backend: "slow", Name: fmt.Sprintf("s%d", i%5), Key: "name"}
+			sec, err := f.Fetch(context.Background(), ref, false)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if string(sec.Value) != ref.Name {
+				t.Errorf("got %q for %s", sec.Value, ref.Name)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := b.total(); n != 5 {
+		t.Fatalf("50 fetches of 5 secrets made %d backend reads, want 5", n)
+	}
+	st := f.Stats()
+	if st.Reads != 5 || st.Hits+st.Shared < 45 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestCacheTTLAndFresh(t *testing.T) {
+	b := &slowBackend{}
+	f := newFetcher(t, b, 100*time.Millisecond)
+	ref := secrets.Ref{Backend: "slow", Name: "a"}
+	first, _ := f.Fetch(context.Background(), ref, false)
+	again, _ := f.Fetch(context.Background(), ref, false)
+	if first.Version != again.Version || b.total() != 1 {
+		t.Fatalf("second fetch within the TTL read the backend (%d reads)", b.total())
+	}
+	fresh, _ := f.Fetch(context.Background(), ref, true)
+	if fresh.Version == first.Version || b.total() != 2 {
+		t.Fatal("a fresh fetch was answered from the cache")
+	}
+	cached, _ := f.Fetch(context.Background(), ref, false)
+	if cached.Version != fresh.Version {
+		t.Fatal("a fresh fetch did not refresh the cache")
+	}
+	time.Sleep(150 * time.Millisecond)
+	if f.Len() != 0 {
+		t.Fatal("a value stayed in the cache past its TTL")
+	}
+	if _, _ = f.Fetch(context.Background(), ref, false); b.total() != 3 {
+		t.Fatal("an expired value was reused")
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	b := &slowBackend{}
+	f := newFetcher(t, b, time.Minute)
+	for i := range 10 {
+		if _, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: fmt.Sprint(i)}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.Len() != 3 {
+		t.Fatalf("cache holds %d values, want its bound 3", f.Len())
+	}
+}
+
+func TestZeroTTLStillCollapses(t *testing.T) {
+	b := &slowBackend{delay: 50 * time.Millisecond}
+	f := newFetcher(t, b, 0)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "x"}, false)
+		}()
+	}
+	wg.Wait()
+	if b.total() != 1 || f.Len() != 0 {
+		t.Fatalf("reads = %d, cached = %d; want 1 read and nothing kept", b.total(), f.Len())
+	}
+}
+
+func TestLeasedSecretsAreNeverShared(t *testing.T) {
+	b := &slowBackend{delay: 50 * time.Millisecond, leased: true}
+	f := newFetcher(t, b, time.Minute)
+	var mu sync.Mutex
+	leases := map[string]bool{}
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sec, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "db"}, false)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			leases[sec.Lease.ID] = true
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(leases) != 5 || f.Len() != 0 {
+		t.Fatalf("5 fetches got %d distinct leases and cached %d; want 5 and 0", len(leases), f.Len())
+	}
+}
+
+func TestErrorsAreNotCachedAndNameTheKey(t *testing.T) {
+	b := &slowBackend{}
+	f := newFetcher(t, b, time.Minute)
+	b.fail.Store(true)
+	_, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "a", Key: "k"}, false)
+	if !errors.Is(err, secrets.ErrUnavailable) || err.Error() != `slow secret "a" key "k": backend unreachable` {
+		t.Fatalf("err = %v", err)
+	}
+	b.fail.Store(false)
+	if _, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "a"}, false); err != nil {
+		t.Fatalf("an error was cached: %v", err)
+	}
+	_, err = f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "a", Key: "missing"}, false)
+	if !errors.Is(err, secrets.ErrBadValue) {
+		t.Fatalf("missing key: %v", err)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	b := &slowBackend{delay: time.Hour, reads: map[string]int{}}
+	reg, _ := secrets.NewRegistry(b)
+	f, _ := New(reg, Config{Timeout: 50 * time.Millisecond})
+	_, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "a"}, false)
+	if !errors.Is(err, secrets.ErrTimeout) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+}
