@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/cache"
 )
 
 var _ volume.Driver = (*Driver)(nil)
@@ -33,8 +34,8 @@ type Config struct {
 	Registry *secrets.Registry
 	// Defaults are the plugin-wide fallbacks for options.
 	Defaults Defaults
-	// Timeout bounds every backend call.
-	Timeout time.Duration
+	// Fetcher reads secrets: timeout, shared reads, short-lived cache.
+	Fetcher *cache.Fetcher
 	// TmpfsSize caps each volume's tmpfs, in bytes.
 	TmpfsSize int64
 	// Mounter performs mounts; KernelMounter in production.
@@ -86,8 +87,8 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Timeout <= 0 {
-		return nil, errors.New("backend timeout must be positive")
+	if cfg.Fetcher == nil {
+		return nil, errors.New("volumes: a fetcher is required")
 	}
 	if err := os.MkdirAll(cfg.Root, 0o755); err != nil {
 		return nil, fmt.Errorf("create mount root: %w", err)
@@ -286,7 +287,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	opts := v.opts
 	d.mu.Unlock()
 
-	sec, err := d.fetch(opts.Ref)
+	sec, err := d.fetch(opts.Ref, false)
 	if err != nil {
 		d.recordError(v, err)
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("fetch failed")
@@ -373,22 +374,10 @@ func (d *Driver) lookup(name string) (*vol, error) {
 	return v, nil
 }
 
-// fetch calls the backend under the plugin's timeout.
-func (d *Driver) fetch(ref secrets.Ref) (secrets.Secret, error) {
-	backend, ok := d.cfg.Registry.Get(ref.Backend)
-	if !ok {
-		return secrets.Secret{}, fmt.Errorf("backend %q is not available in this build of dsv", ref.Backend)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout)
-	defer cancel()
-	sec, err := backend.Fetch(ctx, ref)
-	if err != nil {
-		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.Is(err, secrets.ErrTimeout) {
-			return secrets.Secret{}, cerr
-		}
-		return secrets.Secret{}, err
-	}
-	return sec, nil
+// fetch reads a secret through the shared fetcher, which applies the
+// backend timeout.
+func (d *Driver) fetch(ref secrets.Ref, fresh bool) (secrets.Secret, error) {
+	return d.cfg.Fetcher.Fetch(context.Background(), ref, fresh)
 }
 
 func (d *Driver) recordError(v *vol, err error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/cache"
 )
 
 // fakeMounter keeps a mount table in memory; directories are plain ones.
@@ -170,12 +171,16 @@ func (h *harness) start() *Driver {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	f, err := cache.New(h.reg, cache.Config{TTL: 0, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	d, err := New(Config{
 		Root:      h.root,
 		Store:     store,
 		Registry:  h.reg,
 		Defaults:  Defaults{Backend: "fake"},
-		Timeout:   200 * time.Millisecond,
+		Fetcher:   f,
 		TmpfsSize: 1 << 20,
 		Mounter:   h.mounter,
 		Logger:    zerolog.New(io.Discard),

@@ -21,26 +21,17 @@ const (
 	LayoutDir = "dir"
 )
 
-// Option names, as users type them after -o / volume-opt= / driver_opts.
+// Volume option names, beyond the reference options of secrets.ParseRef.
 const (
-	optBackend      = "backend"
-	optSecret       = "secret"
-	optKey          = "key"
-	optVersionID    = "version-id"
-	optVersionStage = "version-stage"
-	optRegion       = "region"
-	optUID          = "uid"
-	optGID          = "gid"
-	optMode         = "mode"
-	optLayout       = "layout"
-	optFilename     = "filename"
+	optUID      = "uid"
+	optGID      = "gid"
+	optMode     = "mode"
+	optLayout   = "layout"
+	optFilename = "filename"
 )
 
-// knownOptions lists every option Create accepts, for error messages.
-var knownOptions = []string{
-	optBackend, optSecret, optKey, optVersionID, optVersionStage, optRegion,
-	optUID, optGID, optMode, optLayout, optFilename,
-}
+// fileOptions are the options that shape the files of a volume.
+var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename}
 
 // Swarm's defaults for secret files.
 const (
@@ -78,36 +69,15 @@ type Defaults struct {
 // secret's name when the secret option is absent, which is how implicit
 // creation by `docker run -v name:/path` works.
 func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets.Registry) (Options, error) {
-	var problems []error
+	ref, rest, problems := secrets.ParseRef(name, raw, def.Backend, reg)
 	bad := func(opt, format string, args ...any) {
 		problems = append(problems, fmt.Errorf("option %q: %s", opt, fmt.Sprintf(format, args...)))
 	}
 
-	o := Options{UID: defaultUID, GID: defaultGID, Mode: defaultMode, Layout: LayoutFile}
-	o.Ref.Backend = def.Backend
-	o.Ref.Name = name
-
+	o := Options{Ref: ref, UID: defaultUID, GID: defaultGID, Mode: defaultMode, Layout: LayoutFile}
 	var unknown []string
-	for k, v := range raw {
+	for k, v := range rest {
 		switch k {
-		case optBackend:
-			o.Ref.Backend = v
-		case optSecret:
-			if v == "" {
-				bad(k, "must not be empty; it names the secret in the backend")
-			}
-			o.Ref.Name = v
-		case optKey:
-			if v == "" {
-				bad(k, "must not be empty; it names a top-level key of a JSON secret")
-			}
-			o.Ref.Key = v
-		case optVersionID:
-			o.Ref.VersionID = v
-		case optVersionStage:
-			o.Ref.VersionStage = v
-		case optRegion:
-			o.Ref.Region = v
 		case optUID, optGID:
 			n, err := strconv.ParseUint(v, 10, 31)
 			if err != nil {
@@ -142,17 +112,7 @@ func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
-		problems = append(problems, fmt.Errorf("unknown option %q; known options are: %s", k, strings.Join(knownOptions, ", ")))
-	}
-
-	if backend, ok := reg.Get(o.Ref.Backend); !ok {
-		src := "the BACKEND plugin setting"
-		if _, given := raw[optBackend]; given {
-			src = "option \"backend\""
-		}
-		problems = append(problems, fmt.Errorf("%s: unknown backend %q; use one of: %s", src, o.Ref.Backend, strings.Join(reg.Names(), ", ")))
-	} else if err := backend.Validate(o.Ref); err != nil {
-		problems = append(problems, err)
+		problems = append(problems, fmt.Errorf("unknown option %q; known options are: %s", k, strings.Join(knownOptions(reg, o.Ref.Backend), ", ")))
 	}
 
 	if o.Filename != "" && o.Layout == LayoutFile {
@@ -170,6 +130,22 @@ func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets
 		return Options{}, &OptionsError{Volume: name, Problems: problems}
 	}
 	return o, nil
+}
+
+// knownOptions lists every option a volume of this backend accepts.
+func knownOptions(reg *secrets.Registry, backend string) []string {
+	known := append(append([]string{}, secrets.RefOptions...), fileOptions...)
+	if b, ok := reg.Get(backend); ok {
+		if pd, ok := b.(secrets.ParamsDriver); ok {
+			for _, p := range pd.Params() {
+				if strings.HasSuffix(p, ".") {
+					p += "NAME"
+				}
+				known = append(known, p)
+			}
+		}
+	}
+	return known
 }
 
 // OptionsError reports every invalid option of one volume.

@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -166,7 +167,7 @@ func TestParseOptions(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseOptions() error: %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ParseOptions() =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})

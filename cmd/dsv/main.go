@@ -23,6 +23,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/volumes"
 )
@@ -46,12 +47,13 @@ type settings struct {
 	LogLevel  zerolog.Level
 	Backend   string
 	Timeout   time.Duration
+	CacheTTL  time.Duration
 	AWSRegion string
 }
 
 // loadSettings reads the environment and reports every bad value at once.
 func loadSettings(getenv func(string) string) (settings, error) {
-	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second}
+	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 5 * time.Second}
 	var problems []string
 	if v := getenv("LOG_LEVEL"); v != "" {
 		l, err := zerolog.ParseLevel(strings.ToLower(v))
@@ -70,6 +72,14 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			problems = append(problems, fmt.Sprintf("TIMEOUT %q: use a positive Go duration such as 5s or 1500ms", v))
 		} else {
 			s.Timeout = d
+		}
+	}
+	if v := getenv("CACHE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			problems = append(problems, fmt.Sprintf("CACHE_TTL %q: use a Go duration such as 5s, or 0 to read the backend at every mount", v))
+		} else {
+			s.CacheTTL = d
 		}
 	}
 	s.AWSRegion = getenv("AWS_REGION")
@@ -115,6 +125,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if _, ok := reg.Get(s.Backend); !ok {
 		return fmt.Errorf("invalid plugin settings: BACKEND %q: use one of %s", s.Backend, strings.Join(reg.Names(), ", "))
 	}
+	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout})
+	if err != nil {
+		return err
+	}
 	store, err := volumes.NewStore(*statePath)
 	if err != nil {
 		return err
@@ -124,7 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Store:     store,
 		Registry:  reg,
 		Defaults:  volumes.Defaults{Backend: s.Backend},
-		Timeout:   s.Timeout,
+		Fetcher:   fetcher,
 		TmpfsSize: tmpfsSize,
 		Mounter:   volumes.KernelMounter{},
 		Logger:    log,

@@ -18,17 +18,17 @@ func TestLoadSettings(t *testing.T) {
 		{
 			name: "defaults",
 			env:  map[string]string{},
-			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second},
+			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 5 * time.Second},
 		},
 		{
 			name: "every setting",
-			env:  map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "AWS_REGION": "eu-west-1"},
+			env:  map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "CACHE_TTL": "0", "AWS_REGION": "eu-west-1"},
 			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, AWSRegion: "eu-west-1"},
 		},
 		{
 			name:    "every bad value at once",
-			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "AWS_REGION": "useast1"},
-			wantErr: []string{`LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `AWS_REGION "useast1"`},
+			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "CACHE_TTL": "-1s", "AWS_REGION": "useast1"},
+			wantErr: []string{`LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`},
 		},
 		{
 			name:    "negative timeout",
