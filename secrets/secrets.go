@@ -47,7 +47,13 @@ type Secret struct {
 	// Lease is set for secrets that expire (Vault dynamic secrets); nil for
 	// static ones. A leased secret is never cached or shared between volumes.
 	Lease *Lease
+	// NoReuse marks a value that must go to one consumer only (a single-use
+	// wrapping token, a leased credential): never cached, never shared.
+	NoReuse bool
 }
+
+// Unique reports whether the value must not be cached or shared.
+func (s Secret) Unique() bool { return s.NoReuse || s.Lease != nil }
 
 // Lease is a backend's time-limited grant of a secret.
 type Lease struct {

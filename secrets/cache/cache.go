@@ -100,7 +100,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secre
 	}
 	sec := res.Val.(secrets.Secret)
 	if res.Shared {
-		if sec.Lease != nil {
+		if sec.Unique() {
 			// A lease belongs to one volume: revoking it at one volume's last
 			// unmount must not take another's credentials. Read our own.
 			sec, err := f.read(whole, key)
@@ -130,7 +130,7 @@ func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 		}
 		return secrets.Secret{}, err
 	}
-	if sec.Lease == nil {
+	if !sec.Unique() {
 		f.store(key, sec)
 	}
 	return sec, nil
