@@ -7,7 +7,7 @@
 # The final image holds exactly what build-plugin.sh puts in plugin/rootfs:
 #   /dsv                                 the static binary (CGO_ENABLED=0)
 #   /etc/ssl/certs/ca-certificates.crt   CA bundle for the AWS backend
-#   empty folders: /mnt/dsv /var/lib/dsv /run/docker/plugins /run/dsv/files
+#   empty folders: /mnt/dsv /var/lib/dsv /run/docker/plugins /run/dsv/files /run/dsv/templates
 #                  /run/dsv/credentials /tmp (1777) /proc /sys /dev /etc
 #
 # Turning it into a managed plugin:
@@ -32,7 +32,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 # scratch has no shell and no mkdir: lay the folders out here and copy them.
 # Keep this list in step with rootfs_dirs in build-plugin.sh.
 RUN set -eu; \
-    for d in mnt/dsv var/lib/dsv run/docker/plugins run/dsv/files run/dsv/credentials tmp proc sys dev etc; do \
+    for d in mnt/dsv var/lib/dsv run/docker/plugins run/dsv/files run/dsv/templates run/dsv/credentials tmp proc sys dev etc; do \
         install -d -m 0755 "/rootfs/$d"; \
     done; \
     chmod 1777 /rootfs/tmp; \

@@ -42,10 +42,10 @@ plugin_dir=${DSV_PLUGIN_DIR:-$repo/plugin}
 rootfs=$plugin_dir/rootfs
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 # The folders the plugin needs in its rootfs. Keep in step with the Dockerfile.
-rootfs_dirs=(mnt/dsv var/lib/dsv run/docker/plugins run/dsv/files run/dsv/credentials tmp proc sys dev etc)
+rootfs_dirs=(mnt/dsv var/lib/dsv run/docker/plugins run/dsv/files run/dsv/templates run/dsv/credentials tmp proc sys dev etc)
 # Host folders of config.json's two mounts: docker refuses to enable the
 # plugin when a bind source is missing.
-host_dirs=(/var/lib/dsv/files /var/lib/dsv/credentials)
+host_dirs=(/var/lib/dsv/files /var/lib/dsv/templates /var/lib/dsv/credentials)
 
 export PATH=/usr/local/go/bin:$PATH
 started=$SECONDS

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -42,16 +43,26 @@ type Config struct {
 	Mounter Mounter
 	// Logger receives the driver's logs; a component field is added.
 	Logger zerolog.Logger
+	// Refresh is the REFRESH plugin setting: the default interval at which
+	// mounted directory volumes are re-read; 0 reads once at mount.
+	Refresh time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Jitter returns a number in [0,1) to spread renewals; rand when nil.
+	Jitter func() float64
+	// CrashAfter, in tests only, interrupts the atomic writer after a step.
+	CrashAfter func(step string) error
 }
 
 // fetchStatus is what Get reports about the last fetch. No value, ever.
 type fetchStatus struct {
-	Version     string
-	FetchedAt   time.Time
+	Versions    map[string]string // object name -> version read
+	FetchedAt   time.Time         // last successful read
+	ChangedAt   time.Time         // last time the files changed
 	LastError   string
 	LastErrorAt time.Time
+	Failures    int // consecutive failed refreshes
+	RenewedAt   time.Time
 }
 
 // vol is one volume. Every field is guarded by Driver.mu; op serialises the
@@ -70,6 +81,12 @@ type vol struct {
 	mounted bool // the tmpfs is up in this process's mount namespace
 	removed bool
 	status  fetchStatus
+	// leases are the leases the volume's content holds; persisted by id.
+	leases []heldLease
+	// digest identifies the files in the tmpfs, in memory only.
+	digest [32]byte
+	// stopRefresh ends the volume's refresh loop; nil when none runs.
+	stopRefresh context.CancelFunc
 }
 
 // Driver implements volume.Driver.
@@ -87,6 +104,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
 	if cfg.Fetcher == nil {
 		return nil, errors.New("volumes: a fetcher is required")
 	}
@@ -103,7 +123,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	for name, r := range recs {
-		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}}
+		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases}
 		for _, id := range r.MountIDs {
 			v.ids[id] = struct{}{}
 		}
@@ -118,6 +138,7 @@ func New(cfg Config) (*Driver, error) {
 			v.stale, v.ids = v.ids, map[string]struct{}{}
 		}
 	}
+	d.resumeLeases()
 	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
 	return d, nil
 }
@@ -176,8 +197,8 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		delete(d.vols, req.Name)
 		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	d.log.Info().Str("volume", req.Name).Str("backend", opts.Ref.Backend).Str("secret", opts.Ref.Name).
-		Str("layout", opts.Layout).Strs("options", optionKeys(req.Options)).Msg("created")
+	d.log.Info().Str("volume", req.Name).
+		Str("layout", opts.Layout).Int("objects", len(opts.Objects)).Strs("options", optionKeys(req.Options)).Msg("created")
 	return nil
 }
 
@@ -255,7 +276,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	return nil
 }
 
-// Mount fetches the secret into a fresh tmpfs on the first mount ID and
+// Mount fetches the secrets into a fresh tmpfs on the first mount ID and
 // shares it with later ones.
 func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
 	v, err := d.lookup(req.Name)
@@ -287,41 +308,49 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	opts := v.opts
 	d.mu.Unlock()
 
-	sec, err := d.fetch(opts.Ref, false)
+	c, err := d.render(context.Background(), opts, false)
 	if err != nil {
+		d.revoke(req.Name, c)
 		d.recordError(v, err)
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("fetch failed")
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	if err := d.materialise(v.name, opts, sec.Value); err != nil {
+	if err := d.materialise(v.name, opts, c); err != nil {
+		d.revoke(req.Name, c)
 		d.recordError(v, err)
 		d.log.Error().Str("volume", req.Name).Err(err).Msg("mount failed")
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 
+	now := d.cfg.Now().UTC()
 	d.mu.Lock()
 	v.mounted = true
 	v.ids[req.ID] = struct{}{}
-	v.status.Version = sec.Version
-	v.status.FetchedAt = d.cfg.Now().UTC()
-	v.status.LastError = ""
+	oldLeases := v.leases // held for containers from before a restart, if any
+	v.leases = append(append([]heldLease(nil), oldLeases...), c.leases...)
+	v.digest = c.digest
+	v.status = fetchStatus{Versions: c.versions, FetchedAt: now, ChangedAt: now}
 	err = d.saveLocked()
 	if err != nil {
 		v.mounted = false
 		delete(v.ids, req.ID)
+		v.leases = oldLeases
 	}
 	mp := d.mountpoint(v)
 	d.mu.Unlock()
 	if err != nil {
 		d.teardown(v.name)
+		d.revoke(req.Name, c)
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	d.log.Info().Str("volume", req.Name).Str("id", req.ID).Str("backend", opts.Ref.Backend).
-		Str("secret", opts.Ref.Name).Str("version", sec.Version).Msg("mounted")
+	d.startRefresh(v)
+	d.log.Info().Str("volume", req.Name).Str("id", req.ID).Int("objects", len(opts.Objects)).
+		Int("files", len(c.files)).Int("leases", len(c.leases)).Msg("mounted")
 	return &volume.MountResponse{Mountpoint: mp}, nil
 }
 
-// Unmount drops one mount ID; the last one takes the tmpfs down.
+// Unmount drops one mount ID; the last one takes the tmpfs down and revokes
+// the volume's leases.
 func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	v, err := d.lookup(req.Name)
 	if err != nil {
@@ -331,32 +360,39 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	defer v.op.Unlock()
 
 	d.mu.Lock()
-	if _, ok := v.stale[req.ID]; ok {
-		delete(v.stale, req.ID)
-		err := d.saveLocked()
-		d.mu.Unlock()
-		d.log.Info().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of a mount from before restart")
-		if err != nil {
-			return fmt.Errorf("volume %q: %w", req.Name, err)
-		}
-		return nil
-	}
-	if _, ok := v.ids[req.ID]; !ok {
+	_, wasStale := v.stale[req.ID]
+	_, wasLive := v.ids[req.ID]
+	if !wasStale && !wasLive {
 		d.mu.Unlock()
 		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of an unknown mount id ignored")
 		return nil
 	}
+	delete(v.stale, req.ID)
 	delete(v.ids, req.ID)
-	last := len(v.ids) == 0
+	last := len(v.ids) == 0 && len(v.stale) == 0
 	wasMounted := v.mounted
-	if last {
+	if len(v.ids) == 0 {
 		v.mounted = false
+	}
+	var leases []heldLease
+	if last {
+		leases, v.leases = v.leases, nil
+		if v.stopRefresh != nil {
+			v.stopRefresh()
+			v.stopRefresh = nil
+		}
 	}
 	err = d.saveLocked()
 	d.mu.Unlock()
-	if last && wasMounted {
+	if wasStale {
+		d.log.Info().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of a mount from before restart")
+	}
+	if len(v.ids) == 0 && wasMounted {
 		d.teardown(v.name)
 		d.log.Info().Str("volume", req.Name).Msg("unmounted and wiped")
+	}
+	if len(leases) > 0 {
+		d.revoke(req.Name, &content{leases: leases})
 	}
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", req.Name, err)
@@ -374,12 +410,6 @@ func (d *Driver) lookup(name string) (*vol, error) {
 	return v, nil
 }
 
-// fetch reads a secret through the shared fetcher, which applies the
-// backend timeout.
-func (d *Driver) fetch(ref secrets.Ref, fresh bool) (secrets.Secret, error) {
-	return d.cfg.Fetcher.Fetch(context.Background(), ref, fresh)
-}
-
 func (d *Driver) recordError(v *vol, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -394,14 +424,14 @@ func (d *Driver) dir(name string) string { return filepath.Join(d.cfg.Root, name
 // file layout, the tmpfs root for the dir layout.
 func (d *Driver) mountpoint(v *vol) string {
 	if v.opts.Layout == LayoutFile {
-		return filepath.Join(d.dir(v.name), v.opts.Filename)
+		return filepath.Join(d.dir(v.name), v.opts.Objects[0].Name)
 	}
 	return d.dir(v.name)
 }
 
-// materialise mounts a fresh tmpfs and writes the secret into it. On any
+// materialise mounts a fresh tmpfs and writes the files into it. On any
 // failure it leaves nothing behind: no mount, no directory, no partial file.
-func (d *Driver) materialise(name string, opts Options, value []byte) (err error) {
+func (d *Driver) materialise(name string, opts Options, c *content) (err error) {
 	dir := d.dir(name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create mount point: %w", err)
@@ -419,10 +449,25 @@ func (d *Driver) materialise(name string, opts Options, value []byte) (err error
 			d.teardown(name)
 		}
 	}()
-	if err := writeSecretFile(dir, opts, value, d.cfg.TmpfsSize); err != nil {
+	if err := d.writeFiles(dir, opts, c.files); err != nil {
 		return err
 	}
 	return d.cfg.Mounter.SetReadOnly(dir, true)
+}
+
+// writeFiles puts files into a volume's (writable) tmpfs: one file renamed
+// into place for the file layout, the atomic writer for directories.
+func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry) error {
+	var err error
+	if opts.Layout == LayoutFile {
+		err = writeInPlace(dir, files[0])
+	} else {
+		err = writeAtomic(dir, files, d.cfg.Now(), d.cfg.CrashAfter)
+	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return fmt.Errorf("the secrets do not fit the volume's %d KiB tmpfs", d.cfg.TmpfsSize/1024)
+	}
+	return err
 }
 
 // teardown wipes and unmounts a volume's tmpfs and removes its directory.
@@ -440,35 +485,35 @@ func (d *Driver) teardown(name string) {
 	_ = os.Remove(dir)
 }
 
-// writeSecretFile writes value as opts.Filename with its owner and mode:
-// into a temporary name first, then renamed, so no reader sees a partial file.
-func writeSecretFile(dir string, opts Options, value []byte, limit int64) error {
-	final := filepath.Join(dir, opts.Filename)
-	tmp := filepath.Join(dir, ".."+opts.Filename+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write secret file: %w", err)
-	}
-	_, werr := f.Write(value)
-	cerr := f.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chown(tmp, opts.UID, opts.GID)
-	}
-	if werr == nil {
-		werr = os.Chmod(tmp, opts.Mode)
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, final)
-	}
-	if werr != nil {
-		_ = os.Remove(tmp)
-		if errors.Is(werr, unix.ENOSPC) {
-			return fmt.Errorf("secret does not fit the volume's %d KiB tmpfs", limit/1024)
+// writeInPlace writes the single file of a file-layout volume: under a
+// temporary name, then renamed, so no reader sees a partial file. Once the
+// file is bind-mounted into a container a rename no longer reaches it, so a
+// later rewrite (a lease that ended) truncates and rewrites the same inode.
+func writeInPlace(dir string, f fileEntry) error {
+	final := filepath.Join(dir, f.Path)
+	if _, err := os.Lstat(final); err == nil {
+		fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			return fmt.Errorf("rewrite secret file: %w", err)
 		}
-		return fmt.Errorf("write secret file: %w", werr)
+		_, werr := fh.Write(f.Data)
+		if cerr := fh.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return fmt.Errorf("rewrite secret file: %w", werr)
+		}
+		return nil
+	}
+	tmp := f
+	tmp.Path = ".." + f.Path + ".tmp"
+	if err := writeEntry(dir, tmp); err != nil {
+		_ = os.Remove(filepath.Join(dir, tmp.Path))
+		return err
+	}
+	if err := os.Rename(filepath.Join(dir, tmp.Path), final); err != nil {
+		_ = os.Remove(filepath.Join(dir, tmp.Path))
+		return fmt.Errorf("write secret file: %w", err)
 	}
 	return nil
 }
@@ -483,39 +528,110 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		return out
 	}
 	st := map[string]any{
-		"backend": v.opts.Ref.Backend,
-		"secret":  v.opts.Ref.Name,
-		"layout":  v.opts.Layout,
-		"file":    v.opts.Filename,
-		"owner":   fmt.Sprintf("%d:%d", v.opts.UID, v.opts.GID),
-		"mode":    fmt.Sprintf("%04o", v.opts.Mode),
-		"mounts":  len(v.ids),
+		"layout": v.opts.Layout,
+		"mounts": len(v.ids),
 	}
 	if len(v.stale) > 0 {
 		st["mountsBeforeRestart"] = len(v.stale)
 	}
-	if v.opts.Ref.Key != "" {
-		st["key"] = v.opts.Ref.Key
+	if len(v.opts.Objects) == 1 {
+		o := v.opts.Objects[0]
+		describeObject(st, o)
+		if ver, ok := v.status.Versions[o.Name]; ok {
+			st["version"] = ver
+		}
+	} else {
+		files := make([]map[string]any, 0, len(v.opts.Objects))
+		for _, o := range v.opts.Objects {
+			m := map[string]any{}
+			describeObject(m, o)
+			if ver, ok := v.status.Versions[o.Name]; ok {
+				m["version"] = ver
+			}
+			files = append(files, m)
+		}
+		st["files"] = files
 	}
-	if v.opts.Ref.VersionID != "" {
-		st["versionId"] = v.opts.Ref.VersionID
-	}
-	if v.opts.Ref.VersionStage != "" {
-		st["versionStage"] = v.opts.Ref.VersionStage
-	}
-	if v.opts.Ref.Region != "" {
-		st["region"] = v.opts.Ref.Region
+	if r := d.refreshInterval(v.opts); r > 0 {
+		st["refresh"] = r.String()
+	} else if v.opts.Layout == LayoutFile && d.cfg.Refresh > 0 && !v.opts.RefreshSet {
+		st["refresh"] = "off: a layout=file volume cannot be swapped atomically; use layout=dir"
 	}
 	if !v.status.FetchedAt.IsZero() {
-		st["version"] = v.status.Version
 		st["fetchedAt"] = v.status.FetchedAt.Format(time.RFC3339)
+		st["changedAt"] = v.status.ChangedAt.Format(time.RFC3339)
 	}
 	if v.status.LastError != "" {
 		st["lastError"] = v.status.LastError
 		st["lastErrorAt"] = v.status.LastErrorAt.Format(time.RFC3339)
+		if v.status.Failures > 0 {
+			st["failedRefreshes"] = v.status.Failures
+		}
+	}
+	if len(v.leases) > 0 {
+		ls := make([]map[string]any, 0, len(v.leases))
+		for _, l := range v.leases {
+			ls = append(ls, map[string]any{
+				"lease":     leasePrefix(l.Lease.ID),
+				"secret":    l.Ref.Name,
+				"ttl":       l.Lease.Duration.String(),
+				"renewable": l.Lease.Renewable,
+			})
+		}
+		st["leases"] = ls
+		if !v.status.RenewedAt.IsZero() {
+			st["renewedAt"] = v.status.RenewedAt.Format(time.RFC3339)
+		}
 	}
 	out.Status = st
 	return out
+}
+
+// describeObject adds an object's identity (never its value) to m.
+func describeObject(m map[string]any, o Object) {
+	m["file"] = o.Name
+	m["owner"] = fmt.Sprintf("%d:%d", o.UID, o.GID)
+	m["mode"] = fmt.Sprintf("%04o", o.Mode)
+	if o.Format != FormatRaw {
+		m["format"] = o.Format
+	}
+	if o.Template != nil {
+		m["template"] = o.Template.Name
+		if o.Template.File != "" {
+			m["templateFile"] = o.Template.File
+		}
+		refs := make([]string, 0, len(o.Template.Refs))
+		for _, r := range o.Template.Refs {
+			refs = append(refs, r.Ref.Backend+":"+r.Ref.Name)
+		}
+		m["secrets"] = refs
+		return
+	}
+	m["backend"] = o.Ref.Backend
+	m["secret"] = o.Ref.Name
+	switch {
+	case o.AllKeys:
+		m["key"] = allKeys
+	case o.Ref.Key != "":
+		m["key"] = o.Ref.Key
+	}
+	if o.Ref.VersionID != "" {
+		m["versionId"] = o.Ref.VersionID
+	}
+	if o.Ref.VersionStage != "" {
+		m["versionStage"] = o.Ref.VersionStage
+	}
+	if o.Ref.Region != "" {
+		m["region"] = o.Ref.Region
+	}
+}
+
+// leasePrefix shows enough of a lease id to find it, not all of it.
+func leasePrefix(id string) string {
+	if len(id) > 24 {
+		return id[:24] + "…"
+	}
+	return id
 }
 
 // saveLocked persists every volume; d.mu must be held.
@@ -529,7 +645,7 @@ func (d *Driver) saveLocked() error {
 		for id := range v.stale {
 			ids = append(ids, id)
 		}
-		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids}
+		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids, Leases: v.leases}
 	}
 	if err := d.cfg.Store.Save(recs); err != nil {
 		d.log.Error().Err(err).Msg("persist state failed")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -419,5 +420,26 @@ func TestConcurrentMounts(t *testing.T) {
 	b := readFile(t, h.state)
 	if strings.Contains(b, "mountIds") {
 		t.Fatalf("state still lists mount ids: %s", b)
+	}
+}
+
+func TestStateMigratesVersion1(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	v1 := `{"version":1,"volumes":{"db":{"options":{"ref":{"backend":"aws","secret":"prod/db","key":"pw"},
+		"uid":1000,"gid":0,"mode":256,"layout":"dir","filename":"pw"},"createdAt":"2026-11-25T19:00:00Z","mountIds":["x"]}}}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := NewStore(path)
+	recs, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := recs["db"]
+	want := Options{Layout: LayoutDir, Objects: []Object{{Name: "pw", Format: FormatRaw, UID: 1000, Mode: 0o400,
+		Ref: secrets.Ref{Backend: "aws", Name: "prod/db", Key: "pw"}}}}
+	if !reflect.DeepEqual(got.Options, want) || len(got.MountIDs) != 1 {
+		t.Fatalf("migrated record = %+v", got)
 	}
 }

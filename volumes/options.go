@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -23,15 +24,36 @@ const (
 
 // Volume option names, beyond the reference options of secrets.ParseRef.
 const (
-	optUID      = "uid"
-	optGID      = "gid"
-	optMode     = "mode"
-	optLayout   = "layout"
-	optFilename = "filename"
+	optUID          = "uid"
+	optGID          = "gid"
+	optMode         = "mode"
+	optLayout       = "layout"
+	optFilename     = "filename"
+	optFormat       = "format"
+	optRefresh      = "refresh"
+	optTemplate     = "template"
+	optTemplateFile = "template-file"
+	// Prefixes of the options that each add one file to a directory volume.
+	prefixFile         = "file."
+	prefixTemplate     = "template."
+	prefixTemplateFile = "template-file."
 )
 
 // fileOptions are the options that shape the files of a volume.
-var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename}
+var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename, optFormat, optRefresh,
+	optTemplate, optTemplateFile, prefixFile + "NAME", prefixTemplate + "NAME", prefixTemplateFile + "NAME"}
+
+// Formats of a secret file.
+const (
+	FormatRaw    = "raw"
+	FormatJSON   = "json"
+	FormatDotenv = "dotenv"
+	FormatBase64 = "base64"
+)
+
+// allKeys is the key option's value that explodes a JSON secret into one
+// file per top-level key.
+const allKeys = "*"
 
 // Swarm's defaults for secret files.
 const (
@@ -47,21 +69,48 @@ var volumeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 var modeRE = regexp.MustCompile(`^0?[0-7]{3}$`)
 
 // Options is a volume's parsed, validated configuration. It is persisted in
-// the state file, so it holds names and numbers only, never a secret value.
+// the state file, so it holds names, numbers and template text, never a
+// secret value.
 type Options struct {
-	Ref      secrets.Ref `json:"ref"`
+	// Layout is LayoutFile (one object, mounted as the file itself) or
+	// LayoutDir (a directory of objects).
+	Layout  string   `json:"layout"`
+	Objects []Object `json:"objects"`
+	// Refresh re-reads a mounted volume's objects at this interval; it
+	// applies only when RefreshSet, else the plugin's REFRESH setting does.
+	Refresh    time.Duration `json:"refresh,omitempty"`
+	RefreshSet bool          `json:"refreshSet,omitempty"`
+}
+
+// Object is one file (or, for key=*, one directory of files) of a volume.
+type Object struct {
+	// Name is the file's name in the volume.
+	Name string `json:"name"`
+	// Ref is the secret of a secret object; zero for a template object.
+	Ref secrets.Ref `json:"ref"`
+	// AllKeys explodes a JSON object secret into one file per top-level
+	// key: in the volume's root for a single-secret volume, else in a
+	// directory called Name.
+	AllKeys bool `json:"allKeys,omitempty"`
+	// Format turns the value into the file's content.
+	Format string `json:"format"`
+	// Template, when set, renders the file from several secrets.
+	Template *Template   `json:"template,omitempty"`
 	UID      int         `json:"uid"`
 	GID      int         `json:"gid"`
 	Mode     os.FileMode `json:"mode"`
-	Layout   string      `json:"layout"`
-	Filename string      `json:"filename"`
 }
 
 // Defaults are the plugin-wide settings that options fall back to.
-// Precedence, highest first: volume option, plugin setting, built-in default.
+// Precedence, highest first: volume option (for a file of a multi-object
+// volume: its own spec, then the volume's options), plugin setting,
+// built-in default.
 type Defaults struct {
 	// Backend is the BACKEND plugin setting.
 	Backend string
+	// Templates reads named template files (the templates mount); nil when
+	// there is none.
+	Templates TemplateSource
 }
 
 // ParseOptions turns Docker's option map into Options and validates them,
@@ -69,14 +118,280 @@ type Defaults struct {
 // secret's name when the secret option is absent, which is how implicit
 // creation by `docker run -v name:/path` works.
 func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets.Registry) (Options, error) {
-	ref, rest, problems := secrets.ParseRef(name, raw, def.Backend, reg)
-	bad := func(opt, format string, args ...any) {
-		problems = append(problems, fmt.Errorf("option %q: %s", opt, fmt.Sprintf(format, args...)))
+	p := &optionParser{def: def, reg: reg}
+	o := p.parse(name, raw)
+	if len(p.problems) > 0 {
+		return Options{}, &OptionsError{Volume: name, Problems: p.problems}
+	}
+	return o, nil
+}
+
+type optionParser struct {
+	def      Defaults
+	reg      *secrets.Registry
+	problems []error
+}
+
+func (p *optionParser) bad(opt, format string, args ...any) {
+	p.problems = append(p.problems, fmt.Errorf("option %q: %s", opt, fmt.Sprintf(format, args...)))
+}
+
+// inheritable are the volume-level options that the files of a multi-object
+// volume take unless their spec says otherwise.
+var inheritable = map[string]bool{
+	secrets.OptBackend: true, secrets.OptRegion: true, secrets.OptVersionStage: true,
+	optUID: true, optGID: true, optMode: true, optFormat: true,
+}
+
+// singleOnly are the options that make sense only for a single-object volume.
+var singleOnly = []string{secrets.OptSecret, secrets.OptKey, secrets.OptVersionID, optFilename, optTemplate, optTemplateFile}
+
+func (p *optionParser) parse(name string, raw map[string]string) Options {
+	multi := map[string]string{}
+	top := map[string]string{}
+	for k, v := range raw {
+		if strings.HasPrefix(k, prefixFile) || strings.HasPrefix(k, prefixTemplate) || strings.HasPrefix(k, prefixTemplateFile) {
+			multi[k] = v
+		} else {
+			top[k] = v
+		}
 	}
 
-	o := Options{Ref: ref, UID: defaultUID, GID: defaultGID, Mode: defaultMode, Layout: LayoutFile}
+	o := Options{Layout: LayoutFile}
+	if v, ok := top[optLayout]; ok {
+		if v != LayoutFile && v != LayoutDir {
+			p.bad(optLayout, "%q is not a layout; use %q (the secret is the mount) or %q (a directory holding the secret as a file)", v, LayoutFile, LayoutDir)
+		}
+		o.Layout = v
+		delete(top, optLayout)
+	}
+	if v, ok := top[optRefresh]; ok {
+		d, err := parseRefresh(v)
+		if err != nil {
+			p.bad(optRefresh, "%v", err)
+		}
+		o.Refresh, o.RefreshSet = d, true
+		delete(top, optRefresh)
+	}
+
+	if len(multi) > 0 {
+		o.Objects = p.parseMulti(top, multi)
+		if o.Layout == LayoutFile {
+			if _, given := raw[optLayout]; given {
+				p.bad(optLayout, "a volume with file.NAME or template.NAME options is a directory; remove layout=file")
+			}
+			o.Layout = LayoutDir
+		}
+	} else {
+		obj, layout := p.parseSingle(name, top, raw)
+		o.Objects = []Object{obj}
+		if layout != "" {
+			o.Layout = layout
+		}
+	}
+	if o.Layout == LayoutFile && o.RefreshSet && o.Refresh > 0 {
+		p.bad(optRefresh, "a layout=file volume is one file bind-mounted into the container, which cannot be replaced atomically; use layout=dir (the secret is then the file <target>/%s)", o.Objects[0].Name)
+	}
+	return o
+}
+
+// parseSingle reads a one-object volume. It returns the layout implied by
+// its options ("" when none is).
+func (p *optionParser) parseSingle(name string, top, raw map[string]string) (Object, string) {
+	obj := Object{Format: FormatRaw, UID: defaultUID, GID: defaultGID, Mode: defaultMode}
+	implied := ""
+	_, layoutGiven := raw[optLayout]
+	layout := raw[optLayout]
+
+	rest := top
+	tmplText, hasText := top[optTemplate]
+	tmplFile, hasFile := top[optTemplateFile]
+	switch {
+	case hasText && hasFile:
+		p.bad(optTemplate, "give either template or template-file, not both")
+	case hasText || hasFile:
+		for _, k := range []string{secrets.OptSecret, secrets.OptKey, secrets.OptVersionID} {
+			if _, ok := top[k]; ok {
+				p.bad(k, "does not apply to a template volume: the template names its secrets with {{ secret \"backend\" \"name\" \"key\" }}")
+			}
+		}
+		rest = p.inherit(top)
+		obj.Template = p.parseTemplate(name, tmplText, tmplFile, hasFile, rest)
+		obj.Name = "config"
+		if hasFile {
+			obj.Name = defaultFilename(tmplFile)
+		}
+		own := map[string]string{}
+		for k, v := range top {
+			_, refOpt := rest[k]
+			if k != optTemplate && k != optTemplateFile && (!refOpt || k == optUID || k == optGID || k == optMode || k == optFormat) {
+				own[k] = v
+			}
+		}
+		p.fileOptions(&obj, own, nil, "")
+	default:
+		ref, r, problems := secrets.ParseRef(name, top, p.def.Backend, p.reg)
+		p.problems = append(p.problems, problems...)
+		if ref.Key == allKeys {
+			ref.Key = ""
+			obj.AllKeys = true
+			if layoutGiven && layout == LayoutFile {
+				p.bad(secrets.OptKey, "key=* writes one file per key, so the volume must be a directory; remove layout=file")
+			}
+			implied = LayoutDir
+		}
+		obj.Ref = ref
+		obj.Name = defaultFilename(ref.Name)
+		p.fileOptions(&obj, r, nil, "")
+	}
+
+	if v, ok := top[optFilename]; ok {
+		if err := validateFilename(v); err != nil {
+			p.bad(optFilename, "%v", err)
+		}
+		if layoutGiven && layout == LayoutFile {
+			p.bad(optFilename, "only applies to layout=dir; remove it or set layout=dir")
+		} else if implied == "" {
+			// filename implies the directory layout: the user asked for a named file.
+			implied = LayoutDir
+		}
+		if obj.AllKeys {
+			p.bad(optFilename, "does not apply with key=*: each key is a file named after the key")
+		}
+		obj.Name = v
+	}
+	if obj.AllKeys && obj.Format != FormatRaw && obj.Format != FormatBase64 {
+		p.bad(optFormat, "with key=* each file holds one value; use raw or base64")
+	}
+	return obj, implied
+}
+
+// parseMulti reads the file.NAME, template.NAME and template-file.NAME
+// options of a directory volume.
+func (p *optionParser) parseMulti(top, multi map[string]string) []Object {
+	for _, k := range singleOnly {
+		if _, ok := top[k]; ok {
+			p.bad(k, "applies to single-secret volumes; with file.NAME options give it in each file's spec, e.g. -o file.db=secret=prod/db,%s=...", k)
+			delete(top, k)
+		}
+	}
+	inherit := p.inherit(top)
+	names := make([]string, 0, len(multi))
+	for k := range multi {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var objs []Object
+	seen := map[string]string{}
+	for _, k := range names {
+		v := multi[k]
+		var fname string
+		switch {
+		case strings.HasPrefix(k, prefixTemplateFile):
+			fname = strings.TrimPrefix(k, prefixTemplateFile)
+		case strings.HasPrefix(k, prefixTemplate):
+			fname = strings.TrimPrefix(k, prefixTemplate)
+		default:
+			fname = strings.TrimPrefix(k, prefixFile)
+		}
+		if err := validateFilename(fname); err != nil {
+			p.bad(k, "the file name %v", err)
+			continue
+		}
+		if other, dup := seen[fname]; dup {
+			p.bad(k, "file %q is also defined by option %q", fname, other)
+			continue
+		}
+		seen[fname] = k
+		obj := Object{Name: fname, Format: FormatRaw, UID: defaultUID, GID: defaultGID, Mode: defaultMode}
+		switch {
+		case strings.HasPrefix(k, prefixTemplateFile):
+			obj.Template = p.parseTemplate(fname, "", v, true, inherit)
+			p.fileOptions(&obj, map[string]string{}, inherit, "")
+		case strings.HasPrefix(k, prefixTemplate):
+			obj.Template = p.parseTemplate(fname, v, "", false, inherit)
+			p.fileOptions(&obj, map[string]string{}, inherit, "")
+		default:
+			spec, err := parseSpec(v)
+			if err != nil {
+				p.bad(k, "%v", err)
+				continue
+			}
+			merged := map[string]string{}
+			for ik, iv := range inherit {
+				merged[ik] = iv
+			}
+			for sk, sv := range spec {
+				merged[sk] = sv
+			}
+			ref, rest, problems := secrets.ParseRef(fname, merged, p.def.Backend, p.reg)
+			for _, pr := range problems {
+				p.problems = append(p.problems, fmt.Errorf("option %q: %w", k, pr))
+			}
+			if ref.Key == allKeys {
+				ref.Key = ""
+				obj.AllKeys = true
+			}
+			obj.Ref = ref
+			p.fileOptions(&obj, rest, nil, k)
+			if obj.AllKeys && obj.Format != FormatRaw && obj.Format != FormatBase64 {
+				p.bad(k, "with key=* each file holds one value; use format=raw or base64")
+			}
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+// inherit picks the volume-level options that every file of a multi-object
+// volume (and every secret of a template) takes by default: the
+// inheritable ones and the backends' own parameters.
+func (p *optionParser) inherit(top map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range top {
+		if inheritable[k] || p.isParam(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func (p *optionParser) isParam(k string) bool {
+	for _, name := range p.reg.Names() {
+		b, _ := p.reg.Get(name)
+		if pd, ok := b.(secrets.ParamsDriver); ok {
+			for _, prm := range pd.Params() {
+				if prm == k || (strings.HasSuffix(prm, ".") && strings.HasPrefix(k, prm)) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// fileOptions applies uid, gid, mode and format from opts (falling back to
+// inherited ones) and reports any other option as unknown. within names the
+// file.NAME option the options came from, "" at the volume level.
+func (p *optionParser) fileOptions(obj *Object, opts, inherited map[string]string, within string) {
+	bad := func(opt, format string, args ...any) {
+		if within == "" {
+			p.bad(opt, format, args...)
+			return
+		}
+		p.problems = append(p.problems, fmt.Errorf("option %q: option %q: %s", within, opt, fmt.Sprintf(format, args...)))
+	}
+	merged := map[string]string{}
+	for k, v := range inherited {
+		if k == optUID || k == optGID || k == optMode || k == optFormat {
+			merged[k] = v
+		}
+	}
+	for k, v := range opts {
+		merged[k] = v
+	}
 	var unknown []string
-	for k, v := range rest {
+	for k, v := range merged {
 		switch k {
 		case optUID, optGID:
 			n, err := strconv.ParseUint(v, 10, 31)
@@ -85,9 +400,9 @@ func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets
 				continue
 			}
 			if k == optUID {
-				o.UID = int(n)
+				obj.UID = int(n)
 			} else {
-				o.GID = int(n)
+				obj.GID = int(n)
 			}
 		case optMode:
 			m, err := parseMode(v)
@@ -95,57 +410,111 @@ func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets
 				bad(k, "%v", err)
 				continue
 			}
-			o.Mode = m
-		case optLayout:
-			if v != LayoutFile && v != LayoutDir {
-				bad(k, "%q is not a layout; use %q (the secret is the mount) or %q (a directory holding the secret as a file)", v, LayoutFile, LayoutDir)
+			obj.Mode = m
+		case optFormat:
+			switch v {
+			case FormatRaw, FormatJSON, FormatDotenv, FormatBase64:
+				obj.Format = v
+			default:
+				bad(k, "%q is not a format; use raw, json, dotenv or base64", v)
 			}
-			o.Layout = v
-		case optFilename:
-			if err := validateFilename(v); err != nil {
-				bad(k, "%v", err)
+			if obj.Template != nil && v != FormatRaw {
+				bad(k, "a template's output is written as rendered; remove format")
 			}
-			o.Filename = v
+		case optFilename, optTemplate, optTemplateFile:
+			// handled by the caller
 		default:
+			if within == "" && (k == optLayout || k == optRefresh) {
+				continue
+			}
 			unknown = append(unknown, k)
 		}
 	}
 	sort.Strings(unknown)
 	for _, k := range unknown {
-		problems = append(problems, fmt.Errorf("unknown option %q; known options are: %s", k, strings.Join(knownOptions(reg, o.Ref.Backend), ", ")))
-	}
-
-	if o.Filename != "" && o.Layout == LayoutFile {
-		if _, given := raw[optLayout]; given {
-			bad(optFilename, "only applies to layout=dir; remove it or set layout=dir")
+		if within == "" {
+			p.problems = append(p.problems, fmt.Errorf("unknown option %q; known options are: %s", k, strings.Join(knownOptions(p.reg, obj.Ref.Backend), ", ")))
 		} else {
-			// filename implies the directory layout: the user asked for a named file.
-			o.Layout = LayoutDir
+			p.problems = append(p.problems, fmt.Errorf("option %q: unknown option %q in the spec; a spec takes: %s", within, k, strings.Join(specOptions(p.reg, obj.Ref.Backend), ", ")))
 		}
 	}
-	if o.Filename == "" {
-		o.Filename = defaultFilename(o.Ref.Name)
-	}
-	if len(problems) > 0 {
-		return Options{}, &OptionsError{Volume: name, Problems: problems}
-	}
-	return o, nil
 }
 
 // knownOptions lists every option a volume of this backend accepts.
 func knownOptions(reg *secrets.Registry, backend string) []string {
-	known := append(append([]string{}, secrets.RefOptions...), fileOptions...)
+	return append(append(append([]string{}, secrets.RefOptions...), fileOptions...), backendParams(reg, backend)...)
+}
+
+// specOptions lists what a file.NAME spec accepts.
+func specOptions(reg *secrets.Registry, backend string) []string {
+	return append(append(append([]string{}, secrets.RefOptions...), optUID, optGID, optMode, optFormat), backendParams(reg, backend)...)
+}
+
+func backendParams(reg *secrets.Registry, backend string) []string {
+	var out []string
 	if b, ok := reg.Get(backend); ok {
 		if pd, ok := b.(secrets.ParamsDriver); ok {
 			for _, p := range pd.Params() {
 				if strings.HasSuffix(p, ".") {
 					p += "NAME"
 				}
-				known = append(known, p)
+				out = append(out, p)
 			}
 		}
 	}
-	return known
+	return out
+}
+
+// parseSpec reads a file.NAME value: either a bare secret name, or
+// comma-separated key=value pairs ("\," is a literal comma).
+func parseSpec(v string) (map[string]string, error) {
+	if v == "" {
+		return nil, errors.New("empty spec; give a secret name or key=value pairs such as secret=prod/db,key=password")
+	}
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch {
+		case v[i] == '\\' && i+1 < len(v) && v[i+1] == ',':
+			cur.WriteByte(',')
+			i++
+		case v[i] == ',':
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(v[i])
+		}
+	}
+	parts = append(parts, cur.String())
+	if len(parts) == 1 && !strings.Contains(parts[0], "=") {
+		return map[string]string{secrets.OptSecret: parts[0]}, nil
+	}
+	out := map[string]string{}
+	for _, part := range parts {
+		k, val, ok := strings.Cut(part, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value; write e.g. secret=prod/db,key=password", part)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%q is given twice", k)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+// parseRefresh reads a refresh interval: a Go duration, 0 for never, at
+// least one second otherwise.
+func parseRefresh(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration; use a Go duration such as 30s or 5m, or 0 to read once at mount", v)
+	}
+	if d > 0 && d < time.Second {
+		return 0, fmt.Errorf("%q is shorter than the minimum of 1s", v)
+	}
+	return d, nil
 }
 
 // OptionsError reports every invalid option of one volume.

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -16,6 +17,17 @@ func testRegistry(t testing.TB) *secrets.Registry {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// one builds the Options of a single-object volume.
+func one(layout string, o Object) Options {
+	if o.Format == "" {
+		o.Format = FormatRaw
+	}
+	if o.Mode == 0 {
+		o.Mode = 0o444
+	}
+	return Options{Layout: layout, Objects: []Object{o}}
 }
 
 func TestParseOptions(t *testing.T) {
@@ -31,10 +43,7 @@ func TestParseOptions(t *testing.T) {
 			name:   "implicit create defaults to the volume name and swarm's owner and mode",
 			volume: "db-password",
 			raw:    nil,
-			want: Options{
-				Ref: secrets.Ref{Backend: "fake", Name: "db-password"},
-				UID: 0, GID: 0, Mode: 0o444, Layout: LayoutFile, Filename: "db-password",
-			},
+			want:   one(LayoutFile, Object{Name: "db-password", Ref: secrets.Ref{Backend: "fake", Name: "db-password"}}),
 		},
 		{
 			name:   "every option",
@@ -42,49 +51,67 @@ func TestParseOptions(t *testing.T) {
 			raw: map[string]string{
 				"backend": "other", "secret": "prod/app/db", "key": "password", "version-id": "abc",
 				"version-stage": "AWSPREVIOUS", "region": "eu-west-1", "uid": "1000", "gid": "1001",
-				"mode": "0440", "layout": "dir", "filename": "pw",
+				"mode": "0440", "layout": "dir", "filename": "pw", "format": "base64", "refresh": "30s",
 			},
-			want: Options{
+			want: Options{Layout: LayoutDir, Refresh: 30 * time.Second, RefreshSet: true, Objects: []Object{{
+				Name: "pw", Format: FormatBase64, UID: 1000, GID: 1001, Mode: 0o440,
 				Ref: secrets.Ref{Backend: "other", Name: "prod/app/db", Key: "password", VersionID: "abc",
 					VersionStage: "AWSPREVIOUS", Region: "eu-west-1"},
-				UID: 1000, GID: 1001, Mode: 0o440, Layout: LayoutDir, Filename: "pw",
-			},
+			}}},
 		},
 		{
 			name:   "filename defaults to the last segment of the name",
 			volume: "v1",
 			raw:    map[string]string{"secret": "prod/app/db", "layout": "dir"},
-			want: Options{
-				Ref:  secrets.Ref{Backend: "fake", Name: "prod/app/db"},
-				Mode: 0o444, Layout: LayoutDir, Filename: "db",
-			},
+			want:   one(LayoutDir, Object{Name: "db", Ref: secrets.Ref{Backend: "fake", Name: "prod/app/db"}}),
 		},
 		{
 			name:   "filename of an ARN is the name after the last colon",
 			volume: "v1",
 			raw:    map[string]string{"secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"},
-			want: Options{
-				Ref:  secrets.Ref{Backend: "fake", Name: "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"},
-				Mode: 0o444, Layout: LayoutFile, Filename: "db-AbCdEf",
-			},
+			want: one(LayoutFile, Object{Name: "db-AbCdEf",
+				Ref: secrets.Ref{Backend: "fake", Name: "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"}}),
 		},
 		{
 			name:   "filename alone implies the dir layout",
 			volume: "v1",
 			raw:    map[string]string{"filename": "password"},
-			want: Options{
-				Ref:  secrets.Ref{Backend: "fake", Name: "v1"},
-				Mode: 0o444, Layout: LayoutDir, Filename: "password",
-			},
+			want:   one(LayoutDir, Object{Name: "password", Ref: secrets.Ref{Backend: "fake", Name: "v1"}}),
 		},
 		{
 			name:   "three-digit mode",
 			volume: "v1",
 			raw:    map[string]string{"mode": "400"},
-			want: Options{
-				Ref:  secrets.Ref{Backend: "fake", Name: "v1"},
-				Mode: 0o400, Layout: LayoutFile, Filename: "v1",
+			want:   one(LayoutFile, Object{Name: "v1", Mode: 0o400, Ref: secrets.Ref{Backend: "fake", Name: "v1"}}),
+		},
+		{
+			name:   "key=* explodes into a directory",
+			volume: "v1",
+			raw:    map[string]string{"secret": "app/db", "key": "*"},
+			want:   one(LayoutDir, Object{Name: "db", AllKeys: true, Ref: secrets.Ref{Backend: "fake", Name: "app/db"}}),
+		},
+		{
+			name:   "many objects, shorthand and full specs, inheriting volume options",
+			volume: "app",
+			raw: map[string]string{
+				"uid": "1000", "mode": "0400", "backend": "other",
+				"file.db-password": "secret=prod/db,key=password,mode=0440",
+				"file.api-token":   "prod/api",
+				"file.all":         "secret=prod/db,key=*,backend=fake",
+				"file.env":         "secret=prod/env,format=dotenv,uid=0",
 			},
+			want: Options{Layout: LayoutDir, Objects: []Object{
+				{Name: "all", AllKeys: true, Format: FormatRaw, UID: 1000, Mode: 0o400, Ref: secrets.Ref{Backend: "fake", Name: "prod/db"}},
+				{Name: "api-token", Format: FormatRaw, UID: 1000, Mode: 0o400, Ref: secrets.Ref{Backend: "other", Name: "prod/api"}},
+				{Name: "db-password", Format: FormatRaw, UID: 1000, Mode: 0o440, Ref: secrets.Ref{Backend: "other", Name: "prod/db", Key: "password"}},
+				{Name: "env", Format: FormatDotenv, UID: 0, Mode: 0o400, Ref: secrets.Ref{Backend: "other", Name: "prod/env"}},
+			}},
+		},
+		{
+			name:   "escaped comma in a spec",
+			volume: "v1",
+			raw:    map[string]string{"file.x": `secret=a\,b`},
+			want:   Options{Layout: LayoutDir, Objects: []Object{{Name: "x", Format: FormatRaw, Mode: 0o444, Ref: secrets.Ref{Backend: "fake", Name: "a,b"}}}},
 		},
 		{
 			name:    "unknown option lists the known ones",
@@ -95,8 +122,8 @@ func TestParseOptions(t *testing.T) {
 		{
 			name:    "every problem reported at once",
 			volume:  "v1",
-			raw:     map[string]string{"uid": "-1", "gid": "root", "mode": "0644", "layout": "tree"},
-			wantErr: []string{`option "uid"`, `option "gid": "root" is not a numeric id`, `option "mode": "0644" grants write permission`, `option "layout": "tree" is not a layout`},
+			raw:     map[string]string{"uid": "-1", "gid": "root", "mode": "0644", "layout": "tree", "format": "yaml", "refresh": "soon"},
+			wantErr: []string{`option "uid"`, `option "gid": "root" is not a numeric id`, `option "mode": "0644" grants write permission`, `option "layout": "tree" is not a layout`, `option "format": "yaml" is not a format`, `option "refresh": "soon" is not a duration`},
 		},
 		{
 			name:    "mode must be octal",
@@ -145,6 +172,59 @@ func TestParseOptions(t *testing.T) {
 			volume:  "v1",
 			raw:     map[string]string{"layout": "file", "filename": "x"},
 			wantErr: []string{`option "filename": only applies to layout=dir`},
+		},
+		{
+			name:    "refresh of a file-layout volume",
+			volume:  "v1",
+			raw:     map[string]string{"refresh": "10s"},
+			wantErr: []string{`option "refresh": a layout=file volume is one file bind-mounted`, "use layout=dir"},
+		},
+		{
+			name:    "refresh too short",
+			volume:  "v1",
+			raw:     map[string]string{"refresh": "100ms", "layout": "dir"},
+			wantErr: []string{`option "refresh": "100ms" is shorter than the minimum of 1s`},
+		},
+		{
+			name:    "key=* with layout=file",
+			volume:  "v1",
+			raw:     map[string]string{"key": "*", "layout": "file"},
+			wantErr: []string{`option "key": key=* writes one file per key`},
+		},
+		{
+			name:    "key=* with dotenv",
+			volume:  "v1",
+			raw:     map[string]string{"key": "*", "format": "dotenv"},
+			wantErr: []string{`option "format": with key=* each file holds one value`},
+		},
+		{
+			name:   "multi-object problems name the file option",
+			volume: "v1",
+			raw: map[string]string{
+				"file.a": "secret=x,mode=0777", "file.b": "secret=invalid-b", "file.c": "nokey=", "file.d": "",
+				"file...data": "x", "file.e": "secret=x,colour=red", "secret": "top",
+			},
+			wantErr: []string{
+				`option "file.a": option "mode": "0777" grants write permission`,
+				`option "file.b": option "secret": "invalid-b" is not a valid name`,
+				`option "file.c": unknown option "nokey" in the spec`,
+				`option "file.d": empty spec`,
+				`option "file...data": the file name "..data" is reserved`,
+				`option "file.e": unknown option "colour"`,
+				`option "secret": applies to single-secret volumes`,
+			},
+		},
+		{
+			name:    "multi-object volume cannot be layout=file",
+			volume:  "v1",
+			raw:     map[string]string{"file.a": "x", "layout": "file"},
+			wantErr: []string{`option "layout": a volume with file.NAME or template.NAME options is a directory`},
+		},
+		{
+			name:    "duplicate file names",
+			volume:  "v1",
+			raw:     map[string]string{"file.a": "x", "template.a": `{{ secret "fake" "y" }}`},
+			wantErr: []string{`file "a" is also defined by option`},
 		},
 	}
 	for _, tt := range tests {
@@ -204,6 +284,8 @@ func FuzzParseOptions(f *testing.F) {
 		{"v1", "filename", "..data"}, {"v1", "layout", "dir"}, {"v1", "secret", "a/b/c"},
 		{"v1", "filename", "a\x00b"}, {"v1", "secret", "arn:aws:secretsmanager:us-east-1:1:secret:x"},
 		{"db", "unknown", "x"}, {"v1", "gid", "99999999999"}, {"v1", "mode", "7777"},
+		{"v1", "file.a", "secret=x,mode=0400"}, {"v1", "file...", "x"}, {"v1", "file.a/b", "x"},
+		{"v1", "template.t", `{{ secret "fake" "a" "k" }}`}, {"v1", "key", "*"}, {"v1", "file.x", `a\,b,c`},
 	}
 	for _, s := range seeds {
 		f.Add(s[0], s[1], s[2])
@@ -214,17 +296,22 @@ func FuzzParseOptions(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if validateFilename(o.Filename) != nil {
-			t.Fatalf("accepted unsafe filename %q", o.Filename)
-		}
-		if o.Mode&0o222 != 0 || o.Mode&^os.FileMode(0o777) != 0 {
-			t.Fatalf("accepted mode %o", o.Mode)
-		}
 		if o.Layout != LayoutFile && o.Layout != LayoutDir {
 			t.Fatalf("accepted layout %q", o.Layout)
 		}
-		if o.UID < 0 || o.GID < 0 {
-			t.Fatalf("accepted negative id %d:%d", o.UID, o.GID)
+		if o.Layout == LayoutFile && (len(o.Objects) != 1 || o.Objects[0].AllKeys) {
+			t.Fatalf("accepted a file layout of %d objects", len(o.Objects))
+		}
+		for _, obj := range o.Objects {
+			if validateFilename(obj.Name) != nil {
+				t.Fatalf("accepted unsafe filename %q", obj.Name)
+			}
+			if obj.Mode&0o222 != 0 || obj.Mode&^os.FileMode(0o777) != 0 {
+				t.Fatalf("accepted mode %o", obj.Mode)
+			}
+			if obj.UID < 0 || obj.GID < 0 {
+				t.Fatalf("accepted negative id %d:%d", obj.UID, obj.GID)
+			}
 		}
 	})
 }

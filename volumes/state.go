@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/dsv-plugin/dsv/secrets"
 )
 
 // stateVersion is bumped when the file's shape changes incompatibly.
-const stateVersion = 1
+const stateVersion = 2
 
 // volumeRecord is what survives a restart of the plugin: names, options and
 // mount IDs. It never holds a secret value or a credential.
@@ -19,6 +21,9 @@ type volumeRecord struct {
 	Options   Options   `json:"options"`
 	CreatedAt time.Time `json:"createdAt"`
 	MountIDs  []string  `json:"mountIds,omitempty"`
+	// Leases are the ids and terms of the leases the volume holds, so that
+	// a restarted plugin can renew or revoke them. Never a value.
+	Leases []heldLease `json:"leases,omitempty"`
 }
 
 type stateFile struct {
@@ -51,6 +56,12 @@ func (s *Store) Load() (map[string]volumeRecord, error) {
 	var f stateFile
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("parse state %s: %w", s.path, err)
+	}
+	if f.Version == 1 {
+		if f.Volumes, err = migrateV1(b); err != nil {
+			return nil, fmt.Errorf("parse state %s: %w", s.path, err)
+		}
+		f.Version = stateVersion
 	}
 	if f.Version != stateVersion {
 		return nil, fmt.Errorf("state %s has version %d, this dsv reads version %d", s.path, f.Version, stateVersion)
@@ -105,4 +116,38 @@ func (s *Store) Save(vols map[string]volumeRecord) error {
 		return fmt.Errorf("write state: sync directory: %w", err)
 	}
 	return nil
+}
+
+// migrateV1 reads the first state format, where a volume held exactly one
+// secret with its file options beside it.
+func migrateV1(b []byte) (map[string]volumeRecord, error) {
+	var v1 struct {
+		Volumes map[string]struct {
+			Options struct {
+				Ref      secrets.Ref `json:"ref"`
+				UID      int         `json:"uid"`
+				GID      int         `json:"gid"`
+				Mode     os.FileMode `json:"mode"`
+				Layout   string      `json:"layout"`
+				Filename string      `json:"filename"`
+			} `json:"options"`
+			CreatedAt time.Time `json:"createdAt"`
+			MountIDs  []string  `json:"mountIds"`
+		} `json:"volumes"`
+	}
+	if err := json.Unmarshal(b, &v1); err != nil {
+		return nil, err
+	}
+	out := make(map[string]volumeRecord, len(v1.Volumes))
+	for name, r := range v1.Volumes {
+		o := r.Options
+		out[name] = volumeRecord{
+			Options: Options{Layout: o.Layout, Objects: []Object{{
+				Name: o.Filename, Ref: o.Ref, Format: FormatRaw, UID: o.UID, GID: o.GID, Mode: o.Mode,
+			}}},
+			CreatedAt: r.CreatedAt,
+			MountIDs:  r.MountIDs,
+		}
+	}
+	return out, nil
 }

@@ -48,6 +48,7 @@ type settings struct {
 	Backend   string
 	Timeout   time.Duration
 	CacheTTL  time.Duration
+	Refresh   time.Duration
 	AWSRegion string
 }
 
@@ -82,6 +83,17 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			s.CacheTTL = d
 		}
 	}
+	if v := getenv("REFRESH"); v != "" {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil || d < 0:
+			problems = append(problems, fmt.Sprintf("REFRESH %q: use a Go duration such as 1m, or 0 to read once at mount", v))
+		case d > 0 && d < time.Second:
+			problems = append(problems, fmt.Sprintf("REFRESH %q: the minimum is 1s", v))
+		default:
+			s.Refresh = d
+		}
+	}
 	s.AWSRegion = getenv("AWS_REGION")
 	if s.AWSRegion != "" && !awssm.ValidRegion(s.AWSRegion) {
 		problems = append(problems, fmt.Sprintf("AWS_REGION %q: not an AWS region (e.g. us-east-1)", s.AWSRegion))
@@ -98,6 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	statePath := fs.String("state", "/var/lib/dsv/state.json", "file that persists volumes across restarts")
 	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume gets its tmpfs (the managed plugin's PropagatedMount)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
+	templatesDir := fs.String("templates", "/run/dsv/templates", "folder of named templates (template-file option)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -137,7 +150,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Root:      *mountRoot,
 		Store:     store,
 		Registry:  reg,
-		Defaults:  volumes.Defaults{Backend: s.Backend},
+		Defaults:  volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
+		Refresh:   s.Refresh,
 		Fetcher:   fetcher,
 		TmpfsSize: tmpfsSize,
 		Mounter:   volumes.KernelMounter{},
@@ -163,7 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}()
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
-		Str("timeout", s.Timeout.String()).Msg("serving")
+		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).Msg("serving")
 	err = serve(l, volume.NewHandler(drv))
 	if ctx.Err() != nil {
 		log.Info().Msg("stopped")

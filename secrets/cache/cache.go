@@ -69,6 +69,10 @@ func New(reg *secrets.Registry, cfg Config) (*Fetcher, error) {
 	return &Fetcher{reg: reg, cfg: cfg, items: map[string]*entry{}}, nil
 }
 
+// Timeout is the deadline the fetcher gives every backend call; lease
+// renewals and revocations use it too.
+func (f *Fetcher) Timeout() time.Duration { return f.cfg.Timeout }
+
 // Stats returns the counters.
 func (f *Fetcher) Stats() Stats {
 	return Stats{Reads: f.reads.Load(), Hits: f.hits.Load(), Shared: f.shared.Load()}

@@ -1,0 +1,217 @@
+package volumes
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// heldLease is a lease that a volume's content depends on.
+type heldLease struct {
+	Ref   secrets.Ref   `json:"ref"`
+	Lease secrets.Lease `json:"lease"`
+}
+
+// content is a volume's rendered files and what they were made from. It
+// lives in memory only.
+type content struct {
+	files    []fileEntry
+	versions map[string]string // object name -> version(s) read
+	leases   []heldLease
+	digest   [sha256.Size]byte
+}
+
+// render fetches every secret of a volume once (objects and templates that
+// share a secret share one read) and builds its files. fresh bypasses the
+// fetcher's cache, for refreshes.
+func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content, error) {
+	type want struct {
+		ref   secrets.Ref
+		where string // for errors: which file or template line reads it
+	}
+	wants := map[string]want{}
+	texts := map[string]string{} // template name -> text
+	for _, obj := range opts.Objects {
+		if obj.Template == nil {
+			whole := obj.Ref
+			whole.Key = ""
+			if _, ok := wants[whole.CacheKey()]; !ok {
+				wants[whole.CacheKey()] = want{ref: whole}
+			}
+			continue
+		}
+		t := obj.Template
+		text := t.Text
+		if t.File != "" {
+			if d.cfg.Defaults.Templates == nil {
+				return nil, fmt.Errorf("template %q: this plugin has no templates folder", t.Name)
+			}
+			var err error
+			if text, err = d.cfg.Defaults.Templates.ReadTemplate(t.File); err != nil {
+				return nil, err
+			}
+			// The file may have changed since create: take its secrets now.
+			refs, problems := compileTemplate(t.Name, text, d.cfg.Defaults.Backend, t.Defaults, d.cfg.Registry)
+			if len(problems) > 0 {
+				return nil, problems[0]
+			}
+			cp := *t
+			cp.Refs = refs
+			t = &cp
+		}
+		texts[obj.Name] = text
+		for _, r := range t.Refs {
+			if _, ok := wants[r.Ref.CacheKey()]; !ok {
+				wants[r.Ref.CacheKey()] = want{ref: r.Ref, where: fmt.Sprintf("template %q line %d: ", t.Name, r.Line)}
+			}
+		}
+	}
+
+	// Fetch concurrently; the fetcher applies the timeout.
+	values := make(map[string]secrets.Secret, len(wants))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for key, w := range wants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sec, err := d.cfg.Fetcher.Fetch(ctx, w.ref, fresh)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s%w", w.where, err)
+				}
+				return
+			}
+			values[key] = sec
+		}()
+	}
+	wg.Wait()
+	c := &content{versions: map[string]string{}}
+	for key, w := range wants {
+		if sec, ok := values[key]; ok && sec.Lease != nil {
+			c.leases = append(c.leases, heldLease{Ref: w.ref, Lease: *sec.Lease})
+		}
+	}
+	if firstErr != nil {
+		return c, firstErr // leases already granted are handed back for revocation
+	}
+
+	single := len(opts.Objects) == 1
+	for _, obj := range opts.Objects {
+		if obj.Template != nil {
+			t := obj.Template
+			if t.File != "" {
+				refs, _ := compileTemplate(t.Name, texts[obj.Name], d.cfg.Defaults.Backend, t.Defaults, d.cfg.Registry)
+				cp := *t
+				cp.Refs = refs
+				t = &cp
+			}
+			out, err := renderTemplate(t, texts[obj.Name], values)
+			if err != nil {
+				return c, err
+			}
+			vers := make([]string, 0, len(t.Refs))
+			for _, r := range t.Refs {
+				vers = append(vers, fmt.Sprintf("%s:%s@%s", r.Ref.Backend, r.Ref.Name, values[r.Ref.CacheKey()].Version))
+			}
+			c.versions[obj.Name] = strings.Join(vers, " ")
+			c.files = append(c.files, fileEntry{Path: obj.Name, Data: out, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+			continue
+		}
+		whole := obj.Ref
+		whole.Key = ""
+		sec := values[whole.CacheKey()]
+		c.versions[obj.Name] = sec.Version
+		value := sec.Value
+		if obj.Ref.Key != "" {
+			v, err := secrets.ExtractKey(obj.Ref, value)
+			if err != nil {
+				return c, err
+			}
+			value = v
+		}
+		if obj.AllKeys {
+			files, err := explode(obj, value, single)
+			if err != nil {
+				return c, err
+			}
+			c.files = append(c.files, files...)
+			continue
+		}
+		data, err := applyFormat(obj.Format, value)
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", obj.Ref, err)
+		}
+		c.files = append(c.files, fileEntry{Path: obj.Name, Data: data, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+	}
+	c.digest = digest(c.files)
+	return c, nil
+}
+
+// explode writes each top-level key of a JSON object as a file: at the root
+// of a single-object volume, else in a directory named after the object.
+func explode(obj Object, value []byte, atRoot bool) ([]fileEntry, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(value, &m); err != nil || m == nil {
+		return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, "key=* needs a JSON object secret, one file per key", nil)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []fileEntry
+	for _, k := range keys {
+		if err := validateFilename(k); err != nil {
+			return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("key %q cannot be a file name with key=*", k), nil)
+		}
+		ref := obj.Ref
+		ref.Key = k
+		v, err := secrets.ExtractKey(ref, value)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = applyFormat(obj.Format, v); err != nil {
+			return nil, fmt.Errorf("%s key %q: %w", obj.Ref, k, err)
+		}
+		path := k
+		if !atRoot {
+			path = obj.Name + "/" + k
+		}
+		out = append(out, fileEntry{Path: path, Data: v, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+	}
+	return out, nil
+}
+
+// digest identifies a set of files, so an unchanged refresh writes nothing.
+// It stays in memory, like the values it is computed from.
+func digest(files []fileEntry) [sha256.Size]byte {
+	sorted := append([]fileEntry(nil), files...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range sorted {
+		for _, part := range [][]byte{[]byte(f.Path), f.Data} {
+			binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+			h.Write(n[:])
+			h.Write(part)
+		}
+		binary.BigEndian.PutUint64(n[:], uint64(f.UID)<<32|uint64(f.GID))
+		h.Write(n[:])
+		binary.BigEndian.PutUint64(n[:], uint64(f.Mode))
+		h.Write(n[:])
+	}
+	var out [sha256.Size]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}

@@ -1,0 +1,300 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// maxBackoff caps the wait after failed refreshes.
+const maxBackoff = 5 * time.Minute
+
+// refreshInterval is a volume's effective refresh: its option, else the
+// REFRESH setting; never for a file-layout volume, whose single
+// bind-mounted file cannot be swapped atomically.
+func (d *Driver) refreshInterval(o Options) time.Duration {
+	if o.Layout == LayoutFile {
+		return 0
+	}
+	if o.RefreshSet {
+		return o.Refresh
+	}
+	return d.cfg.Refresh
+}
+
+// startRefresh runs the volume's loop when it has something to do: a
+// refresh interval, or leases to renew.
+func (d *Driver) startRefresh(v *vol) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v.stopRefresh != nil || (d.refreshInterval(v.opts) == 0 && len(v.leases) == 0) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v.stopRefresh = cancel
+	go d.refreshLoop(ctx, v)
+}
+
+// refreshLoop re-reads a mounted volume at its interval, renews its leases
+// at about two thirds of their TTL (with jitter), and swaps in new content
+// when anything changed or a lease could not be renewed. Failures keep the
+// last good content and back off exponentially.
+func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
+	log := d.log.With().Str("volume", v.name).Logger()
+	interval := d.refreshInterval(v.opts)
+	nextRefresh := time.Time{}
+	if interval > 0 {
+		nextRefresh = d.cfg.Now().Add(interval)
+	}
+	renewAt := d.renewSchedule(v)
+	for {
+		next := nextRefresh
+		if !renewAt.IsZero() && (next.IsZero() || renewAt.Before(next)) {
+			next = renewAt
+		}
+		if next.IsZero() {
+			<-ctx.Done()
+			return
+		}
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+
+		refetch := false
+		if !renewAt.IsZero() && !d.cfg.Now().Before(renewAt) {
+			if !d.renewLeases(ctx, v) {
+				refetch = true
+			}
+			renewAt = d.renewSchedule(v)
+		}
+		if (!nextRefresh.IsZero() && !d.cfg.Now().Before(nextRefresh)) || refetch {
+			err := d.refreshOnce(ctx, v, refetch)
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			failures := d.recordRefresh(v, err)
+			if err != nil {
+				log.Warn().Err(err).Int("failures", failures).Msg("refresh failed; keeping the last good content")
+			}
+			if interval > 0 {
+				nextRefresh = d.cfg.Now().Add(backoff(interval, failures))
+			} else if err != nil {
+				nextRefresh = d.cfg.Now().Add(backoff(5*time.Second, failures))
+			} else {
+				nextRefresh = time.Time{}
+			}
+			renewAt = d.renewSchedule(v)
+		}
+	}
+}
+
+// backoff doubles the wait per consecutive failure, up to maxBackoff.
+func backoff(base time.Duration, failures int) time.Duration {
+	d := base
+	for i := 0; i < failures && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, max(base, maxBackoff))
+}
+
+// refreshOnce re-reads every object (bypassing the cache) and swaps the
+// files in when anything changed. force swaps even leased content whose
+// digest is equal, because its lease is gone.
+func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
+	v.op.Lock()
+	defer v.op.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	d.mu.Lock()
+	mounted, opts, old := v.mounted, v.opts, v.digest
+	d.mu.Unlock()
+	if !mounted {
+		// Only containers from before a restart hold this volume; their
+		// tmpfs is out of reach, so there is nothing to swap.
+		return nil
+	}
+
+	c, err := d.render(ctx, opts, true)
+	if err != nil {
+		d.revoke(v.name, c)
+		return err
+	}
+	now := d.cfg.Now().UTC()
+	if c.digest == old && !force {
+		d.revoke(v.name, c) // unchanged: the new leases are not needed
+		d.mu.Lock()
+		v.status.FetchedAt = now
+		v.status.Versions = c.versions
+		d.mu.Unlock()
+		return nil
+	}
+	dir := d.dir(v.name)
+	if err := d.cfg.Mounter.SetReadOnly(dir, false); err != nil {
+		d.revoke(v.name, c)
+		return err
+	}
+	if opts.Layout == LayoutFile {
+		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
+	}
+	werr := d.writeFiles(dir, opts, c.files)
+	if err := d.cfg.Mounter.SetReadOnly(dir, true); err != nil && werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		d.revoke(v.name, c)
+		return werr
+	}
+	d.mu.Lock()
+	oldLeases := v.leases
+	v.leases = c.leases
+	v.digest = c.digest
+	v.status.Versions = c.versions
+	v.status.FetchedAt = now
+	v.status.ChangedAt = now
+	serr := d.saveLocked()
+	d.mu.Unlock()
+	d.log.Info().Str("volume", v.name).Int("files", len(c.files)).Msg("content changed; swapped atomically")
+	d.revoke(v.name, &content{leases: oldLeases})
+	return serr
+}
+
+// recordRefresh updates the status after a refresh; it returns the number
+// of consecutive failures.
+func (d *Driver) recordRefresh(v *vol, err error) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		v.status.Failures = 0
+		v.status.LastError = ""
+		return 0
+	}
+	v.status.Failures++
+	v.status.LastError = err.Error()
+	v.status.LastErrorAt = d.cfg.Now().UTC()
+	return v.status.Failures
+}
+
+// renewSchedule is when the earliest lease is due for renewal: two thirds
+// of its duration after it was granted or last renewed, minus up to 10%
+// jitter. Zero when there is nothing to renew.
+func (d *Driver) renewSchedule(v *vol) time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var at time.Time
+	since := v.status.RenewedAt
+	if since.IsZero() || v.status.ChangedAt.After(since) {
+		since = v.status.ChangedAt
+	}
+	if since.IsZero() {
+		since = d.cfg.Now()
+	}
+	for _, l := range v.leases {
+		if l.Lease.Duration <= 0 {
+			continue
+		}
+		wait := time.Duration(float64(l.Lease.Duration) * 2 / 3 * (1 - 0.1*d.cfg.Jitter()))
+		t := since.Add(wait)
+		if at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	return at
+}
+
+// renewLeases renews every lease of the volume. It returns false when one
+// could not be renewed (not renewable, at its max TTL, revoked): the
+// content must then be fetched anew.
+func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
+	d.mu.Lock()
+	leases := append([]heldLease(nil), v.leases...)
+	d.mu.Unlock()
+	ok := true
+	renewed := make([]heldLease, 0, len(leases))
+	for _, l := range leases {
+		backend, found := d.cfg.Registry.Get(l.Ref.Backend)
+		lm, isLM := backend.(secrets.LeaseManager)
+		if !found || !isLM || !l.Lease.Renewable {
+			ok = false
+			renewed = append(renewed, l)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout())
+		nl, err := lm.Renew(rctx, l.Ref, l.Lease)
+		cancel()
+		if err != nil || nl.Duration < l.Lease.Duration/2 {
+			// Failed, or capped by its max TTL: fetch a fresh secret now,
+			// before the old one expires.
+			if err != nil {
+				d.log.Warn().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Err(err).Msg("lease renewal failed; fetching a fresh secret")
+			} else {
+				d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Msg("lease near its max TTL; fetching a fresh secret")
+			}
+			ok = false
+			if err == nil {
+				l.Lease = nl
+			}
+			renewed = append(renewed, l)
+			continue
+		}
+		l.Lease = nl
+		renewed = append(renewed, l)
+		d.log.Debug().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("ttl", nl.Duration.String()).Msg("lease renewed")
+	}
+	d.mu.Lock()
+	if len(v.leases) == len(leases) {
+		v.leases = renewed
+	}
+	v.status.RenewedAt = d.cfg.Now().UTC()
+	_ = d.saveLocked()
+	d.mu.Unlock()
+	return ok
+}
+
+// revoke hands back the leases of content that is not (or no longer) used.
+func (d *Driver) revoke(volume string, c *content) {
+	if c == nil {
+		return
+	}
+	for _, l := range c.leases {
+		backend, found := d.cfg.Registry.Get(l.Ref.Backend)
+		lm, ok := backend.(secrets.LeaseManager)
+		if !found || !ok || l.Lease.ID == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout())
+		err := lm.Revoke(ctx, l.Ref, l.Lease.ID)
+		cancel()
+		if err != nil {
+			d.log.Warn().Str("volume", volume).Str("lease", leasePrefix(l.Lease.ID)).Err(err).Msg("lease revocation failed")
+			continue
+		}
+		d.log.Info().Str("volume", volume).Str("lease", leasePrefix(l.Lease.ID)).Msg("lease revoked")
+	}
+}
+
+// resumeLeases runs at start-up: leases of volumes that containers still
+// use are renewed again; the others are revoked.
+func (d *Driver) resumeLeases() {
+	for _, v := range d.vols {
+		if len(v.leases) == 0 {
+			continue
+		}
+		if len(v.ids) > 0 || len(v.stale) > 0 {
+			d.startRefresh(v)
+			continue
+		}
+		leases := v.leases
+		v.leases = nil
+		go d.revoke(v.name, &content{leases: leases})
+	}
+	d.mu.Lock()
+	_ = d.saveLocked()
+	d.mu.Unlock()
+}
