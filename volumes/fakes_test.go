@@ -128,10 +128,82 @@ func (b *fakeBackend) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secre
 	return secrets.Secret{Value: []byte(v), Version: "v1"}, nil
 }
 
+func (b *fakeBackend) set(name, value string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.values[name] = value
+}
+
+func (b *fakeBackend) setErr(name string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.errs[name] = err
+}
+
 func (b *fakeBackend) fetchCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.fetches
+}
+
+// leaseBackend issues a new leased credential at every fetch, and records
+// renewals and revocations.
+type leaseBackend struct {
+	mu        sync.Mutex
+	ttl       time.Duration
+	serial    int
+	renewable bool
+	renewErr  error
+	renewals  map[string]int
+	revoked   map[string]bool
+}
+
+func newLeaseBackend(ttl time.Duration) *leaseBackend {
+	return &leaseBackend{ttl: ttl, renewable: true, renewals: map[string]int{}, revoked: map[string]bool{}}
+}
+
+func (b *leaseBackend) Name() string                { return "leased" }
+func (b *leaseBackend) Validate(secrets.Ref) error { return nil }
+func (b *leaseBackend) Fetch(_ context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.serial++
+	id := fmt.Sprintf("database/creds/app/lease-%d", b.serial)
+	return secrets.Secret{
+		Value:   []byte(fmt.Sprintf(`{"username":"u%d","password":"p%d"}`, b.serial, b.serial)),
+		Version: id,
+		Lease:   &secrets.Lease{ID: id, Duration: b.ttl, Renewable: b.renewable},
+	}, nil
+}
+
+func (b *leaseBackend) Renew(_ context.Context, _ secrets.Ref, l secrets.Lease) (secrets.Lease, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.renewErr != nil {
+		return secrets.Lease{}, b.renewErr
+	}
+	b.renewals[l.ID]++
+	return secrets.Lease{ID: l.ID, Duration: b.ttl, Renewable: true}, nil
+}
+
+func (b *leaseBackend) Revoke(_ context.Context, _ secrets.Ref, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.revoked[id] = true
+	return nil
+}
+
+func (b *leaseBackend) snapshot() (renewals map[string]int, revoked map[string]bool, issued int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	renewals, revoked = map[string]int{}, map[string]bool{}
+	for k, v := range b.renewals {
+		renewals[k] = v
+	}
+	for k, v := range b.revoked {
+		revoked[k] = v
+	}
+	return renewals, revoked, b.serial
 }
 
 // harness builds a driver over fakes in a temp dir.
@@ -141,11 +213,21 @@ type harness struct {
 	state   string
 	mounter *fakeMounter
 	backend *fakeBackend
+	leased  *leaseBackend
 	reg     *secrets.Registry
 	drv     *Driver
+	refresh time.Duration
+	ttl     time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return newHarnessWith(t, 0)
+}
+
+// newHarnessWith sets the plugin-wide REFRESH interval (tests may go below
+// the 1s minimum that options enforce).
+func newHarnessWith(t *testing.T, refresh time.Duration) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{
@@ -154,13 +236,16 @@ func newHarness(t *testing.T) *harness {
 		state:   filepath.Join(dir, "state", "state.json"),
 		mounter: newFakeMounter(),
 		backend: &fakeBackend{name: "fake", values: map[string]string{}, errs: map[string]error{}},
+		leased:  newLeaseBackend(300 * time.Millisecond),
 	}
-	reg, err := secrets.NewRegistry(h.backend, &fakeBackend{name: "other"})
+	reg, err := secrets.NewRegistry(h.backend, &fakeBackend{name: "other"}, h.leased)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.reg = reg
+	h.refresh = refresh
 	h.drv = h.start()
+	t.Cleanup(h.stopAll)
 	return h
 }
 
@@ -171,7 +256,7 @@ func (h *harness) start() *Driver {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	f, err := cache.New(h.reg, cache.Config{TTL: 0, Timeout: 200 * time.Millisecond})
+	f, err := cache.New(h.reg, cache.Config{TTL: h.ttl, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -181,6 +266,7 @@ func (h *harness) start() *Driver {
 		Registry:  h.reg,
 		Defaults:  Defaults{Backend: "fake"},
 		Fetcher:   f,
+		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
 		Mounter:   h.mounter,
 		Logger:    zerolog.New(io.Discard),
@@ -198,4 +284,29 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// stopAll ends every refresh loop, as a plugin shutdown does.
+func (h *harness) stopAll() {
+	h.drv.mu.Lock()
+	defer h.drv.mu.Unlock()
+	for _, v := range h.drv.vols {
+		if v.stopRefresh != nil {
+			v.stopRefresh()
+			v.stopRefresh = nil
+		}
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, within)
 }

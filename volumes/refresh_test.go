@@ -1,0 +1,228 @@
+package volumes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+func TestMultiObjectVolume(t *testing.T) {
+	h := newHarness(t)
+	h.backend.set("prod/db", `{"user":"app","password":"pw","port":5432}`)
+	h.backend.set("prod/api", "token-1")
+	h.backend.set("b64", "aGVsbG8=")
+	h.create("app", map[string]string{
+		"file.password": "secret=prod/db,key=password,mode=0400",
+		"file.api":      "prod/api",
+		"file.db":       "secret=prod/db,key=*",
+		"file.env":      "secret=prod/db,format=dotenv",
+		"file.hello":    "secret=b64,format=base64",
+		"template.dsn":  `postgres://{{ secret "fake" "prod/db" "user" }}:{{ secret "fake" "prod/db" "password" }}@db/app`,
+	})
+	mp := h.mount("app", "c1")
+	got := visible(t, mp)
+	want := map[string]string{
+		"password": "pw", "api": "token-1", "db/user": "app", "db/password": "pw", "db/port": "5432",
+		"env": "password=pw\nport=5432\nuser=app\n", "hello": "hello", "dsn": "postgres://app:pw@db/app",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("volume holds\n%v\nwant\n%v", got, want)
+	}
+	if n := h.backend.fetchCount(); n != 3 {
+		t.Errorf("%d backend reads for 3 distinct secrets", n)
+	}
+	st, _ := os.Stat(filepath.Join(mp, "password"))
+	if st.Mode().Perm() != 0o400 {
+		t.Errorf("password mode = %o", st.Mode().Perm())
+	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "app"})
+	if files, _ := g.Volume.Status["files"].([]map[string]any); len(files) != 6 {
+		t.Errorf("status lists %d files, want 6: %v", len(files), g.Volume.Status)
+	}
+	if strings.Contains(fmt.Sprint(g.Volume.Status), "token-1") {
+		t.Error("status shows a value")
+	}
+}
+
+func TestRefreshSwapsOnChangeOnly(t *testing.T) {
+	h := newHarnessWith(t, 50*time.Millisecond)
+	h.backend.set("rot", "v1")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	mp := h.mount("rot", "c1")
+	if readFile(t, filepath.Join(mp, "secret")) != "v1" {
+		t.Fatal("first content")
+	}
+	payload := func() string { t, _ := os.Readlink(filepath.Join(mp, dataDirName)); return t }
+	first := payload()
+	time.Sleep(200 * time.Millisecond) // several refreshes of unchanged content
+	if payload() != first {
+		t.Fatal("an unchanged refresh rewrote the files")
+	}
+	if h.backend.fetchCount() < 3 {
+		t.Fatalf("only %d reads: the refresh loop does not run", h.backend.fetchCount())
+	}
+	h.backend.set("rot", "v2")
+	eventually(t, time.Second, "rotated value visible", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+		return string(b) == "v2"
+	})
+	if h.mounter.mounted[mp] != true {
+		t.Error("tmpfs left writable after a swap")
+	}
+	h.unmount("rot", "c1")
+	n := h.backend.fetchCount()
+	time.Sleep(150 * time.Millisecond)
+	if h.backend.fetchCount() != n {
+		t.Fatal("refresh loop kept running after the last unmount")
+	}
+}
+
+func TestRefreshFailureKeepsContentAndBacksOff(t *testing.T) {
+	h := newHarnessWith(t, 40*time.Millisecond)
+	h.backend.set("flaky", "good")
+	h.create("flaky", map[string]string{"layout": "dir"})
+	mp := h.mount("flaky", "c1")
+	h.backend.setErr("flaky", secrets.Fail(secrets.Ref{Backend: "fake", Name: "flaky"}, secrets.ErrUnavailable, "", errors.New("connection refused")))
+	eventually(t, time.Second, "error in status", func() bool {
+		g, _ := h.drv.Get(&volume.GetRequest{Name: "flaky"})
+		return g.Volume.Status["failedRefreshes"] != nil
+	})
+	if readFile(t, filepath.Join(mp, "flaky")) != "good" {
+		t.Fatal("a failed refresh lost the last good content")
+	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "flaky"})
+	if !strings.Contains(fmt.Sprint(g.Volume.Status["lastError"]), "backend unreachable") || g.Volume.Status["fetchedAt"] == nil {
+		t.Fatalf("status = %v", g.Volume.Status)
+	}
+	// Backoff: 40ms doubling gives at most ~5 attempts in 600ms, not 15.
+	before := h.backend.fetchCount()
+	time.Sleep(600 * time.Millisecond)
+	if n := h.backend.fetchCount() - before; n > 5 {
+		t.Fatalf("%d attempts in 600ms: no backoff", n)
+	}
+	h.backend.setErr("flaky", nil)
+	h.backend.set("flaky", "recovered")
+	eventually(t, 3*time.Second, "recovery", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "flaky"))
+		return string(b) == "recovered"
+	})
+	g, _ = h.drv.Get(&volume.GetRequest{Name: "flaky"})
+	if g.Volume.Status["lastError"] != nil {
+		t.Fatalf("status after recovery = %v", g.Volume.Status)
+	}
+}
+
+func TestFileLayoutIsNotRefreshed(t *testing.T) {
+	h := newHarnessWith(t, 30*time.Millisecond)
+	h.backend.set("ff", "v1")
+	h.create("ff", nil)
+	h.mount("ff", "c1")
+	time.Sleep(120 * time.Millisecond)
+	if n := h.backend.fetchCount(); n != 1 {
+		t.Fatalf("a layout=file volume was re-read %d times", n-1)
+	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "ff"})
+	if !strings.Contains(fmt.Sprint(g.Volume.Status["refresh"]), "use layout=dir") {
+		t.Fatalf("status does not explain why there is no refresh: %v", g.Volume.Status)
+	}
+}
+
+func TestLeasesRenewedThenRevoked(t *testing.T) {
+	h := newHarness(t)
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*"})
+	mp := h.mount("creds", "c1")
+	if readFile(t, filepath.Join(mp, "username")) != "u1" {
+		t.Fatal("credentials not written as files")
+	}
+	state := readFile(t, h.state)
+	if !strings.Contains(state, "database/creds/app/lease-1") || strings.Contains(state, "p1") {
+		t.Fatalf("state must hold the lease id and not the value: %s", state)
+	}
+	eventually(t, 2*time.Second, "lease renewed", func() bool {
+		r, _, _ := h.leased.snapshot()
+		return r["database/creds/app/lease-1"] >= 2
+	})
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
+	if g.Volume.Status["leases"] == nil || g.Volume.Status["renewedAt"] == nil {
+		t.Fatalf("status = %v", g.Volume.Status)
+	}
+	h.unmount("creds", "c1")
+	_, revoked, issued := h.leased.snapshot()
+	if !revoked["database/creds/app/lease-1"] || issued != 1 {
+		t.Fatalf("after the last unmount: revoked %v, issued %d", revoked, issued)
+	}
+}
+
+func TestUnrenewableLeaseIsReplaced(t *testing.T) {
+	h := newHarness(t)
+	h.leased.renewErr = errors.New("lease is not renewable")
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir", "filename": "creds.json"})
+	mp := h.mount("creds", "c1")
+	eventually(t, 2*time.Second, "fresh credentials swapped in", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "creds.json"))
+		return strings.Contains(string(b), "u2")
+	})
+	eventually(t, time.Second, "the replaced lease revoked", func() bool {
+		_, revoked, _ := h.leased.snapshot()
+		return revoked["database/creds/app/lease-1"]
+	})
+}
+
+func TestLeasesAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	h.create("idle", map[string]string{"backend": "leased", "secret": "database/creds/a", "layout": "dir"})
+	h.create("busy", map[string]string{"backend": "leased", "secret": "database/creds/b", "layout": "dir"})
+	h.mount("idle", "c1")
+	h.mount("busy", "c2")
+	// Simulate a crash of the plugin with "idle" unmounted while it was down:
+	// its state still lists the lease but no mount id.
+	h.stopAll()
+	h.drv.mu.Lock()
+	delete(h.drv.vols["idle"].ids, "c1")
+	_ = h.drv.saveLocked()
+	h.drv.mu.Unlock()
+
+	h.mounter = newFakeMounter() // the tmpfs did not survive
+	h.drv = h.start()
+	eventually(t, time.Second, "the unused lease revoked at start", func() bool {
+		_, revoked, _ := h.leased.snapshot()
+		return revoked["database/creds/app/lease-1"]
+	})
+	eventually(t, 2*time.Second, "the lease of a volume still in use renewed", func() bool {
+		r, _, _ := h.leased.snapshot()
+		return r["database/creds/app/lease-2"] >= 1
+	})
+	_, revoked, _ := h.leased.snapshot()
+	if revoked["database/creds/app/lease-2"] {
+		t.Fatal("the lease of a volume still in use was revoked")
+	}
+	h.unmount("busy", "c2")
+	_, revoked, _ = h.leased.snapshot()
+	if !revoked["database/creds/app/lease-2"] {
+		t.Fatal("the last unmount after a restart did not revoke the lease")
+	}
+}
+
+func TestSharedFetchAcrossVolumes(t *testing.T) {
+	hh := newHarness(t)
+	hh.ttl = time.Minute
+	hh.drv = hh.start()
+	hh.backend.set("shared/db", `{"a":"1","b":"2"}`)
+	for i := range 10 {
+		hh.create(fmt.Sprintf("vol%d", i), map[string]string{"secret": "shared/db", "key": []string{"a", "b"}[i%2]})
+	}
+	for i := range 10 {
+		hh.mount(fmt.Sprintf("vol%d", i), "c")
+	}
+	if n := hh.backend.fetchCount(); n != 1 {
+		t.Fatalf("10 volumes on one secret caused %d reads", n)
+	}
+}
