@@ -79,7 +79,7 @@ func (s *Store) Save(vols map[string]volumeRecord) error {
 		sort.Strings(r.MountIDs)
 		vols[name] = r
 	}
-	b, err := json.MarshalIndent(stateFile{Version: stateVersion, Volumes: vols}, "", "  ")
+	b, err := json.Marshal(stateFile{Version: stateVersion, Volumes: vols})
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
