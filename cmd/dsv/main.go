@@ -8,19 +8,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/docker/go-connections/sockets"
+	dockersecrets "github.com/docker/go-plugins-helpers/secrets"
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/rs/zerolog"
 
+	"github.com/dsv-plugin/dsv/pluginmux"
+	"github.com/dsv-plugin/dsv/secretprovider"
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
@@ -50,6 +52,9 @@ type settings struct {
 	CacheTTL  time.Duration
 	Refresh   time.Duration
 	AWSRegion string
+	// SwarmIdentityFromServiceName makes a service's name the backend
+	// identity of the Swarm secrets it reads (see secretprovider).
+	SwarmIdentityFromServiceName bool
 }
 
 // loadSettings reads the environment and reports every bad value at once.
@@ -92,6 +97,14 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			problems = append(problems, fmt.Sprintf("REFRESH %q: the minimum is 1s", v))
 		default:
 			s.Refresh = d
+		}
+	}
+	if v := getenv("SWARM_IDENTITY_FROM_SERVICE_NAME"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("SWARM_IDENTITY_FROM_SERVICE_NAME %q: use true or false", v))
+		} else {
+			s.SwarmIdentityFromServiceName = b
 		}
 	}
 	s.AWSRegion = getenv("AWS_REGION")
@@ -160,6 +173,16 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	provider, err := secretprovider.New(secretprovider.Config{
+		Registry:                reg,
+		Fetcher:                 fetcher,
+		DefaultBackend:          s.Backend,
+		IdentityFromServiceName: s.SwarmIdentityFromServiceName,
+		Logger:                  log,
+	})
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(filepath.Dir(*socket), 0o755); err != nil {
 		return fmt.Errorf("create socket directory: %w", err)
@@ -178,18 +201,13 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
 		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).Msg("serving")
-	err = serve(l, volume.NewHandler(drv))
+	err = pluginmux.Serve(l,
+		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(drv).Serve},
+		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Serve: dockersecrets.NewHandler(provider).Serve},
+	)
 	if ctx.Err() != nil {
 		log.Info().Msg("stopped")
 		return nil
 	}
 	return err
-}
-
-// serve runs the plugin API until the listener closes.
-func serve(l net.Listener, h *volume.Handler) error {
-	if err := h.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }

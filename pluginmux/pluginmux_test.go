@@ -1,0 +1,271 @@
+package pluginmux
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/secrets"
+	"github.com/docker/go-plugins-helpers/volume"
+)
+
+// fakeVolumes is a volume.Driver that records its volumes.
+type fakeVolumes struct {
+	mu   sync.Mutex
+	vols map[string]map[string]string
+}
+
+var _ volume.Driver = (*fakeVolumes)(nil)
+
+func (f *fakeVolumes) Create(r *volume.CreateRequest) error {
+	if r.Options["bad"] != "" {
+		return fmt.Errorf("volume %q: bad option", r.Name)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vols[r.Name] = r.Options
+	return nil
+}
+
+func (f *fakeVolumes) List() (*volume.ListResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out volume.ListResponse
+	for n := range f.vols {
+		out.Volumes = append(out.Volumes, &volume.Volume{Name: n})
+	}
+	return &out, nil
+}
+
+func (f *fakeVolumes) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
+	return &volume.GetResponse{Volume: &volume.Volume{Name: r.Name}}, nil
+}
+func (f *fakeVolumes) Remove(*volume.RemoveRequest) error { return nil }
+func (f *fakeVolumes) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
+	return &volume.PathResponse{Mountpoint: "/mnt/" + r.Name}, nil
+}
+func (f *fakeVolumes) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
+	return &volume.MountResponse{Mountpoint: "/mnt/" + r.Name}, nil
+}
+func (f *fakeVolumes) Unmount(*volume.UnmountRequest) error { return nil }
+func (f *fakeVolumes) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+}
+
+// fakeSecrets answers with the secret's name, or an error for "missing".
+type fakeSecrets struct{}
+
+func (fakeSecrets) Get(r secrets.Request) secrets.Response {
+	if r.SecretName == "missing" {
+		return secrets.Response{Err: `secret "missing": not found`}
+	}
+	return secrets.Response{Value: []byte("value-of-" + r.SecretName + "-for-" + r.ServiceName), DoNotReuse: r.ServiceName == "dynamic"}
+}
+
+// serveBoth serves both helper handlers behind one unix socket and returns
+// a client for it and a function that stops the server and returns Serve's
+// result.
+func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]any), stop func() error) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "plugin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(l,
+			API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: map[string]map[string]string{}}).Serve},
+			API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: secrets.NewHandler(fakeSecrets{}).Serve},
+		)
+	}()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	call = func(path string, body any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		resp, err := client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(b))
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Errorf("%s: status %d, body %q is not JSON: %v", path, resp.StatusCode, raw, err)
+		}
+		return resp.StatusCode, out
+	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		tr.CloseIdleConnections()
+		l.Close()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("Serve did not return within 10s of its listener closing")
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return call, stop
+}
+
+// TestBothProtocols speaks the volume and the secret provider protocols to
+// one unix socket, as dockerd does, through the real helper handlers.
+func TestBothProtocols(t *testing.T) {
+	call, stop := serveBoth(t)
+
+	code, act := call("/Plugin.Activate", nil)
+	impl, _ := act["Implements"].([]any)
+	if code != http.StatusOK || len(impl) != 2 || impl[0] != "VolumeDriver" || impl[1] != "secretprovider" {
+		t.Fatalf("Activate = %d %v, want 200 and Implements [VolumeDriver secretprovider]", code, act)
+	}
+
+	tests := []struct {
+		name     string
+		path     string
+		body     any
+		wantCode int
+		want     map[string]any
+	}{
+		{name: "volume capabilities", path: "/VolumeDriver.Capabilities", wantCode: 200,
+			want: map[string]any{"Capabilities": map[string]any{"Scope": "local"}}},
+		{name: "volume create", path: "/VolumeDriver.Create", body: map[string]any{"Name": "v1", "Opts": map[string]string{"secret": "x"}}, wantCode: 200,
+			want: map[string]any{}},
+		{name: "volume create error", path: "/VolumeDriver.Create", body: map[string]any{"Name": "v2", "Opts": map[string]string{"bad": "1"}}, wantCode: 500,
+			want: map[string]any{"Err": `volume "v2": bad option`}},
+		{name: "volume list", path: "/VolumeDriver.List", wantCode: 200,
+			want: map[string]any{"Volumes": []any{map[string]any{"Name": "v1"}}}},
+		{name: "volume mount", path: "/VolumeDriver.Mount", body: map[string]any{"Name": "v1", "ID": "abc"}, wantCode: 200,
+			want: map[string]any{"Mountpoint": "/mnt/v1"}},
+		{name: "secret", path: "/SecretProvider.GetSecret", body: map[string]any{"SecretName": "db", "ServiceName": "web"}, wantCode: 200,
+			want: map[string]any{"Value": "dmFsdWUtb2YtZGItZm9yLXdlYg=="}}, // base64 of value-of-db-for-web
+		{name: "secret do not reuse", path: "/SecretProvider.GetSecret", body: map[string]any{"SecretName": "db", "ServiceName": "dynamic"}, wantCode: 200,
+			want: map[string]any{"Value": "dmFsdWUtb2YtZGItZm9yLWR5bmFtaWM=", "DoNotReuse": true}},
+		{name: "secret error", path: "/SecretProvider.GetSecret", body: map[string]any{"SecretName": "missing"}, wantCode: 500,
+			want: map[string]any{"Err": `secret "missing": not found`}},
+		{name: "unknown protocol", path: "/NetworkDriver.CreateNetwork", wantCode: 404,
+			want: map[string]any{"Err": "NetworkDriver.CreateNetwork: not implemented by this plugin"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, got := call(tt.path, tt.body)
+			if code != tt.wantCode {
+				t.Errorf("status = %d, want %d (body %v)", code, tt.wantCode, got)
+			}
+			gotJSON, _ := json.Marshal(got)
+			wantJSON, _ := json.Marshal(tt.want)
+			if !bytes.Equal(gotJSON, wantJSON) {
+				t.Errorf("body = %s, want %s", gotJSON, wantJSON)
+			}
+		})
+	}
+
+	// Concurrent calls of both protocols share the pipes without mixing answers.
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			svc := fmt.Sprintf("svc%d", i)
+			if i%2 == 0 {
+				_, got := call("/SecretProvider.GetSecret", map[string]any{"SecretName": "db", "ServiceName": svc})
+				if v, _ := got["Value"].(string); v == "" {
+					t.Errorf("concurrent GetSecret for %s = %v", svc, got)
+				}
+				return
+			}
+			if _, got := call("/VolumeDriver.Path", map[string]any{"Name": svc}); got["Mountpoint"] != "/mnt/"+svc {
+				t.Errorf("concurrent Path of %s = %v", svc, got)
+			}
+		}()
+	}
+	wg.Wait()
+
+	if err := stop(); err != nil {
+		t.Fatalf("Serve after its listener closed = %v, want nil", err)
+	}
+}
+
+// TestServeRejects checks the APIs before serving anything.
+func TestServeRejects(t *testing.T) {
+	serve := func(net.Listener) error { return nil }
+	tests := []struct {
+		name string
+		apis []API
+		want string
+	}{
+		{name: "none", want: "no API"},
+		{name: "no prefix", apis: []API{{Implements: VolumeDriver, Serve: serve}}, want: "needs a name"},
+		{name: "no serve", apis: []API{{Implements: VolumeDriver, Prefix: "/VolumeDriver."}}, want: "needs a name"},
+		{name: "same name", apis: []API{{Implements: VolumeDriver, Prefix: "/A.", Serve: serve}, {Implements: VolumeDriver, Prefix: "/B.", Serve: serve}}, want: "overlap"},
+		{name: "nested prefix", apis: []API{{Implements: "a", Prefix: "/A.", Serve: serve}, {Implements: "b", Prefix: "/A.B.", Serve: serve}}, want: "overlap"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			err = Serve(l, tt.apis...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Serve = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestHandlerStops: a handler that stops on its own stops Serve with its
+// error, rather than leaving its calls unanswered.
+func TestHandlerStops(t *testing.T) {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	boom := errors.New("boom")
+	err = Serve(l,
+		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{}).Serve},
+		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: func(net.Listener) error { return boom }},
+	)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "secretprovider handler stopped") {
+		t.Fatalf("Serve = %v, want the handler's error", err)
+	}
+}
+
+// TestPipeListener: dial after Close fails, and a dial gives up with its
+// context when nobody accepts.
+func TestPipeListener(t *testing.T) {
+	l := newPipeListener()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.dial(ctx, "tcp", "plugin:80"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("dial with nobody accepting = %v, want the context's deadline", err)
+	}
+	l.Close()
+	if _, err := l.dial(context.Background(), "tcp", "plugin:80"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("dial after Close = %v, want net.ErrClosed", err)
+	}
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+}
