@@ -102,8 +102,10 @@ func TestAWSBackend(t *testing.T) {
 	})
 }
 
-// TestLayoutDir mounts a directory that holds the secret as the named file,
-// and nothing else.
+// TestLayoutDir mounts a directory that holds the secret as the named file.
+// Besides it there are only the writer's own "..data" and "..<timestamp>"
+// entries (published by renaming a symlink, so a refresh is atomic), which
+// ls does not show.
 func TestLayoutDir(t *testing.T) {
 	sc := newScope(t)
 	file := env.name("pw")
@@ -112,9 +114,21 @@ func TestLayoutDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	vol := sc.createVolume("dir", "secret="+file, "layout=dir", "filename=pw")
-	got := sc.mustRun([]string{"-v", vol + ":/run/secrets/app"}, "sh", "-c", "ls -A /run/secrets/app; cat /run/secrets/app/pw")
-	if got != "pw\n"+want {
-		t.Errorf("ls -A and cat of the target = %q, want only pw, holding %q", got, want)
+	out := sc.mustRun([]string{"-v", vol + ":/run/secrets/app"}, "sh", "-c", "ls /run/secrets/app; echo --; ls -A /run/secrets/app; echo --; cat /run/secrets/app/pw")
+	parts := strings.SplitN(out, "--\n", 3)
+	if len(parts) != 3 {
+		t.Fatalf("unexpected output %q", out)
+	}
+	if parts[0] != "pw\n" {
+		t.Errorf("ls of the target = %q, want only pw", parts[0])
+	}
+	for _, e := range strings.Fields(parts[1]) {
+		if e != "pw" && !strings.HasPrefix(e, "..") {
+			t.Errorf("ls -A of the target shows %q: only pw and the writer's ..-prefixed entries may be there (all: %q)", e, parts[1])
+		}
+	}
+	if parts[2] != want {
+		t.Errorf("cat /run/secrets/app/pw = %q, want %q", parts[2], want)
 	}
 }
 
@@ -144,7 +158,7 @@ func TestOwnershipAndMode(t *testing.T) {
 	dir := sc.createVolume("owned-dir", "secret="+file, "layout=dir", "uid=1000", "mode=0400")
 	r = sc.runFail([]string{"-v", dir + ":/run/secrets/app"}, "touch", "/run/secrets/app/new")
 	wantContains(t, "a new file in a dir volume as root", r.stderr, "Read-only file system")
-	if got := sc.mustRun([]string{"-v", dir + ":/run/secrets/app"}, "stat", "-c", "%u %g %a", "/run/secrets/app", "/run/secrets/app/"+file[strings.LastIndex(file, "/")+1:]); got != "0 0 755\n1000 0 400\n" {
+	if got := sc.mustRun([]string{"-v", dir + ":/run/secrets/app"}, "stat", "-L", "-c", "%u %g %a", "/run/secrets/app", "/run/secrets/app/"+file); got != "0 0 755\n1000 0 400\n" {
 		t.Errorf("stat of the dir volume and its file = %q, want the root 0 0 755 and the file 1000 0 400", got)
 	}
 }
