@@ -1,0 +1,378 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// maxCredentialFile bounds what is read of a token or AppRole file.
+const maxCredentialFile = 16 << 10
+
+// authMethod logs in. It returns the token and its lifetime in Auth.
+type authMethod interface {
+	login(ctx context.Context, d *Driver) (*api.SecretAuth, error)
+}
+
+// session is one identity's login: the plugin's own (name "") or that of an
+// identity option. It holds one token at a time, keeps it renewed while it
+// lives, and logs in again once it ends or Vault rejects it. Concurrent
+// callers share one login.
+type session struct {
+	name string
+	auth authMethod
+	d    *Driver
+	log  zerolog.Logger
+
+	group singleflight.Group
+
+	mu     sync.Mutex
+	token  string // "" until the next login
+	gen    uint64 // counts logins; a token is known by its generation
+	stop   func() // stops the renewal of the current token
+	closed bool
+}
+
+// label names the session in logs.
+func (s *session) label() string {
+	if s.name == "" {
+		return "plugin"
+	}
+	return s.name
+}
+
+// get returns the current token, logging in when there is none. The login
+// runs under the context of the caller that started it.
+func (s *session) get(ctx context.Context) (string, uint64, error) {
+	s.mu.Lock()
+	if s.token != "" {
+		defer s.mu.Unlock()
+		return s.token, s.gen, nil
+	}
+	s.mu.Unlock()
+	ch := s.group.DoChan("login", func() (any, error) { return s.login(ctx) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", 0, r.Err
+		}
+		t := r.Val.(held)
+		return t.token, t.gen, nil
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
+}
+
+// held is a token and its generation.
+type held struct {
+	token string
+	gen   uint64
+}
+
+func (s *session) login(ctx context.Context) (held, error) {
+	s.mu.Lock()
+	if s.token != "" { // a login that finished while this one was queued
+		defer s.mu.Unlock()
+		return held{s.token, s.gen}, nil
+	}
+	s.mu.Unlock()
+
+	a, err := s.auth.login(ctx, s.d)
+	if err != nil {
+		s.log.Debug().Err(err).Msg("vault login failed")
+		return held{}, err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	s.gen++
+	s.token = a.ClientToken
+	if s.closed {
+		return held{s.token, s.gen}, nil
+	}
+	ttl := time.Duration(a.LeaseDuration) * time.Second
+	s.log.Info().Dur("ttl", ttl).Bool("renewable", a.Renewable).Uint64("login", s.gen).Msg("logged in to vault")
+	if ttl > 0 {
+		s.stop = s.watch(a, s.gen)
+	}
+	return held{s.token, s.gen}, nil
+}
+
+// watch renews the token of generation gen until its maximum TTL, then
+// drops it so that the next use logs in again. It returns a stop function.
+func (s *session) watch(a *api.SecretAuth, gen uint64) func() {
+	w, err := s.d.client(s.d.cfg.Namespace, a.ClientToken).NewLifetimeWatcher(&api.LifetimeWatcherInput{
+		Secret: &api.Secret{Auth: a},
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot renew the vault token; logging in again when it expires")
+		return nil
+	}
+	go w.Start()
+	go func() {
+		for {
+			select {
+			case r := <-w.RenewCh():
+				if r != nil && r.Secret != nil && r.Secret.Auth != nil {
+					s.log.Debug().Int("ttl_seconds", r.Secret.Auth.LeaseDuration).Msg("vault token renewed")
+				}
+			case err := <-w.DoneCh():
+				if s.drop(gen) {
+					ev := s.log.Debug()
+					if err != nil {
+						ev = s.log.Warn().Err(err)
+					}
+					ev.Msg("vault token at its end of life; the next use logs in again")
+				}
+				return
+			}
+		}
+	}()
+	return w.Stop
+}
+
+// drop forgets the token of generation gen, if it is still the current one.
+func (s *session) drop(gen uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen || s.token == "" {
+		return false
+	}
+	s.token = ""
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	return true
+}
+
+// valid reports whether Vault still accepts token. A token Vault rejects
+// answers 403 to lookup-self; any other failure is no evidence either way.
+func (s *session) valid(ctx context.Context, token string) bool {
+	_, err := s.d.client(s.d.cfg.Namespace, token).Auth().Token().LookupSelfWithContext(ctx)
+	return !isForbidden(err)
+}
+
+func (s *session) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.token = ""
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+}
+
+// logins is the number of logins so far, for tests.
+func (s *session) logins() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
+// current is the current token, for tests.
+func (s *session) current() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}
+
+// tokenAuth uses a token given in the environment or in a file. A file is
+// read again at each login, so a rotated token is picked up.
+type tokenAuth struct {
+	env  string
+	file string
+}
+
+func (t tokenAuth) source() string {
+	if t.env != "" {
+		return "the " + EnvToken + " setting"
+	}
+	return fmt.Sprintf("%s (%s)", t.file, EnvTokenFile)
+}
+
+func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error) {
+	token := t.env
+	if token == "" {
+		var err error
+		if token, err = readCredential(t.file); err != nil {
+			return nil, authFail(secrets.ErrAccessDenied,
+				fmt.Sprintf("no vault token: put one in %s, or set %s=%s", t.file, EnvAuth, AuthAppRole), err)
+		}
+	}
+	sec, err := d.client(d.cfg.Namespace, token).Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if isForbidden(err) {
+			return nil, authFail(secrets.ErrAccessDenied,
+				fmt.Sprintf("vault rejects the token from %s: it is invalid or expired (or lacks the default policy); put a valid token there", t.source()),
+				loginCause(err))
+		}
+		return nil, loginError(d, err)
+	}
+	ttl, err := sec.TokenTTL()
+	if err != nil {
+		return nil, authFail(secrets.ErrUnavailable, "vault's token lookup answer is unreadable", err)
+	}
+	renewable, _ := sec.TokenIsRenewable()
+	return &api.SecretAuth{ClientToken: token, LeaseDuration: int(ttl / time.Second), Renewable: renewable}, nil
+}
+
+// appRoleAuth logs in with AppRole. A wrapped secret-id is unwrapped once:
+// the secret-id is kept in memory for later logins until the file changes.
+type appRoleAuth struct {
+	mount        string
+	roleIDFile   string
+	secretIDFile string
+	wrapped      bool
+	who          string // for hints: "the plugin", `identity "web"`
+
+	mu          sync.Mutex
+	lastWrapped string // the wrapping token last unwrapped
+	secretID    string // what it unwrapped to
+}
+
+func (a *appRoleAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error) {
+	roleID, err := readCredential(a.roleIDFile)
+	if err != nil {
+		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("cannot read the AppRole role-id of %s", a.who), err)
+	}
+	secretID, err := readCredential(a.secretIDFile)
+	if err != nil {
+		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("cannot read the AppRole secret-id of %s", a.who), err)
+	}
+	if a.wrapped {
+		if secretID, err = a.unwrap(ctx, d, secretID); err != nil {
+			return nil, err
+		}
+	}
+	method, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID}, approle.WithMountPath(a.mount))
+	if err != nil {
+		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("the AppRole credentials of %s are unusable", a.who), err)
+	}
+	sec, err := method.Login(ctx, d.client(d.cfg.Namespace, ""))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Vault 1.13 answers 500 to an unknown secret-id.
+		if s := statusOf(err); s == 400 || s == 403 || rejectedCredentials(err) {
+			return nil, authFail(secrets.ErrAccessDenied,
+				fmt.Sprintf("AppRole login of %s at auth/%s failed: check the role-id and secret-id files (%s, %s; a secret-id can expire or run out of uses) and %s",
+					a.who, a.mount, a.roleIDFile, a.secretIDFile, EnvAppRolePath),
+				loginCause(err))
+		}
+		return nil, loginError(d, err)
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("AppRole login of %s at auth/%s returned no token", a.who, a.mount), nil)
+	}
+	return sec.Auth, nil
+}
+
+// unwrap returns the secret-id inside a wrapping token, unwrapping each
+// token once.
+func (a *appRoleAuth) unwrap(ctx context.Context, d *Driver, wrapping string) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if wrapping == a.lastWrapped && a.secretID != "" {
+		return a.secretID, nil
+	}
+	sec, err := d.client(d.cfg.Namespace, "").Logical().UnwrapWithContext(ctx, wrapping)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		if s := statusOf(err); s == 400 || s == 403 {
+			return "", authFail(secrets.ErrAccessDenied,
+				fmt.Sprintf("the wrapped secret-id of %s in %s was already unwrapped or has expired (%s=true): a wrapping token works once; put a fresh one in the file",
+					a.who, a.secretIDFile, EnvSecretIDWrapped),
+				loginCause(err))
+		}
+		return "", loginError(d, err)
+	}
+	var id string
+	if sec != nil {
+		id, _ = sec.Data["secret_id"].(string)
+	}
+	if id == "" {
+		return "", authFail(secrets.ErrAccessDenied,
+			fmt.Sprintf("the wrapping token in %s does not hold a secret-id; wrap the answer of auth/%s/role/NAME/secret-id", a.secretIDFile, a.mount), nil)
+	}
+	a.lastWrapped, a.secretID = wrapping, id
+	return id, nil
+}
+
+// readCredential reads a token or AppRole file, trimmed.
+func readCredential(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = f.Close() }()
+	b, err := io.ReadAll(io.LimitReader(f, maxCredentialFile))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// loginCause reduces a failed login's error to Vault's answer.
+func loginCause(err error) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return responseCause(re)
+	}
+	return err
+}
+
+// loginError classifies a login that got no usable answer.
+func loginError(d *Driver, err error) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		if re.StatusCode == 429 || re.StatusCode >= 500 || plainToTLS(re) {
+			return classifyResponse(secrets.Ref{}, op{kind: opRead}, re)
+		}
+		return authFail(secrets.ErrAccessDenied, "vault refused the login", responseCause(re))
+	}
+	return d.transportError(secrets.Ref{}, err)
+}
+
+// rejectedCredentials reports a login answer that says the role-id or the
+// secret-id is wrong, whatever its status.
+func rejectedCredentials(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, m := range re.Errors {
+		m = strings.ToLower(m)
+		if strings.Contains(m, "invalid secret id") || strings.Contains(m, "invalid role id") || strings.Contains(m, "invalid role or secret id") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,244 @@
+package vault
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// Volume options of the vault backend, beyond the common ones.
+const (
+	OptNamespace   = "namespace"
+	OptIdentity    = "identity"
+	OptMethod      = "method"
+	OptWrapTTL     = "wrap-ttl"
+	OptParamPrefix = "param."
+)
+
+// Values of the method option.
+const (
+	MethodRead  = "read"
+	MethodWrite = "write"
+)
+
+// Limits.
+const (
+	maxPathLen = 1024
+	// minWrapTTL is Vault's smallest wrapping TTL.
+	minWrapTTL = time.Second
+)
+
+// identityRE is the form of an identity name: a directory name.
+var identityRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// request is a reference parsed into what the backend does.
+type request struct {
+	path      string            // the secret option as given: secret/app/db
+	namespace string            // the namespace option; "" means Config.Namespace
+	identity  string            // the identity option; "" means the plugin's login
+	write     bool              // method=write
+	params    map[string]string // param.NAME options, by NAME
+	wrapTTL   time.Duration     // 0: no wrapping
+	version   int               // version-id; 0 means the latest
+}
+
+// Params lists the options the backend accepts beyond the common ones.
+func (d *Driver) Params() []string {
+	return []string{OptNamespace, OptIdentity, OptMethod, OptWrapTTL, OptParamPrefix}
+}
+
+// Validate checks a reference without contacting Vault: the options, and
+// that the identity's directory exists. It returns every problem at once,
+// each naming the volume option.
+func (d *Driver) Validate(ref secrets.Ref) error {
+	req, err := parseRequest(ref)
+	errs := []error{err}
+	if req.identity != "" && identityRE.MatchString(req.identity) {
+		errs = append(errs, d.checkIdentity(req.identity))
+	}
+	return errors.Join(errs...)
+}
+
+// checkIdentity reports a missing identity directory or file.
+func (d *Driver) checkIdentity(name string) error {
+	dir := d.cfg.identityDir(name)
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return fmt.Errorf("option %q: unknown identity %q: no directory %s; create it with %s and %s files holding the identity's AppRole credentials",
+			OptIdentity, name, dir, roleIDName, secretIDName)
+	}
+	var missing []string
+	for _, f := range []string{roleIDName, secretIDName} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("option %q: identity %q: %s has no %s file", OptIdentity, name, dir, strings.Join(missing, " or "))
+	}
+	return nil
+}
+
+// parseRequest reads the options of ref and reports every problem.
+func parseRequest(ref secrets.Ref) (request, error) {
+	var errs []error
+	req := request{path: ref.Name}
+	if err := validPath(ref.Name); err != nil {
+		errs = append(errs, fmt.Errorf("option %q: %w", secrets.OptSecret, err))
+	}
+	if ref.VersionStage != "" {
+		errs = append(errs, fmt.Errorf("option %q: not supported by the vault backend; use %q with a KV v2 version number", secrets.OptVersionStage, secrets.OptVersionID))
+	}
+	if ref.Region != "" {
+		errs = append(errs, fmt.Errorf("option %q: not supported by the vault backend; set VAULT_ADDR, or use %q for a Vault Enterprise namespace", secrets.OptRegion, OptNamespace))
+	}
+
+	method := MethodRead
+	keys := make([]string, 0, len(ref.Params))
+	for k := range ref.Params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := ref.Params[k]
+		switch {
+		case k == OptNamespace:
+			if err := validNamespace(v); err != nil {
+				errs = append(errs, fmt.Errorf("option %q: %w", k, err))
+			}
+			req.namespace = strings.Trim(v, "/")
+		case k == OptIdentity:
+			if !identityRE.MatchString(v) || v == "." || v == ".." {
+				errs = append(errs, fmt.Errorf("option %q: %q is not an identity name (letters, digits and _.-)", k, quoted(v)))
+			}
+			req.identity = v
+		case k == OptMethod:
+			method = v
+			if v != MethodRead && v != MethodWrite {
+				errs = append(errs, fmt.Errorf("option %q: %q is not %s or %s", k, quoted(v), MethodRead, MethodWrite))
+			}
+		case k == OptWrapTTL:
+			ttl, err := parseTTL(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("option %q: %w", k, err))
+			}
+			req.wrapTTL = ttl
+		case strings.HasPrefix(k, OptParamPrefix) && len(k) > len(OptParamPrefix):
+			if req.params == nil {
+				req.params = map[string]string{}
+			}
+			req.params[strings.TrimPrefix(k, OptParamPrefix)] = v
+		default:
+			errs = append(errs, fmt.Errorf("option %q: unknown to the vault backend", k))
+		}
+	}
+	req.write = method == MethodWrite
+
+	if ref.VersionID != "" {
+		n, err := strconv.Atoi(ref.VersionID)
+		switch {
+		case err != nil || n <= 0:
+			errs = append(errs, fmt.Errorf("option %q: %q is not a KV v2 version number (1, 2, ...)", secrets.OptVersionID, quoted(ref.VersionID)))
+		case req.write:
+			errs = append(errs, fmt.Errorf("option %q: only for reads of KV v2 secrets, not with %s=%s", secrets.OptVersionID, OptMethod, MethodWrite))
+		default:
+			req.version = n
+		}
+	}
+	if ref.Key != "" && req.wrapTTL > 0 {
+		errs = append(errs, fmt.Errorf("option %q: cannot be used with %q: the file holds a wrapping token, not the secret", secrets.OptKey, OptWrapTTL))
+	}
+	return req, errors.Join(errs...)
+}
+
+// validPath checks a Vault path as users write it: secret/app/db.
+func validPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("required: a Vault path such as secret/app/db or database/creds/app")
+	case len(p) > maxPathLen:
+		return fmt.Errorf("longer than %d characters", maxPathLen)
+	case !utf8.ValidString(p):
+		return errors.New("not valid UTF-8")
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%q: remove the leading /", quoted(p))
+	case strings.HasPrefix(p, "v1/"):
+		return fmt.Errorf("%q: give the path without the API prefix v1/", quoted(p))
+	}
+	for _, r := range p {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%q: control characters are not allowed", quoted(p))
+		}
+	}
+	for _, seg := range strings.Split(p, "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("%q: empty path segment (// or a trailing /)", quoted(p))
+		case ".", "..":
+			return fmt.Errorf("%q: %q segments are not allowed", quoted(p), seg)
+		}
+	}
+	return nil
+}
+
+// validNamespace checks a namespace path such as team-a or team-a/app.
+func validNamespace(ns string) error {
+	t := strings.TrimSuffix(ns, "/")
+	if t == "" || strings.HasPrefix(t, "/") {
+		return fmt.Errorf("%q is not a namespace path (e.g. team-a or team-a/app)", quoted(ns))
+	}
+	for _, seg := range strings.Split(t, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%q is not a namespace path (e.g. team-a or team-a/app)", quoted(ns))
+		}
+		for _, r := range seg {
+			if unicode.IsSpace(r) || unicode.IsControl(r) || r == '+' || r == '*' {
+				return fmt.Errorf("%q: namespace names hold no spaces, control characters, + or *", quoted(ns))
+			}
+		}
+	}
+	return nil
+}
+
+// parseTTL reads a Go duration (30s, 5m) or a number of seconds.
+func parseTTL(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, err := strconv.Atoi(s); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if d, err = time.ParseDuration(s); err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 60s, 5m) or a number of seconds", quoted(s))
+	}
+	if d < minWrapTTL {
+		return 0, fmt.Errorf("%q: must be at least %s", quoted(s), minWrapTTL)
+	}
+	if d%time.Second != 0 {
+		return 0, fmt.Errorf("%q: must be whole seconds", quoted(s))
+	}
+	return d, nil
+}
+
+// quoted shortens a user value for an error message, so a pasted blob does
+// not flood `docker volume create`'s output.
+func quoted(s string) string { return shorten(s, 80) }
+
+// shorten cuts s to about maxLen bytes, on a rune boundary.
+func shorten(s string, maxLen int) string {
+	if len(s) <= maxLen {
+		return s
+	}
+	cut := maxLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}

@@ -1,0 +1,378 @@
+// Package vault is the "vault" backend: it reads secrets from HashiCorp
+// Vault (or OpenBao) through its HTTP API.
+//
+// The secret option is a path as users of the Vault CLI write it:
+// secret/app/db. The backend asks Vault which mount holds it and what
+// engine that is (sys/internal/ui/mounts, as the CLI does), and reads KV v2
+// secrets at MOUNT/data/PATH; other engines (database/creds/app,
+// pki/issue/web with method=write) are requested as given. The file holds
+// the answer's data as a JSON object, so the key option picks a field.
+//
+// Logins: the plugin logs in with a token (VAULT_TOKEN_FILE, or VAULT_TOKEN)
+// or AppRole (VAULT_AUTH=approle); a volume with the identity option logs in
+// with that identity's own AppRole credentials instead, so that each volume
+// gets only its identity's policies. Logins happen at first use, under the
+// fetch's timeout, never at plugin start. Tokens are renewed until their
+// maximum TTL; an expired or rejected token is replaced by a new login, and
+// the request retried once.
+//
+// Precedence of the namespace (Vault Enterprise): the namespace option, then
+// VAULT_NAMESPACE. Logins always happen in VAULT_NAMESPACE.
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/rs/zerolog"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// Name is the backend's registry name, the value of the backend option.
+const Name = "vault"
+
+// versionKV1 is the version shown for KV v1 secrets, which have none.
+const versionKV1 = "kv1"
+
+// Driver is the vault backend. It is safe for concurrent use.
+type Driver struct {
+	cfg  Config
+	log  zerolog.Logger
+	base *api.Client // never modified after New: requests use copies
+	addr string      // VAULT_ADDR as used, for messages
+
+	mu       sync.Mutex
+	sessions map[string]*session // by identity; "" is the plugin's login
+	mounts   map[mountKey]mountInfo
+	closed   bool
+}
+
+var (
+	_ secrets.SecretStoreDriver = (*Driver)(nil)
+	_ secrets.ParamsDriver      = (*Driver)(nil)
+	_ secrets.LeaseManager      = (*Driver)(nil)
+)
+
+// New returns the vault backend. It checks the settings and builds the
+// client, but does not contact Vault: a Vault that is down fails fetches,
+// not the plugin's start.
+func New(cfg Config, log zerolog.Logger) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	conf := cfg.API
+	if conf == nil {
+		conf = api.DefaultConfig()
+		if conf.Error != nil {
+			return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", conf.Error)
+		}
+	}
+	base, err := api.NewClient(conf)
+	if err != nil {
+		return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", err)
+	}
+	// The api reads VAULT_TOKEN, VAULT_NAMESPACE and VAULT_WRAP_TTL from the
+	// process environment; the backend sets each request's own.
+	base.ClearToken()
+	base.ClearNamespace()
+	base.SetWrappingLookupFunc(func(string, string) string { return "" })
+	return &Driver{
+		cfg:      cfg,
+		log:      log.With().Str("component", Name).Logger(),
+		base:     base,
+		addr:     base.Address(),
+		sessions: map[string]*session{},
+		mounts:   map[mountKey]mountInfo{},
+	}, nil
+}
+
+// Name returns "vault".
+func (d *Driver) Name() string { return Name }
+
+// Close stops the renewal of every token. The driver must not be used
+// afterwards.
+func (d *Driver) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	for _, s := range d.sessions {
+		s.close()
+	}
+}
+
+// client returns a client for one request: the shared configuration with
+// its own namespace and token.
+func (d *Driver) client(namespace, token string) *api.Client {
+	c := d.base.WithNamespace(namespace)
+	c.SetToken(token)
+	return c
+}
+
+// session returns the login of an identity ("" for the plugin's own).
+func (d *Driver) session(identity string) *session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.sessions[identity]; ok {
+		return s
+	}
+	s := &session{name: identity, d: d}
+	s.log = d.log.With().Str("identity", s.label()).Logger()
+	switch {
+	case identity != "":
+		dir := d.cfg.identityDir(identity)
+		s.auth = &appRoleAuth{
+			mount:        d.cfg.AppRolePath,
+			roleIDFile:   dir + "/" + roleIDName,
+			secretIDFile: dir + "/" + secretIDName,
+			wrapped:      d.cfg.SecretIDWrapped,
+			who:          fmt.Sprintf("identity %q", identity),
+		}
+	case d.cfg.Auth == AuthAppRole:
+		s.auth = &appRoleAuth{
+			mount:        d.cfg.AppRolePath,
+			roleIDFile:   d.cfg.RoleIDFile,
+			secretIDFile: d.cfg.SecretIDFile,
+			wrapped:      d.cfg.SecretIDWrapped,
+			who:          "the plugin",
+		}
+	default:
+		s.auth = tokenAuth{env: d.cfg.Token, file: d.cfg.TokenFile}
+	}
+	if d.closed {
+		s.closed = true
+	}
+	d.sessions[identity] = s
+	return s
+}
+
+// call runs fn with a token of s. When Vault answers 403 and the token
+// turns out to be rejected (expired, revoked, or rotated out), it logs in
+// again and runs fn once more.
+func (d *Driver) call(ctx context.Context, s *session, fn func(token string) error) error {
+	token, gen, err := s.get(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(token)
+	if !isForbidden(err) || ctx.Err() != nil || s.valid(ctx, token) {
+		return err
+	}
+	if s.drop(gen) {
+		s.log.Info().Msg("vault rejected the token; logging in again")
+	}
+	if token, _, err = s.get(ctx); err != nil {
+		return err
+	}
+	return fn(token)
+}
+
+// namespace is the namespace of a request (see the package comment).
+func (d *Driver) namespace(req request) string {
+	if req.namespace != "" {
+		return req.namespace
+	}
+	return d.cfg.Namespace
+}
+
+// Fetch reads a secret. Errors are *secrets.Error.
+func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	req, err := parseRequest(ref)
+	if err != nil {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
+	}
+	s := d.session(req.identity)
+	ns := d.namespace(req)
+	m, err := d.mount(ctx, ref, s, ns, req.path)
+	if err != nil {
+		return secrets.Secret{}, err
+	}
+	log := d.log.With().
+		Str("secret", req.path).
+		Str("namespace", ns).
+		Str("identity", s.label()).
+		Str("mount", m.prefix).
+		Str("engine", m.engine).
+		Int("kv_version", m.kv).
+		Bool("write", req.write).
+		Bool("wrapped", req.wrapTTL > 0).
+		Logger()
+
+	if m.kv > 0 && req.write {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue,
+			fmt.Sprintf("%s=%s on a KV mount would overwrite the secret; dsv only reads KV secrets", OptMethod, MethodWrite), nil)
+	}
+	if req.version > 0 && m.kv != 2 {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound,
+			fmt.Sprintf("option %q needs a KV v2 mount; %s is %s", "version-id", describeMount(m), describeEngine(m)), nil)
+	}
+	path, err := apiPath(m, req.path)
+	if err != nil {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound, "", err)
+	}
+	log.Debug().Str("path", path).Msg("fetching")
+
+	var sec *api.Secret
+	err = d.call(ctx, s, func(token string) error {
+		c := d.client(ns, token)
+		if req.wrapTTL > 0 {
+			ttl := strconv.Itoa(int(req.wrapTTL / time.Second))
+			c.SetWrappingLookupFunc(func(string, string) string { return ttl })
+		}
+		var err error
+		if req.write {
+			body := make(map[string]any, len(req.params))
+			for k, v := range req.params {
+				body[k] = v
+			}
+			sec, err = c.Logical().WriteWithContext(ctx, path, body)
+		} else {
+			sec, err = c.Logical().ReadWithDataWithContext(ctx, path, query(req))
+		}
+		return err
+	})
+	if err != nil {
+		o := op{kind: opRead, path: path}
+		if req.write {
+			o.kind = opWrite
+		}
+		err = d.classify(ctx, ref, o, err)
+		log.Debug().Err(err).Msg("fetch failed")
+		return secrets.Secret{}, err
+	}
+	out, err := result(ref, req, m, path, sec)
+	if err != nil {
+		log.Debug().Err(err).Msg("fetch failed")
+		return secrets.Secret{}, err
+	}
+	ev := log.Debug().Str("version", out.Version)
+	if out.Lease != nil {
+		ev = ev.Str("lease", leasePrefix(out.Lease.ID)).Dur("lease_ttl", out.Lease.Duration).Bool("renewable", out.Lease.Renewable)
+	}
+	ev.Msg("fetched")
+	if ref.Key != "" {
+		if out.Value, err = secrets.ExtractKey(ref, out.Value); err != nil {
+			return secrets.Secret{}, err
+		}
+	}
+	return out, nil
+}
+
+// query holds the param.* options and the version of a read.
+func query(req request) map[string][]string {
+	if len(req.params) == 0 && req.version == 0 {
+		return nil
+	}
+	q := make(map[string][]string, len(req.params)+1)
+	for k, v := range req.params {
+		q[k] = []string{v}
+	}
+	if req.version > 0 {
+		q["version"] = []string{strconv.Itoa(req.version)}
+	}
+	return q
+}
+
+// result turns Vault's answer into the secret.
+func result(ref secrets.Ref, req request, m mountInfo, path string, sec *api.Secret) (secrets.Secret, error) {
+	if req.wrapTTL > 0 {
+		if sec == nil || sec.WrapInfo == nil || sec.WrapInfo.Token == "" {
+			return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "vault did not wrap its answer", nil)
+		}
+		return secrets.Secret{Value: []byte(sec.WrapInfo.Token), Version: sec.WrapInfo.Accessor, NoReuse: true}, nil
+	}
+	if sec == nil {
+		hint := fmt.Sprintf("no secret at %s; check the path and the namespace", path)
+		if req.version > 0 {
+			hint = fmt.Sprintf("no version %d at %s; check the version-id option, the path and the namespace", req.version, path)
+		}
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound, hint, nil)
+	}
+	if m.kv == 2 && !req.write {
+		return kv2Result(ref, req, sec)
+	}
+	if sec.Data == nil {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, fmt.Sprintf("vault's answer for %s holds no data", path), nil)
+	}
+	value, err := json.Marshal(sec.Data)
+	if err != nil {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "vault's answer is not JSON", nil)
+	}
+	// A write issues something new (a certificate, a token) for each
+	// volume: never shared.
+	out := secrets.Secret{Value: value, Version: sec.RequestID, NoReuse: req.write}
+	if m.kv == 1 {
+		out.Version = versionKV1
+	}
+	if sec.LeaseID != "" {
+		out.Lease = &secrets.Lease{
+			ID:        sec.LeaseID,
+			Duration:  time.Duration(sec.LeaseDuration) * time.Second,
+			Renewable: sec.Renewable,
+		}
+	}
+	return out, nil
+}
+
+// kv2Result reads data.data and data.metadata of a KV v2 answer.
+func kv2Result(ref secrets.Ref, req request, sec *api.Secret) (secrets.Secret, error) {
+	data, _ := sec.Data["data"].(map[string]any)
+	meta, _ := sec.Data["metadata"].(map[string]any)
+	version := fmt.Sprint(meta["version"])
+	if meta["version"] == nil {
+		version = ""
+	}
+	if data == nil {
+		which := "the latest version"
+		switch {
+		case req.version > 0:
+			which = "version " + strconv.Itoa(req.version)
+		case version != "":
+			which = "version " + version + ", the latest,"
+		}
+		if deleted, _ := meta["deletion_time"].(string); deleted != "" {
+			return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound,
+				which+" was deleted; undelete it with vault kv undelete, or pick another version-id", nil)
+		}
+		if destroyed, _ := meta["destroyed"].(bool); destroyed {
+			return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound, which+" was destroyed; pick another version-id", nil)
+		}
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrNotFound, which+" holds no data", nil)
+	}
+	value, err := json.Marshal(data)
+	if err != nil {
+		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "vault's answer is not JSON", nil)
+	}
+	return secrets.Secret{Value: value, Version: version}, nil
+}
+
+func describeMount(m mountInfo) string {
+	if m.prefix == "" {
+		return "the path's mount"
+	}
+	return fmt.Sprintf("%q", m.prefix)
+}
+
+func describeEngine(m mountInfo) string {
+	switch {
+	case m.kv == 1:
+		return "KV version 1"
+	case m.engine != "":
+		return fmt.Sprintf("a %s engine", m.engine)
+	}
+	return "not known to be KV v2"
+}
+
+// leasePrefix is what logs show of a lease id.
+func leasePrefix(id string) string {
+	const n = 8
+	if len(id) <= n {
+		return id
+	}
+	return id[:n]
+}
