@@ -27,6 +27,9 @@ type fakeVault struct {
 	wrapped map[string]map[string]any // wrapping token -> data
 	seen    []seenRequest
 	logins  int
+	// noMounts answers 404 to sys/internal/ui/mounts, like a Vault (or a
+	// proxy) without the endpoint.
+	noMounts bool
 }
 
 type fakeMount struct {
@@ -156,6 +159,10 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		p := strings.TrimPrefix(path, "sys/internal/ui/mounts/")
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if f.noMounts {
+			vaultErrors(w, 404)
+			return
+		}
 		for mp, m := range f.mounts {
 			if strings.HasPrefix(p+"/", mp) {
 				writeJSON(w, 200, map[string]any{"data": map[string]any{"path": mp, "type": m.engine, "options": map[string]any{"version": m.version}}})

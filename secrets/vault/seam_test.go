@@ -573,3 +573,26 @@ func quietTLSServer() *httptest.Server {
 	srv.StartTLS()
 	return srv
 }
+
+func TestFetchWithoutMountsEndpoint(t *testing.T) {
+	// Like the Vault CLI: without the endpoint, paths are used as given
+	// (KV v1 semantics), and version-id cannot apply.
+	f := newFakeVault(t)
+	f.noMounts = true
+	f.answer("GET", "secret/data/app", 200, kv2Body)
+	d, _ := fakeDriver(t, f, nil)
+	got, err := d.Fetch(ctxFor(t), secrets.Ref{Backend: Name, Name: "secret/data/app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got.Value), `"metadata"`) {
+		t.Errorf("Fetch() = %s, want the answer's data as is", got.Value)
+	}
+	_, err = d.Fetch(ctxFor(t), secrets.Ref{Backend: Name, Name: "secret/data/app", VersionID: "1"})
+	if !errors.Is(err, secrets.ErrNotFound) || !strings.Contains(err.Error(), "not known to be KV v2") {
+		t.Errorf("Fetch(version-id) = %v, want not found: not known to be KV v2", err)
+	}
+	if n := len(f.requestsTo("sys/internal/ui/mounts/secret/data/app")); n != 2 {
+		t.Errorf("mount lookups = %d, want 2: an unknown mount is not cached", n)
+	}
+}
