@@ -102,8 +102,9 @@ var safeUnquoted = regexp.MustCompile(`^[A-Za-z0-9_./:@%+,=-]*$`)
 //   - plain values stay bare;
 //   - values without a single quote or a line break are single-quoted, which
 //     every loader takes literally ($, #, spaces, backslashes, unicode);
-//   - the rest are double-quoted with \\, \", \n, \r and \$ escaped, which
-//     the loaders that support multi-line values decode.
+//   - the rest are double-quoted with \\, \", \n, \r, \$ and \` escaped,
+//     which the loaders that support multi-line values decode; sh decodes
+//     all but \n and \r, and runs no backquoted command from a value.
 func dotenvQuote(s string) string {
 	if s != "" && safeUnquoted.MatchString(s) {
 		return s
@@ -125,6 +126,8 @@ func dotenvQuote(s string) string {
 			b.WriteString(`\r`)
 		case '$':
 			b.WriteString(`\$`)
+		case '`':
+			b.WriteString("\\`")
 		default:
 			b.WriteRune(r)
 		}

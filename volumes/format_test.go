@@ -22,6 +22,7 @@ func TestDotenvQuoting(t *testing.T) {
 		{name: "single quote", value: "it's", want: `"it's"`},
 		{name: "newline", value: "line1\nline2", want: `"line1\nline2"`},
 		{name: "newline with specials", value: "a\"b\\c$d\r\n'e", want: `"a\"b\\c\$d\r\n'e"`},
+		{name: "backquote with a single quote", value: "it's `id`", want: "\"it's \\`id\\`\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +60,7 @@ func dotenvUnquote(t testing.TB, s string) string {
 				}
 				continue
 			}
-			if in[i] == '"' || in[i] == '$' {
+			if in[i] == '"' || in[i] == '$' || in[i] == '`' {
 				t.Fatalf("unescaped %q inside double quotes: %s", in[i], s)
 			}
 			b.WriteByte(in[i])

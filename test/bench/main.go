@@ -1,8 +1,10 @@
 // Command bench measures dsv on a real Docker engine and prints a report:
 // the start overhead of a container with a dsv volume against one with a
 // local volume, the latency of the plugin's Mount handler against a moto
-// server (cold, warm, shared) and the file backend, and the plugin's resident
-// memory idle, after container runs, and with 1,000 volumes.
+// server (cold, warm, shared) and the file backend, the plugin's resident
+// memory idle, after container runs, and with 1,000 volumes, and the
+// backend reads that 50 parallel container starts and a refresh cost, with
+// the latency of a rotation (section 4, reads.go).
 //
 // It is a report, not a test: it exits 0 whether the figures meet their
 // targets or not, and non-zero only when it cannot measure.
@@ -91,6 +93,9 @@ type config struct {
 	Runs         int
 	Volumes      int
 	Mounted      int
+	ReadRuns     int
+	ReadSecrets  int
+	Rotations    int
 	// Set holds extra plugin settings, KEY=VALUE, applied after the bench's.
 	Set settingList
 }
@@ -116,7 +121,7 @@ func parseFlags() (config, error) {
 	fs.StringVar(&c.Network, "network", "", "network of the measured containers; empty is docker's default (bridge), none leaves network set-up out")
 	fs.StringVar(&c.DockerSocket, "docker-socket", "/var/run/docker.sock", "Docker Engine API socket")
 	fs.StringVar(&c.Dir, "dir", "", "host folder for the plugin's files and credentials mounts (default /var/lib/dsv-bench/PLUGIN); kept after the run, because the plugin's settings point at it")
-	fs.StringVar(&c.Sections, "sections", "1,2,3", "sections to run: 1 start overhead, 2 handler latency, 3 memory")
+	fs.StringVar(&c.Sections, "sections", "1,2,3,4", "sections to run: 1 start overhead, 2 handler latency, 3 memory, 4 backend reads and rotation")
 	fs.IntVar(&c.Pairs, "pairs", 30, "rounds of the start overhead, each one container per volume kind, in rotated order")
 	fs.IntVar(&c.Warmups, "warmups", 2, "warm-up rounds before them")
 	fs.IntVar(&c.Cold, "cold", 5, "plugin restarts for the cold mount")
@@ -124,12 +129,16 @@ func parseFlags() (config, error) {
 	fs.IntVar(&c.Runs, "runs", 20, "container runs before the second memory reading")
 	fs.IntVar(&c.Volumes, "volumes", 1000, "volumes of the third memory reading")
 	fs.IntVar(&c.Mounted, "mounted", 100, "of which this many are mounted at once")
+	fs.IntVar(&c.ReadRuns, "read-runs", 50, "containers started at once in the backend reads section, each on its own volume")
+	fs.IntVar(&c.ReadSecrets, "read-secrets", 5, "secrets those volumes read (each volume a different key)")
+	fs.IntVar(&c.Rotations, "rotations", 5, "rotations timed under a running container")
 	fs.Var(&c.Set, "set", "extra plugin setting KEY=VALUE, repeatable, e.g. -set LOG_LEVEL=warn (the key must be settable in the plugin's config.json)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return c, err
 	}
 	var problems []string
-	for name, v := range map[string]int{"pairs": c.Pairs, "cold": c.Cold, "warm": c.Warm, "runs": c.Runs, "volumes": c.Volumes} {
+	for name, v := range map[string]int{"pairs": c.Pairs, "cold": c.Cold, "warm": c.Warm, "runs": c.Runs, "volumes": c.Volumes,
+		"read-runs": c.ReadRuns, "read-secrets": c.ReadSecrets, "rotations": c.Rotations} {
 		if v < 1 {
 			problems = append(problems, fmt.Sprintf("-%s must be at least 1", name))
 		}
@@ -140,12 +149,15 @@ func parseFlags() (config, error) {
 	if c.Mounted < 0 || c.Mounted > c.Volumes {
 		problems = append(problems, "-mounted must be between 0 and -volumes")
 	}
+	if c.ReadSecrets > c.ReadRuns {
+		problems = append(problems, "-read-secrets must not exceed -read-runs")
+	}
 	if c.Plugin == "" || strings.ContainsAny(c.Plugin, ":/ ") {
 		problems = append(problems, fmt.Sprintf("-plugin %q: give a bare plugin name such as dsvbench", c.Plugin))
 	}
 	for sec := range strings.SplitSeq(c.Sections, ",") {
-		if sec != "1" && sec != "2" && sec != "3" {
-			problems = append(problems, fmt.Sprintf("-sections %q: give a comma-separated list of 1, 2 and 3", c.Sections))
+		if sec != "1" && sec != "2" && sec != "3" && sec != "4" {
+			problems = append(problems, fmt.Sprintf("-sections %q: give a comma-separated list of 1, 2, 3 and 4", c.Sections))
 			break
 		}
 	}
@@ -272,7 +284,7 @@ func run(ctx context.Context) (err error) {
 	for _, s := range []struct {
 		id  string
 		run func(context.Context) error
-	}{{"1", b.startOverhead}, {"2", b.mountLatency}, {"3", b.memory}} {
+	}{{"1", b.startOverhead}, {"2", b.mountLatency}, {"3", b.memory}, {"4", b.backendReads}} {
 		if !slices.Contains(sections, s.id) {
 			continue
 		}
