@@ -24,34 +24,51 @@ const swarmTaskTimeout = 90 * time.Second
 
 // swarmSession owns the services, stacks, secrets and volumes of one test
 // on the swarm, and removes them when the test ends: services first (their
-// containers pin the volumes), then volumes and secrets, then the swarm.
+// containers pin the volumes), then volumes and secrets, then what other
+// nodes need (afterServices), then the swarm.
 type swarmSession struct {
-	t        *testing.T
-	services []string
-	stacks   []string
-	secrets  []string
-	volumes  []string
+	t             *testing.T
+	services      []string
+	stacks        []string
+	secrets       []string
+	volumes       []string
+	afterServices []func()
 }
 
-// joinSwarm makes the engine a single-node swarm manager for the test.
+// joinSwarm makes the engine a single-node swarm manager for the test, or
+// uses the swarm it manages already.
 func joinSwarm(t *testing.T) *swarmSession {
 	t.Helper()
 	state := strings.TrimSpace(mustDocker(t, "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"))
 	switch state {
 	case "inactive false":
-		mustDocker(t, "swarm", "init", "--advertise-addr", "127.0.0.1")
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-			defer cancel()
-			if r := dockerCtx(ctx, "swarm", "leave", "--force"); r.err != nil {
-				t.Errorf("leave the swarm: %v", r)
-			}
-		})
+		return initSwarm(t, "127.0.0.1")
 	case "active true":
 		logf("the engine already is a swarm manager: using that swarm and leaving it in place")
 	default:
 		t.Fatalf("the engine is in swarm state %q; the Swarm tests need an engine outside any swarm, or a manager", state)
 	}
+	sw := &swarmSession{t: t}
+	t.Cleanup(sw.cleanup)
+	return sw
+}
+
+// initSwarm runs docker swarm init on addr and leaves the swarm when the
+// test ends, removing the docker_gwbridge network that init made.
+func initSwarm(t *testing.T, addr string) *swarmSession {
+	t.Helper()
+	hadBridge := docker(t, "network", "inspect", "docker_gwbridge").err == nil
+	mustDocker(t, "swarm", "init", "--advertise-addr", addr, "--listen-addr", addr+":2377")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		if r := dockerCtx(ctx, "swarm", "leave", "--force"); r.err != nil {
+			t.Errorf("leave the swarm: %v", r)
+		}
+		if !hadBridge {
+			dockerCtx(ctx, "network", "rm", "docker_gwbridge")
+		}
+	})
 	sw := &swarmSession{t: t}
 	t.Cleanup(sw.cleanup)
 	return sw
@@ -92,6 +109,9 @@ func (sw *swarmSession) cleanup() {
 	}
 	if len(sw.secrets) > 0 {
 		dockerCtx(ctx, append([]string{"secret", "rm"}, sw.secrets...)...)
+	}
+	for _, f := range sw.afterServices {
+		f()
 	}
 }
 
