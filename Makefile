@@ -14,7 +14,7 @@ FUZZTIME ?= 30s
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
 
-.PHONY: install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean
+.PHONY: vault-bin install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean
 
 ## build: the static binary bin/dsv
 build:
@@ -49,8 +49,12 @@ lint:
 	@if [[ -d test/e2e ]]; then echo "$(GO) vet -tags e2e ./test/e2e/..."; $(GO) vet -tags e2e ./test/e2e/...; fi
 
 ## unit: every package's tests with the race detector; moto must be there
-unit:
-	DSV_REQUIRE_MOTO=1 $(GO) test -race -count=1 ./...
+unit: vault-bin
+	DSV_REQUIRE_MOTO=1 DSV_REQUIRE_VAULT=1 DSV_REQUIRE_POSTGRES=1 $(GO) test -race -count=1 ./...
+
+## vault-bin: Vault v1.13.0 (MPL) built once into ~/.cache/dsv (cold ~7 min)
+vault-bin:
+	test/vault-build.sh >/dev/null
 
 ## e2e: the end-to-end suite (build tag e2e) against a real Docker engine
 e2e: e2e-deps

@@ -124,6 +124,8 @@ if ((${#old_settings[@]})); then
 	mapfile -t new_settings < <(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name" | sed '/^$/d')
 	changed=()
 	for kv in "${old_settings[@]}"; do
+		# A mount whose host folder is gone would stop the plugin from enabling.
+		if [[ $kv == *.source=* && ! -d ${kv#*=} ]]; then continue; fi
 		printf '%s\n' "${new_settings[@]}" | grep -qxF -- "$kv" || changed+=("$kv")
 	done
 	if ((${#changed[@]})); then

@@ -96,6 +96,21 @@ type Driver struct {
 
 	mu   sync.Mutex
 	vols map[string]*vol
+	// loops counts running refresh loops, for Close.
+	loops sync.WaitGroup
+}
+
+// Close stops every refresh loop and waits for them; mounted tmpfs stay.
+func (d *Driver) Close() {
+	d.mu.Lock()
+	for _, v := range d.vols {
+		if v.stopRefresh != nil {
+			v.stopRefresh()
+			v.stopRefresh = nil
+		}
+	}
+	d.mu.Unlock()
+	d.loops.Wait()
 }
 
 // New loads persisted volumes, reconciles them with the mount table, and

@@ -162,7 +162,7 @@ func newLeaseBackend(ttl time.Duration) *leaseBackend {
 	return &leaseBackend{ttl: ttl, renewable: true, renewals: map[string]int{}, revoked: map[string]bool{}}
 }
 
-func (b *leaseBackend) Name() string                { return "leased" }
+func (b *leaseBackend) Name() string               { return "leased" }
 func (b *leaseBackend) Validate(secrets.Ref) error { return nil }
 func (b *leaseBackend) Fetch(_ context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	b.mu.Lock()
@@ -287,16 +287,7 @@ func readFile(t *testing.T, path string) string {
 }
 
 // stopAll ends every refresh loop, as a plugin shutdown does.
-func (h *harness) stopAll() {
-	h.drv.mu.Lock()
-	defer h.drv.mu.Unlock()
-	for _, v := range h.drv.vols {
-		if v.stopRefresh != nil {
-			v.stopRefresh()
-			v.stopRefresh = nil
-		}
-	}
-}
+func (h *harness) stopAll() { h.drv.Close() }
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {

@@ -114,8 +114,8 @@ func dotenvQuote(s string) string {
 	}
 	var b strings.Builder
 	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
+	for i := 0; i < len(s); i++ {
+		switch r := s[i]; r {
 		case '\\':
 			b.WriteString(`\\`)
 		case '"':
@@ -129,9 +129,15 @@ func dotenvQuote(s string) string {
 		case '`':
 			b.WriteString("\\`")
 		default:
-			b.WriteRune(r)
+			b.WriteByte(r)
 		}
 	}
 	b.WriteByte('"')
 	return b.String()
 }
+
+// ApplyFormat is applyFormat for other packages (the Swarm secret provider).
+func ApplyFormat(format string, value []byte) ([]byte, error) { return applyFormat(format, value) }
+
+// Formats lists the formats ApplyFormat knows.
+func Formats() []string { return []string{FormatRaw, FormatJSON, FormatDotenv, FormatBase64} }

@@ -34,7 +34,11 @@ func (d *Driver) startRefresh(v *vol) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.stopRefresh = cancel
-	go d.refreshLoop(ctx, v)
+	d.loops.Add(1)
+	go func() {
+		defer d.loops.Done()
+		d.refreshLoop(ctx, v)
+	}()
 }
 
 // refreshLoop re-reads a mounted volume at its interval, renews its leases

@@ -116,7 +116,7 @@ func TestTemplateRender(t *testing.T) {
 	}
 	tmpl := &Template{Name: "app.env", Text: text, Refs: refs}
 	values := map[string]secrets.Secret{
-		secrets.Ref{Backend: "fake", Name: "db"}.CacheKey():     {Value: []byte(`{"user":"app","password":"p@ss w/rd"}`)},
+		secrets.Ref{Backend: "fake", Name: "db"}.CacheKey():    {Value: []byte(`{"user":"app","password":"p@ss w/rd"}`)},
 		secrets.Ref{Backend: "other", Name: "host"}.CacheKey(): {Value: []byte(" db.internal \n")},
 	}
 	got, err := renderTemplate(tmpl, text, values)

@@ -27,6 +27,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/volumes"
 )
 
@@ -55,6 +56,8 @@ type settings struct {
 	// SwarmIdentityFromServiceName makes a service's name the backend
 	// identity of the Swarm secrets it reads (see secretprovider).
 	SwarmIdentityFromServiceName bool
+	// Vault holds the vault backend's settings (VAULT_*).
+	Vault vault.Config
 }
 
 // loadSettings reads the environment and reports every bad value at once.
@@ -111,6 +114,11 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	if s.AWSRegion != "" && !awssm.ValidRegion(s.AWSRegion) {
 		problems = append(problems, fmt.Sprintf("AWS_REGION %q: not an AWS region (e.g. us-east-1)", s.AWSRegion))
 	}
+	vc, err := vault.ConfigFromEnv(getenv)
+	if err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	s.Vault = vc
 	if len(problems) > 0 {
 		return s, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
 	}
@@ -141,9 +149,15 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	// Stdout: dockerd logs a plugin's stderr at level error, its stdout at info.
 	log := zerolog.New(os.Stdout).Level(s.LogLevel).With().Timestamp().Logger()
 
+	vd, err := vault.New(s.Vault, log)
+	if err != nil {
+		return fmt.Errorf("invalid plugin settings: %w", err)
+	}
+	defer vd.Close()
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
+		vd,
 	)
 	if err != nil {
 		return err
@@ -178,6 +192,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Fetcher:                 fetcher,
 		DefaultBackend:          s.Backend,
 		IdentityFromServiceName: s.SwarmIdentityFromServiceName,
+		Format:                  volumes.ApplyFormat,
+		Formats:                 volumes.Formats(),
 		Logger:                  log,
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/dsv-plugin/dsv/secrets/vault"
 )
 
 func TestLoadSettings(t *testing.T) {
@@ -55,6 +57,10 @@ func TestLoadSettings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if got.Vault.Auth != "token" {
+				t.Errorf("VAULT_AUTH default = %q, want token", got.Vault.Auth)
+			}
+			got.Vault = vault.Config{} // the vault package tests its own settings
 			if got != tt.want {
 				t.Fatalf("loadSettings() = %+v, want %+v", got, tt.want)
 			}
