@@ -62,7 +62,7 @@ type settings struct {
 
 // loadSettings reads the environment and reports every bad value at once.
 func loadSettings(getenv func(string) string) (settings, error) {
-	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 5 * time.Second}
+	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second}
 	var problems []string
 	if v := getenv("LOG_LEVEL"); v != "" {
 		l, err := zerolog.ParseLevel(strings.ToLower(v))

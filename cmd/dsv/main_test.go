@@ -20,7 +20,7 @@ func TestLoadSettings(t *testing.T) {
 		{
 			name: "defaults",
 			env:  map[string]string{},
-			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 5 * time.Second},
+			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 30 * time.Second},
 		},
 		{
 			name: "every setting",
