@@ -584,14 +584,25 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		}
 	}
 	if len(v.leases) > 0 {
+		// Terms run from the last renewal, or from the fetch that got them.
+		since := v.status.RenewedAt
+		if since.Before(v.status.ChangedAt) {
+			since = v.status.ChangedAt
+		}
 		ls := make([]map[string]any, 0, len(v.leases))
 		for _, l := range v.leases {
-			ls = append(ls, map[string]any{
+			m := map[string]any{
 				"lease":     leasePrefix(l.Lease.ID),
 				"secret":    l.Ref.Name,
 				"ttl":       l.Lease.Duration.String(),
 				"renewable": l.Lease.Renewable,
-			})
+			}
+			if !since.IsZero() && l.Lease.Duration > 0 {
+				end := since.Add(l.Lease.Duration)
+				m["expiresAt"] = end.Format(time.RFC3339)
+				m["ttlLeft"] = max(end.Sub(d.cfg.Now()), 0).Truncate(time.Second).String()
+			}
+			ls = append(ls, m)
 		}
 		st["leases"] = ls
 		if !v.status.RenewedAt.IsZero() {

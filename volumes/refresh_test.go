@@ -151,8 +151,14 @@ func TestLeasesRenewedThenRevoked(t *testing.T) {
 		return r["database/creds/app/lease-1"] >= 2
 	})
 	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
-	if g.Volume.Status["leases"] == nil || g.Volume.Status["renewedAt"] == nil {
+	ls, _ := g.Volume.Status["leases"].([]map[string]any)
+	if len(ls) != 1 || g.Volume.Status["renewedAt"] == nil {
 		t.Fatalf("status = %v", g.Volume.Status)
+	}
+	for _, k := range []string{"lease", "ttl", "ttlLeft", "expiresAt"} {
+		if ls[0][k] == nil {
+			t.Errorf("lease status lacks %q: %v", k, ls[0])
+		}
 	}
 	h.unmount("creds", "c1")
 	_, revoked, issued := h.leased.snapshot()

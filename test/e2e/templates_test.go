@@ -45,20 +45,31 @@ func (s templateSecrets) wantNoValues(t *testing.T, what, output string) {
 }
 
 // useTemplatesFolder points the plugin's templates mount at a folder of its
-// own for the rest of the test and returns it. The folder goes only once
-// the old setting is back (a plugin whose mount source is missing cannot be
-// enabled).
+// own for the rest of the test and returns it.
 func useTemplatesFolder(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join("/var/lib/dsv-e2e-templates", env.plugin)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	return usePluginFolder(t, "templates", nil)
+}
+
+// usePluginFolder points the plugin's mount (templates, credentials) at a
+// new, empty folder of its own for the rest of the test, with the other
+// settings given, and returns the folder. The folder goes only once the old
+// settings are back (a plugin whose mount source is missing cannot be
+// enabled, and dockerd 20.10 then panics at its next start).
+func usePluginFolder(t *testing.T, mount string, settings map[string]string) string {
+	t.Helper()
+	dir := filepath.Join("/var/lib/dsv-e2e-"+mount, env.plugin)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	// Registered first, so it runs after the settings are restored.
 	var restored func() bool
 	t.Cleanup(func() {
 		if restored == nil || !restored() {
-			logf("kept %s: plugin %s may still use it as templates.source", dir, env.plugin)
+			logf("kept %s: plugin %s may still use it as %s.source", dir, env.plugin, mount)
 			return
 		}
 		if err := os.RemoveAll(dir); err != nil {
@@ -66,7 +77,11 @@ func useTemplatesFolder(t *testing.T) string {
 		}
 		_ = os.Remove(filepath.Dir(dir))
 	})
-	restored = changePluginSettings(t, map[string]string{"templates.source": dir})
+	all := map[string]string{mount + ".source": dir}
+	for k, v := range settings {
+		all[k] = v
+	}
+	restored = changePluginSettings(t, all)
 	return dir
 }
 
