@@ -78,7 +78,7 @@ func newVaultFixture(t *testing.T) *vaultFixture {
 	creds := usePluginFolder(t, "credentials", map[string]string{"VAULT_ADDR": v.Addr})
 	token := v.Token(t, vaulttest.TokenOptions{Policies: []string{"dsv"}, TTL: time.Hour})
 	files := map[string]string{
-		"vault/token":                   token,
+		"vault/token":                    token,
 		"vault/identities/web/role-id":   roleID,
 		"vault/identities/web/secret-id": v.SecretID(t, "approle", "web"),
 	}
