@@ -247,3 +247,53 @@ func TestVaultBackend(t *testing.T) {
 		wantNoHostMount(t, vol)
 	})
 }
+
+// TestSwarmVault: Swarm secrets from Vault. A dynamic secret is answered
+// with DoNotReuse, so each task of a service gets its own credentials; a
+// service's dsv.identity label makes its secrets read with that AppRole.
+func TestSwarmVault(t *testing.T) {
+	f := newVaultFixture(t) // before the swarm: its settings outlive the services
+	sw := joinSwarm(t)
+
+	t.Run("DoNotReuse: each task gets its own database credentials", func(t *testing.T) {
+		sec := sw.secret("pg-user", "dsv.backend=vault", "dsv.secret=database/creds/app", "dsv.key=username")
+		svc := sw.service("pg-user", []string{"--replicas", "2", "--secret", sec},
+			printThenSleep("echo user=$(cat /run/secrets/"+sec+")")...)
+		wantRunning(t, svc, 2)
+		var users []string
+		eventually(t, swarmTaskTimeout, "both tasks of "+svc+" print their user", func() string {
+			users = users[:0]
+			for _, l := range strings.Split(serviceLogs(t, svc), "\n") {
+				if u, ok := strings.CutPrefix(strings.TrimSpace(l), "user="); ok {
+					users = append(users, u)
+				}
+			}
+			if len(users) < 2 {
+				return fmt.Sprintf("users printed: %q", users)
+			}
+			return ""
+		})
+		if len(users) != 2 || users[0] == users[1] || !strings.HasPrefix(users[0], "v-") || !strings.HasPrefix(users[1], "v-") {
+			t.Fatalf("want two distinct Vault-generated users (one per task), got %q", users)
+		}
+		t.Logf("the two tasks got users %q", users)
+	})
+
+	t.Run("a service's identity reads with its AppRole", func(t *testing.T) {
+		sec := sw.secret("web-token", "dsv.backend=vault", "dsv.secret=secret/web/api", "dsv.key=token")
+		svc := sw.service("web", []string{"--label", "dsv.identity=web", "--secret", sec}, printThenSleep("cat /run/secrets/"+sec+"; echo")...)
+		wantRunning(t, svc, 1)
+		wantLogLines(t, svc, f.webValue, 1)
+
+		// The web identity's policy does not reach app/db, though the
+		// plugin's own token does: the task fails and the plugin says why.
+		appSec := sw.secret("web-app", "dsv.backend=vault", "dsv.secret=secret/app/db", "dsv.key=password")
+		bad := sw.service("web-app", []string{"--label", "dsv.identity=web", "--secret", appSec}, printThenSleep("cat /run/secrets/"+appSec)...)
+		wantPluginLog(t, "the plugin logs that "+bad+" was denied", `secret refused`, appSec, bad, "access denied")
+		for _, tk := range serviceTasks(t, bad) {
+			if strings.HasPrefix(tk.current, "Running") {
+				t.Fatalf("a task of identity web read secret/app/db: %+v", tk)
+			}
+		}
+	})
+}
