@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -150,7 +151,20 @@ func (s *suite) checkCanary() error {
 	case bytes.Contains(logs, needle):
 		problems = append(problems, fmt.Sprintf("the canary is in dockerd's log %v:\n%s", s.daemon.logs, linesWith(logs, needle)))
 	}
-	logf("canary check: %d files under %s scanned, %d mount points skipped, dockerd log %v", scanned, s.dockerRoot, len(skip), s.daemon.logs)
+	// docker plugin inspect shows the plugin's settings and mounts.
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	if r := dockerCtx(ctx, "plugin", "inspect", s.plugin); r.err != nil {
+		problems = append(problems, fmt.Sprintf("docker plugin inspect: %v", r))
+	}
+	// Every docker command's output (errors the tests provoked, inspect
+	// output, service logs) was scanned as it ended, this one included.
+	commands, leaks := outputs.report()
+	for _, c := range leaks {
+		problems = append(problems, "the canary is in the output of "+c)
+	}
+	logf("canary check: %d files under %s scanned, %d mount points skipped, dockerd log %v, the output of %d docker commands",
+		scanned, s.dockerRoot, len(skip), s.daemon.logs, commands)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "\n"))
 	}

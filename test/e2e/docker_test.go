@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -63,13 +64,46 @@ func command(ctx context.Context, name string, args ...string) result {
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
-	return result{
+	r := result{
 		args:    append([]string{name}, args...),
 		stdout:  stdout.String(),
 		stderr:  stderr.String(),
 		err:     err,
 		elapsed: time.Since(start),
 	}
+	outputs.scan(r)
+	return r
+}
+
+// outputs checks every command's stdout and stderr for the canary as the
+// command ends: docker's errors, inspect output, logs. checkCanary reports
+// what it found.
+var outputs outputScan
+
+type outputScan struct {
+	mu      sync.Mutex
+	scanned int
+	leaks   []string
+}
+
+func (o *outputScan) scan(r result) {
+	if env == nil || env.canary == "" {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.scanned++
+	if strings.Contains(r.stdout, env.canary) || strings.Contains(r.stderr, env.canary) {
+		o.leaks = append(o.leaks, "`"+strings.Join(r.args, " ")+"`")
+	}
+}
+
+// report returns the number of outputs scanned and the commands whose
+// output held the canary.
+func (o *outputScan) report() (int, []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.scanned, append([]string(nil), o.leaks...)
 }
 
 func dockerCtx(ctx context.Context, args ...string) result {

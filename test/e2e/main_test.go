@@ -95,7 +95,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "--- FAIL: canary check after the run\n%v\n", err)
 		return 1
 	}
-	fmt.Println("--- PASS: canary check after the run: the canary is nowhere under", s.dockerRoot, "nor in the state file nor in dockerd's log")
+	fmt.Println("--- PASS: canary check after the run: the canary is nowhere under", s.dockerRoot, "(plugin rootfs included), nor in the state file, dockerd's log, docker plugin inspect, or the output of any docker command the suite ran")
 	return code
 }
 

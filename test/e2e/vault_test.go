@@ -41,6 +41,12 @@ type vaultFixture struct {
 
 	kvUser, kvPassword, kvOldPassword string // secret/app/db, versions 2 and 1
 	webValue                          string // secret/web/api, field "token"
+
+	// The plugin's credentials in the credentials mount: a token of policy
+	// dsv in vault/token, and an AppRole of the same policy in
+	// vault/role-id and vault/secret-id (used with VAULT_AUTH=approle).
+	token, appRoleID, appSecretID string
+	credsDir                      string // the credentials mount's host folder
 }
 
 // newVaultFixture sets it all up for the rest of the test. Call it before
@@ -74,11 +80,16 @@ func newVaultFixture(t *testing.T) *vaultFixture {
 	v.PutPolicy(t, "web", webPolicy)
 	v.EnableAuth(t, "approle", "approle")
 	roleID := v.CreateAppRole(t, "approle", "web", vaulttest.RoleOptions{Policies: []string{"web"}})
+	f.appRoleID = v.CreateAppRole(t, "approle", "dsv", vaulttest.RoleOptions{Policies: []string{"dsv"}})
+	f.appSecretID = v.SecretID(t, "approle", "dsv")
 
 	creds := usePluginFolder(t, "credentials", map[string]string{"VAULT_ADDR": v.Addr})
-	token := v.Token(t, vaulttest.TokenOptions{Policies: []string{"dsv"}, TTL: time.Hour})
+	f.credsDir = creds
+	f.token = v.Token(t, vaulttest.TokenOptions{Policies: []string{"dsv"}, TTL: time.Hour})
 	files := map[string]string{
-		"vault/token":                    token,
+		"vault/token":                    f.token,
+		"vault/role-id":                  f.appRoleID,
+		"vault/secret-id":                f.appSecretID,
 		"vault/identities/web/role-id":   roleID,
 		"vault/identities/web/secret-id": v.SecretID(t, "approle", "web"),
 	}
