@@ -36,10 +36,20 @@ type Store struct {
 	path string
 }
 
+// tempPattern names Save's temporary files.
+const tempPattern = ".state-*.tmp"
+
 // NewStore returns a store writing to path; the directory is created 0700.
+// Temporary files that a process killed during Save left behind are
+// removed.
 func NewStore(path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	stale, _ := filepath.Glob(filepath.Join(dir, tempPattern))
+	for _, p := range stale {
+		_ = os.Remove(p)
 	}
 	return &Store{path: path}, nil
 }
@@ -84,7 +94,7 @@ func (s *Store) Save(vols map[string]volumeRecord) error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	dir := filepath.Dir(s.path)
-	tmp, err := os.CreateTemp(dir, ".state-*.tmp")
+	tmp, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}

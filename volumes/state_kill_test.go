@@ -1,0 +1,144 @@
+package volumes
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// envStateWriter makes the test binary a state writer (see TestMain): it
+// saves the state at the path it names, generation after generation, until
+// it is killed.
+const envStateWriter = "DSV_TEST_STATE_WRITER"
+
+// killVolumes is how many volumes each saved generation holds: enough for
+// a file of some 40 KB, so kills land inside writes.
+const killVolumes = 300
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envStateWriter); path != "" {
+		if err := writeStateForever(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// writeStateForever continues from the saved generation: every volume of
+// generation n has the mount id "gen-n".
+func writeStateForever(path string) error {
+	store, err := NewStore(path)
+	if err != nil {
+		return err
+	}
+	recs, err := store.Load()
+	if err != nil {
+		return err
+	}
+	gen, err := generation(recs)
+	if err != nil {
+		return err
+	}
+	for {
+		gen++
+		vols := make(map[string]volumeRecord, killVolumes)
+		for i := range killVolumes {
+			vols[fmt.Sprintf("volume-%03d", i)] = volumeRecord{
+				Options:   Options{Objects: []Object{{Name: "secret", Mode: 0o444}}},
+				CreatedAt: time.Unix(1, 0).UTC(),
+				MountIDs:  []string{"gen-" + strconv.Itoa(gen), fmt.Sprintf("%064x", i)},
+			}
+		}
+		if err := store.Save(vols); err != nil {
+			return err
+		}
+	}
+}
+
+// generation checks that every volume is of one generation and returns it
+// (0 for an empty state).
+func generation(recs map[string]volumeRecord) (int, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if len(recs) != killVolumes {
+		return 0, fmt.Errorf("state holds %d volumes, want %d", len(recs), killVolumes)
+	}
+	gen := -1
+	for name, r := range recs {
+		if len(r.MountIDs) != 2 {
+			return 0, fmt.Errorf("volume %s has mount ids %v", name, r.MountIDs)
+		}
+		var g int
+		for _, id := range r.MountIDs {
+			if n, err := fmt.Sscanf(id, "gen-%d", &g); n == 1 && err == nil {
+				break
+			}
+		}
+		if gen >= 0 && g != gen {
+			return 0, fmt.Errorf("volumes of generations %d and %d in one state", gen, g)
+		}
+		gen = g
+	}
+	return gen, nil
+}
+
+// TestStateKilledDuringSave kills (SIGKILL) a process that saves the state
+// in a loop, at random moments, many times: every time, the state on disk
+// loads and is one whole generation, never older than the last one seen,
+// and the next start removes the killed writer's temporary file.
+func TestStateKilledDuringSave(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "state.json")
+	last, progressed := 0, 0
+	for i := range 25 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), envStateWriter+"="+path)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+rand.IntN(60)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("kill %d: the writer ended on its own: %v", i, err)
+		}
+
+		store, err := NewStore(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern)); len(left) > 0 {
+			t.Fatalf("kill %d: NewStore left the killed writer's temporary files %v", i, left)
+		}
+		recs, err := store.Load()
+		if err != nil {
+			t.Fatalf("kill %d: the state does not load: %v", i, err)
+		}
+		gen, err := generation(recs)
+		if err != nil {
+			t.Fatalf("kill %d: torn state: %v", i, err)
+		}
+		if gen < last {
+			t.Fatalf("kill %d: state went back from generation %d to %d", i, last, gen)
+		}
+		if gen > last {
+			progressed++
+		}
+		last = gen
+	}
+	// The kills must have hit a writer at work, not only at start-up.
+	if progressed < 10 {
+		t.Fatalf("only %d of 25 writers saved a generation before the kill: the test proves little", progressed)
+	}
+	t.Logf("25 kills; the state reached generation %d, always whole", last)
+}
