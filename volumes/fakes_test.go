@@ -218,6 +218,8 @@ type harness struct {
 	drv     *Driver
 	refresh time.Duration
 	ttl     time.Duration
+	// kernel, when set, replaces the fake mounter (real tmpfs; needs root).
+	kernel Mounter
 }
 
 func newHarness(t *testing.T) *harness {
@@ -260,6 +262,10 @@ func (h *harness) start() *Driver {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	var mounter Mounter = h.mounter
+	if h.kernel != nil {
+		mounter = h.kernel
+	}
 	d, err := New(Config{
 		Root:      h.root,
 		Store:     store,
@@ -268,7 +274,7 @@ func (h *harness) start() *Driver {
 		Fetcher:   f,
 		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
-		Mounter:   h.mounter,
+		Mounter:   mounter,
 		Logger:    zerolog.New(io.Discard),
 	})
 	if err != nil {
