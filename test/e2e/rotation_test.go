@@ -3,17 +3,15 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/torn"
 )
 
 // Bounds of a rotation, from the new value being stored in the backend to a
@@ -167,7 +165,6 @@ func (d latencies) median() time.Duration {
 const (
 	tornVersions = 100                    // rotations of the secret
 	tornPace     = 500 * time.Millisecond // between rotations: faster than the refresh
-	tornPadding  = 4096                   // bytes after the version in a and b
 	// Floors on what the reader must have done for the check to mean
 	// anything: observed versions (about one per refresh while rotating
 	// for ~60 s) and consistent reads (a busybox loop manages hundreds per
@@ -176,59 +173,6 @@ const (
 	tornMinReads    = 5000
 )
 
-// tornSecret is version n of the torn-read secret: a JSON object whose
-// fields a and b are equal (the version, then 4 KiB derived from it, so a
-// partial read shows) and whose sum is "n:sha256(a)".
-func tornSecret(n int) string {
-	var pad strings.Builder
-	h := sha256.Sum256([]byte(env.runID + "-" + strconv.Itoa(n)))
-	for pad.Len() < tornPadding {
-		pad.WriteString(hex.EncodeToString(h[:]))
-		h = sha256.Sum256(h[:])
-	}
-	a := strconv.Itoa(n) + "-" + pad.String()[:tornPadding]
-	sum := sha256.Sum256([]byte(a))
-	b, err := json.Marshal(map[string]string{"a": a, "b": a, "sum": strconv.Itoa(n) + ":" + hex.EncodeToString(sum[:])})
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
-
-// tornReader runs in the container until /tmp/stop exists. Each iteration
-// resolves ..data once, as an application that opens the directory does,
-// and reads sum, a and b from that one payload directory: they must be of
-// one version. A payload directory removed by the next swap between the
-// readlink and the reads is counted as gone (the reader would retry), not
-// as torn. For comparison it also hashes a and b through their visible
-// symlinks, which resolve ..data once each and may legitimately straddle a
-// swap ("straddled"; not an error).
-const tornReader = `
-n=0 torn=0 badsum=0 gone=0 seen=0 back=0 last=-1 straddled=0
-while [ ! -e /tmp/stop ]; do
-	d=$(readlink /run/secrets/..data) || { gone=$((gone+1)); continue; }
-	p=/run/secrets/$d
-	v= h=
-	IFS=: read -r v h 2>/dev/null <"$p/sum"
-	s=$(sha256sum "$p/a" "$p/b" 2>/dev/null) || { gone=$((gone+1)); continue; }
-	[ -n "$v" ] || { gone=$((gone+1)); continue; }
-	set -- $s
-	n=$((n+1))
-	[ "$1" = "$3" ] || torn=$((torn+1))
-	[ "$1" = "$h" ] || badsum=$((badsum+1))
-	if [ "$v" != "$last" ]; then
-		[ "$v" -gt "$last" ] || back=$((back+1))
-		seen=$((seen+1))
-		last=$v
-	fi
-	if s=$(sha256sum /run/secrets/a /run/secrets/b 2>/dev/null); then
-		set -- $s
-		[ "$1" = "$3" ] || straddled=$((straddled+1))
-	fi
-done
-echo "reads=$n torn=$torn badsum=$badsum gone=$gone versions=$seen backwards=$back straddled=$straddled last=$last"
-`
-
 // TestRefreshNoTornReads rotates a key=* volume 100 times, faster than its
 // refresh, while a reader in the container checks that every set of files
 // it reads through one ..data target is of one version: the files a and b
@@ -236,54 +180,43 @@ echo "reads=$n torn=$torn badsum=$badsum gone=$gone versions=$seen backwards=$ba
 func TestRefreshNoTornReads(t *testing.T) {
 	sc := newScope(t)
 	secret := env.name("torn")
-	createSecret(t, secret, tornSecret(0))
+	createSecret(t, secret, torn.Secret(env.runID, 0))
 	vol := sc.createVolume("torn", "backend=aws", "secret="+secret, "key=*", "refresh="+rotationRefresh.String())
 	name := sc.container("torn-reader")
-	mustDocker(t, sc.runArgs(name, true, []string{"-v", vol + ":/run/secrets"}, "sh", "-c", tornReader)...)
+	mustDocker(t, sc.runArgs(name, true, []string{"-v", vol + ":/run/secrets"}, "sh", "-c", torn.Reader)...)
 
 	start := time.Now()
 	for n := 1; n <= tornVersions; n++ {
-		putSecretValue(t, secret, tornSecret(n))
+		putSecretValue(t, secret, torn.Secret(env.runID, n))
 		time.Sleep(tornPace)
 	}
 	rotating := time.Since(start)
 	// The last version must arrive too; then the reader stops.
-	_, _, _ = waitForValue(t, name, "/run/secrets/sum", tornSumPrefix(tornVersions), time.Now(), 10*time.Second)
+	_, _, _ = waitForValue(t, name, "/run/secrets/sum", torn.SumOf(env.runID, tornVersions), time.Now(), 10*time.Second)
 	ls := mustDocker(t, "exec", name, "ls", "-A", "/run/secrets")
 	mustDocker(t, "exec", name, "touch", "/tmp/stop")
 	mustDocker(t, "wait", name)
 	out := mustDocker(t, "logs", name)
 	t.Logf("reader, after %d rotations in %s with refresh=%s: %s", tornVersions, rotating.Round(time.Millisecond), rotationRefresh, strings.TrimSpace(out))
 
-	counts := map[string]int{}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	for _, f := range strings.Fields(lines[len(lines)-1]) {
-		k, v, _ := strings.Cut(f, "=")
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			t.Fatalf("reader output %q: %s is not a count", out, f)
-		}
-		counts[k] = n
+	counts, err := torn.Parse(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, k := range []string{"reads", "torn", "badsum", "gone", "versions", "backwards", "straddled", "last"} {
-		if _, ok := counts[k]; !ok {
-			t.Fatalf("reader output %q lacks %s", out, k)
-		}
+	if counts.Torn != 0 || counts.BadSum != 0 {
+		t.Errorf("torn reads through one ..data target: %d with a != b, %d with a checksum mismatch, of %d reads", counts.Torn, counts.BadSum, counts.Reads)
 	}
-	if counts["torn"] != 0 || counts["badsum"] != 0 {
-		t.Errorf("torn reads through one ..data target: %d with a != b, %d with a checksum mismatch, of %d reads", counts["torn"], counts["badsum"], counts["reads"])
+	if counts.Backwards != 0 {
+		t.Errorf("the reader saw an older version after a newer one %d times", counts.Backwards)
 	}
-	if counts["backwards"] != 0 {
-		t.Errorf("the reader saw an older version after a newer one %d times", counts["backwards"])
+	if counts.Reads < tornMinReads {
+		t.Errorf("the reader made %d consistent reads, want at least %d for the check to mean something", counts.Reads, tornMinReads)
 	}
-	if counts["reads"] < tornMinReads {
-		t.Errorf("the reader made %d consistent reads, want at least %d for the check to mean something", counts["reads"], tornMinReads)
+	if counts.Versions < tornMinVersions {
+		t.Errorf("the reader saw %d distinct versions, want at least %d (the refresh is %s, rotations every %s)", counts.Versions, tornMinVersions, rotationRefresh, tornPace)
 	}
-	if counts["versions"] < tornMinVersions {
-		t.Errorf("the reader saw %d distinct versions, want at least %d (the refresh is %s, rotations every %s)", counts["versions"], tornMinVersions, rotationRefresh, tornPace)
-	}
-	if counts["last"] != tornVersions {
-		t.Errorf("the reader's last version is %d, want %d", counts["last"], tornVersions)
+	if counts.Last != tornVersions {
+		t.Errorf("the reader's last version is %d, want %d", counts.Last, tornVersions)
 	}
 	// Old payload directories go with each swap: exactly one is left.
 	var payloads []string
@@ -298,15 +231,6 @@ func TestRefreshNoTornReads(t *testing.T) {
 	if st := inspectVolume(t, vol).Status; st["lastError"] != nil {
 		t.Errorf("Status.lastError = %v", st["lastError"])
 	}
-}
-
-// tornSumPrefix is the content of sum for version n, as the reader checks.
-func tornSumPrefix(n int) string {
-	var v map[string]string
-	if err := json.Unmarshal([]byte(tornSecret(n)), &v); err != nil {
-		panic(err)
-	}
-	return v["sum"]
 }
 
 // TestRefreshOptions: a layout=file volume refuses the refresh option at
