@@ -78,6 +78,7 @@ const (
 	hintDeleted       = "the secret is scheduled for deletion or otherwise unusable; restore it in AWS"
 	hintUnreachable   = "could not reach secrets manager; check the host's network and DNS, and the AWS_ENDPOINT_URL plugin setting"
 	hintServer        = "the service failed; try again later"
+	hintThrottled     = "AWS throttled the request (rate exceeded) after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval, or ask AWS for a higher quota"
 )
 
 // classify turns a GetSecretValue failure into a *secrets.Error. The SDK's
@@ -110,6 +111,8 @@ func classify(ctx context.Context, ref secrets.Ref, region string, err error) er
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintExpired, err)
 		case "DecryptionFailure":
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintDecryption, err)
+		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+			return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, err)
 		}
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, err)
 	}
