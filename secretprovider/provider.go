@@ -15,6 +15,8 @@
 // is chosen by the service: its dsv.identity label, or its name when
 // SWARM_IDENTITY_FROM_SERVICE_NAME is set. A secret's own dsv.identity label
 // only restricts the secret to services of that identity; it never grants one.
+//
+// A secret outside the plugin's ALLOW setting is refused before any read.
 package secretprovider
 
 import (
@@ -26,6 +28,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 )
 
@@ -42,6 +45,9 @@ type Config struct {
 	// setting: a service without a dsv.identity label reads with the
 	// identity named like the service.
 	IdentityFromServiceName bool
+	// Allow is the ALLOW setting: the objects secrets may read. nil allows
+	// every object.
+	Allow *allowlist.List
 	// Format turns a value into the file's content for a dsv.format label
 	// other than raw; Formats lists the names it accepts. Without them only
 	// raw is accepted.
@@ -90,6 +96,9 @@ func (p *Provider) Get(req dockersecrets.Request) dockersecrets.Response {
 func (p *Provider) get(req dockersecrets.Request) ([]byte, secrets.Secret, error) {
 	r, err := p.parse(req.SecretName, req.SecretLabels, req.ServiceName, req.ServiceLabels)
 	if err != nil {
+		return nil, secrets.Secret{}, err
+	}
+	if err := p.cfg.Allow.Check(r.ref); err != nil {
 		return nil, secrets.Secret{}, err
 	}
 	// The fetcher bounds each backend call; this bounds the wait, which

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 )
@@ -353,4 +354,57 @@ func FuzzLabels(f *testing.F) {
 			t.Fatalf("the error holds the value: %s", resp.Err)
 		}
 	})
+}
+
+// TestAllow: a secret outside the ALLOW setting is refused with an access
+// denied error that names it and the patterns, and the backend is not read.
+func TestAllow(t *testing.T) {
+	h := newHarness(t, false)
+	h.write(t, "app/db", "app-value")
+	h.write(t, "root/db", "root-value")
+	l, err := allowlist.Parse("file:app/*, ids:dynamic/**", []string{"file", "ids"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.p.cfg
+	cfg.Allow = l
+	if h.p, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		labels  map[string]string
+		want    string
+		wantErr string
+	}{
+		{name: "allowed", labels: map[string]string{"dsv.secret": "app/db"}, want: "app-value"},
+		{name: "allowed in another backend", labels: map[string]string{"dsv.backend": "ids", "dsv.secret": "dynamic/a/b"}, want: "cred-1"},
+		{name: "refused", labels: map[string]string{"dsv.secret": "root/db"},
+			wantErr: `dsv: secret "s" for service "web": file secret "root/db": access denied: not allowed by the plugin's ALLOW setting (allowed for file: app/*)`},
+		{name: "refused with a key", labels: map[string]string{"dsv.secret": "app/x/db", "dsv.key": "password"},
+			wantErr: `file secret "app/x/db": access denied: not allowed by the plugin's ALLOW setting (allowed for file: app/*)`},
+		{name: "refused in another backend", labels: map[string]string{"dsv.backend": "ids", "dsv.secret": "static"},
+			wantErr: `ids secret "static": access denied: not allowed by the plugin's ALLOW setting (allowed for ids: dynamic/**)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reads := h.fetcher.Stats().Reads
+			resp := h.p.Get(dockersecrets.Request{SecretName: "s", SecretLabels: tt.labels, ServiceName: "web"})
+			if tt.wantErr == "" {
+				if resp.Err != "" || string(resp.Value) != tt.want {
+					t.Fatalf("Get = value %q, err %q; want %q", resp.Value, resp.Err, tt.want)
+				}
+				return
+			}
+			if resp.Value != nil || !strings.Contains(resp.Err, tt.wantErr) {
+				t.Fatalf("Get = value %q, err %q\nwant err %s", resp.Value, resp.Err, tt.wantErr)
+			}
+			if n := h.fetcher.Stats().Reads - reads; n != 0 {
+				t.Errorf("a refused secret caused %d backend reads", n)
+			}
+		})
+	}
+	if strings.Contains(h.logs.String(), "root-value") {
+		t.Errorf("the logs hold a value:\n%s", h.logs)
+	}
 }

@@ -37,6 +37,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		where string // for errors: which file or template line reads it
 	}
 	wants := map[string]want{}
+	var refs []secrets.Ref       // the wants' refs, in the volume's order
 	texts := map[string]string{} // template name -> text
 	for _, obj := range opts.Objects {
 		if obj.Template == nil {
@@ -44,6 +45,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 			whole.Key = ""
 			if _, ok := wants[whole.CacheKey()]; !ok {
 				wants[whole.CacheKey()] = want{ref: whole}
+				refs = append(refs, whole)
 			}
 			continue
 		}
@@ -70,8 +72,15 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		for _, r := range t.Refs {
 			if _, ok := wants[r.Ref.CacheKey()]; !ok {
 				wants[r.Ref.CacheKey()] = want{ref: r.Ref, where: fmt.Sprintf("template %q line %d: ", t.Name, r.Line)}
+				refs = append(refs, r.Ref)
 			}
 		}
+	}
+	// The one check before every read, at mount and refresh alike: ALLOW
+	// may have changed since create, and a template file may name new
+	// secrets.
+	if err := d.cfg.Allow.CheckAll(refs); err != nil {
+		return nil, err
 	}
 
 	// Fetch concurrently; the fetcher applies the timeout.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 )
 
@@ -35,6 +36,9 @@ type Config struct {
 	Registry *secrets.Registry
 	// Defaults are the plugin-wide fallbacks for options.
 	Defaults Defaults
+	// Allow is the ALLOW setting: the objects volumes may read, checked at
+	// create, at mount and before every read. nil allows every object.
+	Allow *allowlist.List
 	// Fetcher reads secrets: timeout, shared reads, short-lived cache.
 	Fetcher *cache.Fetcher
 	// TmpfsSize caps each volume's tmpfs, in bytes.
@@ -198,6 +202,10 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
 		return err
 	}
+	if err := d.cfg.Allow.CheckAll(opts.refs()); err != nil {
+		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
+		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if v, ok := d.vols[req.Name]; ok {
@@ -305,6 +313,14 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	if v.removed {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("volume %q not found", req.Name)
+	}
+	// ALLOW may have been tightened since the volume was created: a new
+	// container gets nothing, not even a share of a live tmpfs.
+	if err := d.cfg.Allow.CheckAll(v.opts.refs()); err != nil {
+		d.mu.Unlock()
+		d.recordError(v, err)
+		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Err(err).Msg("mount refused")
+		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 	if v.mounted {
 		v.ids[req.ID] = struct{}{}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/dsv-plugin/dsv/pluginmux"
 	"github.com/dsv-plugin/dsv/secretprovider"
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
@@ -53,6 +55,9 @@ type settings struct {
 	CacheTTL  time.Duration
 	Refresh   time.Duration
 	AWSRegion string
+	// Allow is the ALLOW setting as written; run parses it once the
+	// backends are known.
+	Allow string
 	// SwarmIdentityFromServiceName makes a service's name the backend
 	// identity of the Swarm secrets it reads (see secretprovider).
 	SwarmIdentityFromServiceName bool
@@ -110,6 +115,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			s.SwarmIdentityFromServiceName = b
 		}
 	}
+	s.Allow = getenv("ALLOW")
 	s.AWSRegion = getenv("AWS_REGION")
 	if s.AWSRegion != "" && !awssm.ValidRegion(s.AWSRegion) {
 		problems = append(problems, fmt.Sprintf("AWS_REGION %q: not an AWS region (e.g. us-east-1)", s.AWSRegion))
@@ -123,6 +129,24 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		return s, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
 	}
 	return s, nil
+}
+
+// backendSettings checks the settings that name backends, BACKEND and
+// ALLOW, against the registry's names, reporting both at once, and returns
+// the parsed ALLOW list (empty: every object allowed).
+func backendSettings(s settings, backends []string) (*allowlist.List, error) {
+	var problems []string
+	if !slices.Contains(backends, s.Backend) {
+		problems = append(problems, fmt.Sprintf("BACKEND %q: use one of %s", s.Backend, strings.Join(backends, ", ")))
+	}
+	allow, err := allowlist.Parse(s.Allow, backends)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return nil, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
+	}
+	return allow, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
@@ -162,8 +186,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := reg.Get(s.Backend); !ok {
-		return fmt.Errorf("invalid plugin settings: BACKEND %q: use one of %s", s.Backend, strings.Join(reg.Names(), ", "))
+	allow, err := backendSettings(s, reg.Names())
+	if err != nil {
+		return err
 	}
 	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout})
 	if err != nil {
@@ -178,6 +203,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Store:     store,
 		Registry:  reg,
 		Defaults:  volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
+		Allow:     allow,
 		Refresh:   s.Refresh,
 		Fetcher:   fetcher,
 		TmpfsSize: tmpfsSize,
@@ -192,6 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Fetcher:                 fetcher,
 		DefaultBackend:          s.Backend,
 		IdentityFromServiceName: s.SwarmIdentityFromServiceName,
+		Allow:                   allow,
 		Format:                  volumes.ApplyFormat,
 		Formats:                 volumes.Formats(),
 		Logger:                  log,
@@ -216,7 +243,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}()
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
-		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).Msg("serving")
+		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
+		Int("allowPatterns", allow.Len()).Msg("serving")
 	err = pluginmux.Serve(l,
 		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(drv).Serve},
 		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Serve: dockersecrets.NewHandler(provider).Serve},

@@ -67,3 +67,46 @@ func TestLoadSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestBackendSettings(t *testing.T) {
+	backends := []string{"aws", "file", "vault"}
+	tests := []struct {
+		name     string
+		env      map[string]string
+		patterns int
+		wantErr  []string
+	}{
+		{name: "defaults: every object allowed", env: map[string]string{}},
+		{name: "allow list", env: map[string]string{"ALLOW": "aws:prod/app/*, vault:secret/app/** file:*"}, patterns: 3},
+		{name: "bad entry named", env: map[string]string{"ALLOW": "aws:prod/*, gcp:x"},
+			wantErr: []string{`invalid plugin settings: ALLOW: entry "gcp:x": unknown backend "gcp"; use one of: aws, file, vault`}},
+		{name: "both bad at once", env: map[string]string{"BACKEND": "gcp", "ALLOW": "vault:"},
+			wantErr: []string{`BACKEND "gcp": use one of aws, file, vault`, `ALLOW: entry "vault:": empty pattern`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := loadSettings(func(k string) string { return tt.env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			allow, err := backendSettings(s, backends)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("backendSettings() = %d patterns, want an error", allow.Len())
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if allow.Len() != tt.patterns {
+				t.Errorf("ALLOW has %d patterns, want %d", allow.Len(), tt.patterns)
+			}
+		})
+	}
+}
