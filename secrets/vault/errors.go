@@ -47,7 +47,7 @@ func (e *causeError) Unwrap() error { return e.err }
 // A failed login is already a *secrets.Error: it gets ref's name.
 func (d *Driver) classify(ctx context.Context, ref secrets.Ref, o op, err error) error {
 	if e := secrets.FromContext(ctx, ref); e != nil {
-		return e
+		return d.timedOut(ctx, ref, o, e)
 	}
 	var se *secrets.Error
 	if errors.As(err, &se) {

@@ -15,6 +15,7 @@ import (
 // maximum TTL: a shorter duration than asked means the end is near. A lease
 // that has expired or was revoked is ErrNotFound: read the secret again.
 func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease) (secrets.Lease, error) {
+	ctx = withAttempts(ctx)
 	req, err := parseRequest(ref)
 	if err != nil {
 		return secrets.Lease{}, secrets.Fail(ref, secrets.ErrBadValue, "", err)
@@ -54,6 +55,7 @@ func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease
 // leases of one path only (sys/leases/revoke/database/creds/app/*). An
 // unknown or expired lease is not an error.
 func (d *Driver) Revoke(ctx context.Context, ref secrets.Ref, leaseID string) error {
+	ctx = withAttempts(ctx)
 	req, err := parseRequest(ref)
 	if err != nil {
 		return secrets.Fail(ref, secrets.ErrBadValue, "", err)

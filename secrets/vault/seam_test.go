@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -595,4 +596,60 @@ func TestFetchWithoutMountsEndpoint(t *testing.T) {
 	if n := len(f.requestsTo("sys/internal/ui/mounts/secret/data/app")); n != 2 {
 		t.Errorf("mount lookups = %d, want 2: an unknown mount is not cached", n)
 	}
+}
+
+// TestFetchRetriesUntilTimeout: when the api's retries (of 503, 429 and
+// refused connections) run past the call's deadline, the error says why the
+// tries failed, not only that time ran out.
+func TestFetchRetriesUntilTimeout(t *testing.T) {
+	retrying := func(c *Config) {
+		c.API.MaxRetries = 10
+		c.API.MinRetryWait = 20 * time.Millisecond
+		c.API.MaxRetryWait = 20 * time.Millisecond
+	}
+	fetch := func(t *testing.T, d *Driver) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := d.Fetch(ctx, secrets.Ref{Backend: Name, Name: "kv/app"})
+		return err
+	}
+	for _, tt := range []struct {
+		status int
+		body   string
+		want   string
+	}{
+		{status: 503, body: `{"errors":["Vault is sealed"]}`, want: "sealed"},
+		{status: 429, body: `{"errors":["rate limit quota exceeded"]}`, want: "rate limiting"},
+	} {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			f := newFakeVault(t)
+			f.answer("GET", "kv/app", tt.status, tt.body)
+			d, _ := fakeDriver(t, f, retrying)
+			err := fetch(t, d)
+			if !errors.Is(err, secrets.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "gave up at the TIMEOUT plugin setting after") {
+				t.Fatalf("Fetch() = %v, want unavailable saying %q and that it gave up at TIMEOUT", err, tt.want)
+			}
+			if n := len(f.requestsTo("kv/app")); n < 2 {
+				t.Fatalf("%d requests: the api did not retry", n)
+			}
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		f := newFakeVault(t)
+		d, _ := fakeDriver(t, f, retrying)
+		f.srv.Close()
+		if err := fetch(t, d); !errors.Is(err, secrets.ErrUnavailable) || !strings.Contains(err.Error(), "could not reach vault") {
+			t.Fatalf("Fetch() = %v, want unavailable: could not reach vault", err)
+		}
+	})
+	t.Run("a slow answer is a timeout", func(t *testing.T) {
+		release := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+		defer srv.Close()
+		defer close(release)
+		d, _ := fakeDriver(t, &fakeVault{srv: srv, valid: map[string]bool{}}, retrying)
+		if err := fetch(t, d); !errors.Is(err, secrets.ErrTimeout) {
+			t.Fatalf("Fetch() = %v, want a timeout", err)
+		}
+	})
 }

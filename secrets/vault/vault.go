@@ -73,6 +73,7 @@ func New(cfg Config, log zerolog.Logger) (*Driver, error) {
 			return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", conf.Error)
 		}
 	}
+	conf.CheckRetry = checkRetry
 	base, err := api.NewClient(conf)
 	if err != nil {
 		return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", err)
@@ -182,6 +183,7 @@ func (d *Driver) namespace(req request) string {
 
 // Fetch reads a secret. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	ctx = withAttempts(ctx)
 	req, err := parseRequest(ref)
 	if err != nil {
 		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
