@@ -129,7 +129,11 @@ func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 	f.reads.Add(1)
 	sec, err := backend.Fetch(ctx, ref)
 	if err != nil {
-		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.Is(err, secrets.ErrTimeout) {
+		// A backend that classified its failure knows best, also when the
+		// deadline passed (e.g. "unreachable, gave up at TIMEOUT after 3
+		// tries"); anything else that ran out of time is a timeout.
+		var se *secrets.Error
+		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.As(err, &se) {
 			return secrets.Secret{}, cerr
 		}
 		return secrets.Secret{}, err
