@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/faultproxy"
 )
 
 // wantNoMountIDs checks that the plugin's state file holds no mount id for
@@ -141,5 +143,147 @@ func TestPluginKilled(t *testing.T) {
 	f.afterRestart(t, sc)
 	if l := logLinesSince(env.daemon.logPath, logStart, "found references to volume"); l != "" {
 		t.Errorf("dockerd logged:\n%s", l)
+	}
+}
+
+// faultTarget is a backend the fault tests put a faultproxy in front of.
+type faultTarget struct {
+	backend string
+	// setUp starts what the backend needs, and returns the backend's URL
+	// and the plugin setting that points the plugin at it.
+	setUp func(t *testing.T) (url, setting string)
+	// put stores a fresh secret and returns the volume options that read it.
+	put func(t *testing.T, name, value string) []string
+	// faults are the backend's own error answers, with what the error of
+	// a failed mount must then say.
+	faults []answerFault
+}
+
+type answerFault struct {
+	name   string
+	answer faultproxy.Answer
+	want   string
+}
+
+// faultTargets are moto and a Vault dev server.
+func faultTargets() []faultTarget {
+	var vault *vaultFixture
+	return []faultTarget{{
+		backend: "aws",
+		setUp:   func(*testing.T) (string, string) { return env.moto.URL, "AWS_ENDPOINT_URL" },
+		put: func(t *testing.T, name, value string) []string {
+			createSecret(t, name, value)
+			return []string{"backend=aws", "secret=" + name}
+		},
+		faults: []answerFault{{name: "throttled", answer: faultproxy.AWSThrottling(), want: "throttled"}},
+	}, {
+		backend: "vault",
+		setUp: func(t *testing.T) (string, string) {
+			vault = newVaultFixture(t)
+			return vault.vault.Addr, "VAULT_ADDR"
+		},
+		put: func(t *testing.T, name, value string) []string {
+			vault.vault.PutKV2(t, "secret", "app/"+name, map[string]any{"value": value})
+			return []string{"backend=vault", "secret=secret/app/" + name, "key=value"}
+		},
+		faults: []answerFault{
+			{name: "rate limited", answer: faultproxy.VaultRateLimited(), want: "rate limiting"},
+			{name: "sealed", answer: faultproxy.VaultSealed(), want: "sealed"},
+		},
+	}}
+}
+
+// TestBackendFaults puts a fault-injecting proxy between the plugin and
+// each backend and takes the backend down, slows it past TIMEOUT, and makes
+// it answer errors. Each time a new `docker run` fails within TIMEOUT with
+// an error naming the volume, the backend and the object, leaving no tmpfs
+// and no mount id; a container already running keeps the content it has
+// while its refreshes fail; once the backend is back, the same docker run
+// succeeds.
+func TestBackendFaults(t *testing.T) {
+	for _, target := range faultTargets() {
+		t.Run(target.backend, func(t *testing.T) {
+			backendURL, setting := target.setUp(t)
+			proxy, err := faultproxy.Start(backendURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = proxy.Close() })
+			changePluginSettings(t, map[string]string{setting: proxy.URL()})
+			sc := newScope(t)
+
+			// A container that holds a refreshed volume through every fault.
+			liveName, liveValue := env.name("fault-live"), "live-"+randomHex(6)
+			live := sc.createVolume("fault-live", append(target.put(t, liveName, liveValue), "layout=dir", "filename=s", "refresh=1s")...)
+			running := sc.start("fault-live", "-v", live+":/run/secrets")
+			if got := readInContainer(t, running, "/run/secrets/s"); got != liveValue {
+				t.Fatalf("the running container reads %q, want %q", got, liveValue)
+			}
+
+			type fault struct {
+				name string
+				set  func() error
+				want string
+			}
+			faults := []fault{
+				{name: "down", set: proxy.Refuse, want: "backend unreachable"},
+				{name: "slow", set: func() error { return proxy.Delay(2 * backendTimeout) }, want: "timed out"},
+			}
+			for _, a := range target.faults {
+				faults = append(faults, fault{name: a.name, set: func() error { return proxy.Respond(a.answer) }, want: a.want})
+			}
+			for _, f := range faults {
+				t.Run(f.name, func(t *testing.T) {
+					name, value := env.name("fault"), "value-"+randomHex(6)
+					vol := sc.createVolume("fault", target.put(t, name, value)...)
+					if err := f.set(); err != nil {
+						t.Fatal(err)
+					}
+					restored := false
+					restore := func() {
+						if !restored {
+							restored = true
+							if err := proxy.Pass(); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					defer restore()
+
+					r := sc.runFail([]string{"-v", vol + ":/run/secrets/s"}, "cat", "/run/secrets/s")
+					wantContains(t, "docker run's error", r.stderr, vol, target.backend+" secret", name, f.want)
+					// docker run adds its own work to the plugin's TIMEOUT.
+					if limit := backendTimeout + 10*time.Second; r.elapsed > limit {
+						t.Errorf("docker run failed after %s, want within TIMEOUT (%s) plus docker's own time, %s", r.elapsed.Round(time.Millisecond), backendTimeout, limit)
+					}
+					wantNoHostMount(t, vol)
+					wantMounts(t, vol, 0)
+					wantNoMountIDs(t, vol)
+
+					// The running container keeps its content; its refreshes
+					// fail and say so.
+					eventually(t, 3*backendTimeout+5*time.Second, "a refresh of "+live+" fails", func() string {
+						if st := inspectVolume(t, live).Status; st["lastError"] == nil {
+							return fmt.Sprintf("Status = %v", st)
+						}
+						return ""
+					})
+					if got := readInContainer(t, running, "/run/secrets/s"); got != liveValue {
+						t.Fatalf("during the fault the running container reads %q, want its last good value %q", got, liveValue)
+					}
+
+					restore()
+					if got := sc.mustRun([]string{"-v", vol + ":/run/secrets/s"}, "cat", "/run/secrets/s"); got != value {
+						t.Fatalf("with the backend back, the container reads %q, want %q", got, value)
+					}
+					eventually(t, 3*backendTimeout+5*time.Second, "the refresh error of "+live+" cleared", func() string {
+						if st := inspectVolume(t, live).Status; st["lastError"] != nil {
+							return fmt.Sprintf("Status = %v", st)
+						}
+						return ""
+					})
+				})
+			}
+		})
 	}
 }
