@@ -19,6 +19,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dsv-plugin/dsv/test/torn"
 )
 
 // Targets of section 4.
@@ -261,39 +263,42 @@ func (b *bench) parallelRuns(ctx context.Context, proxy *countingProxy, ttl stri
 }
 
 // rotationLatency measures how long a PutSecretValue takes to reach a
-// running container through a refresh=1s volume, and the reads a refresh
-// costs.
+// running container through a refreshed key=* volume, and counts torn reads
+// meanwhile: a second container runs test/torn's reader on the same volume
+// through every rotation, checking that no read mixes two versions.
 func (b *bench) rotationLatency(ctx context.Context, proxy *countingProxy) (err error) {
 	const refresh = time.Second
 	progress(fmt.Sprintf("rotation latency: %d rotations under a running container, refresh=%s", b.cfg.Rotations, refresh))
-	secret := b.prefix + "rot"
-	if err := b.createSecret(ctx, secret); err != nil {
-		return err
+	secret, seed := b.prefix+"rot", randomValue()
+	if _, err := b.sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(secret), SecretString: aws.String(torn.Secret(seed, 0))}); err != nil {
+		return fmt.Errorf("create secret %q in moto: %w", secret, err)
 	}
-	vol, container := b.prefix+"rot", b.prefix+"rot"
+	vol, container, reader := b.prefix+"rot", b.prefix+"rot", b.prefix+"rot-reader"
 	if _, err := dockerCLI(ctx, "volume", "create", "-d", b.cfg.Plugin, "-o", "backend=aws", "-o", "secret="+secret,
-		"-o", "layout=dir", "-o", "filename=x", "-o", "refresh="+refresh.String(), vol); err != nil {
-		return err
-	}
-	if _, err := dockerCLI(ctx, "run", "-d", "--name", container, "--network", "none", "-v", vol+":/run/secrets", b.cfg.Image, "sleep", "600"); err != nil {
+		"-o", "key=*", "-o", "refresh="+refresh.String(), vol); err != nil {
 		return err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if _, rerr := dockerCLI(cctx, "rm", "-f", container); rerr != nil && err == nil {
+		if _, rerr := dockerCLI(cctx, "rm", "-f", container, reader); rerr != nil && err == nil {
 			err = rerr
 		}
 		if _, rerr := dockerCLI(cctx, "volume", "rm", vol); rerr != nil && err == nil {
 			err = rerr
 		}
 	}()
+	for _, c := range []struct{ name, script string }{{container, "sleep 600"}, {reader, torn.Reader}} {
+		if _, err := dockerCLI(ctx, "run", "-d", "--name", c.name, "--network", "none", "-v", vol+":/run/secrets", b.cfg.Image, "sh", "-c", c.script); err != nil {
+			return err
+		}
+	}
 	cat := func() (string, time.Duration, error) {
 		t0 := time.Now()
-		out, err := dockerCLI(ctx, "exec", container, "cat", "/run/secrets/x")
+		out, err := dockerCLI(ctx, "exec", container, "cat", "/run/secrets/sum")
 		return out, time.Since(t0), err
 	}
-	if out, _, err := cat(); err != nil || out != b.values[secret] {
+	if out, _, err := cat(); err != nil || out != torn.SumOf(seed, 0) {
 		return fmt.Errorf("volume %s: the container does not read the secret's value at start (%v)", vol, err)
 	}
 
@@ -309,10 +314,10 @@ func (b *bench) rotationLatency(ctx context.Context, proxy *countingProxy) (err 
 	for i := range b.cfg.Rotations {
 		// De-phase the put from the refresh timer a little each time.
 		time.Sleep(time.Duration(1100+137*i) * time.Millisecond)
-		v := randomValue()
+		want := torn.SumOf(seed, i+1)
 		n := proxy.count()
 		t0 := time.Now()
-		if _, err := b.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(secret), SecretString: aws.String(v)}); err != nil {
+		if _, err := b.sm.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(secret), SecretString: aws.String(torn.Secret(seed, i+1))}); err != nil {
 			return fmt.Errorf("put secret value %q in moto: %w", secret, err)
 		}
 		for {
@@ -321,7 +326,7 @@ func (b *bench) rotationLatency(ctx context.Context, proxy *countingProxy) (err 
 				return err
 			}
 			execs = append(execs, d)
-			if out == v {
+			if out == want {
 				lats = append(lats, time.Since(t0))
 				break
 			}
@@ -332,19 +337,35 @@ func (b *bench) rotationLatency(ctx context.Context, proxy *countingProxy) (err 
 		rotationReads += proxy.count() - n
 	}
 	st, _ := dockerCLI(ctx, "volume", "inspect", "--format", "{{json .Status}}", vol)
+	if _, err := dockerCLI(ctx, "exec", reader, "touch", "/tmp/stop"); err != nil {
+		return err
+	}
+	if _, err := dockerCLI(ctx, "wait", reader); err != nil {
+		return err
+	}
+	out, err := dockerCLI(ctx, "logs", reader)
+	if err != nil {
+		return err
+	}
+	tr, err := torn.Parse(out)
+	if err != nil {
+		return err
+	}
 
 	w := b.out
 	perRefresh := float64(steady) / (float64(window) / float64(refresh))
-	fmt.Fprintf(w, "\nrotation: a layout=dir volume with refresh=%s under a running container; PutSecretValue, then docker exec cat until the new value shows\n\n", refresh)
+	fmt.Fprintf(w, "\nrotation: a key=* volume with refresh=%s under two running containers; PutSecretValue, then docker exec cat until the new value shows; the other container checks every read for torn files (test/torn)\n\n", refresh)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "rotations\t%d\t\n", len(lats))
 	fmt.Fprintf(tw, "put -> visible in the container\tmedian %s, max %s (bound: refresh %s + one read and swap + one docker exec)\t\n", ms(lats.median()), ms(lats.max()), refresh)
 	fmt.Fprintf(tw, "docker exec cat round trip\tmedian %s, max %s\t\n", ms(execs.median()), ms(execs.max()))
+	fmt.Fprintf(tw, "torn reads\t%d of %d reads through one ..data target (%d versions seen)  target 0\t%s\n", tr.Torn+tr.BadSum, tr.Reads, tr.Versions, verdict(tr.Torn+tr.BadSum == 0 && tr.Backwards == 0 && tr.Reads > 0))
 	fmt.Fprintf(tw, "reads per refresh, secret unchanged\t%.2f (%d GetSecretValue in %s; target %.0f)\t%s\n", perRefresh, steady, window, targetReadsPerRefresh, verdict(perRefresh <= targetReadsPerRefresh*1.2))
 	fmt.Fprintf(tw, "reads from put to visible\t%d for %d rotations\t\n", rotationReads, len(lats))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintf(w, "torn reader: %s\n", tr)
 	fmt.Fprintf(w, "volume status after the rotations: %s\n", st)
 	return nil
 }
