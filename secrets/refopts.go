@@ -67,12 +67,20 @@ func ParseRef(name string, raw map[string]string, defaultBackend string, reg *Re
 				problems = append(problems, fmt.Errorf("option %q: must not be empty; it names a top-level key of a JSON secret", k))
 			}
 			ref.Key = v
-		case OptVersionID:
-			ref.VersionID = v
-		case OptVersionStage:
-			ref.VersionStage = v
-		case OptRegion:
-			ref.Region = v
+		case OptVersionID, OptVersionStage, OptRegion:
+			// Empty is no choice: most likely an unset variable that
+			// would silently read another version or region.
+			if v == "" {
+				problems = append(problems, fmt.Errorf("option %q: must not be empty; give a value or leave the option out for the default", k))
+			}
+			switch k {
+			case OptVersionID:
+				ref.VersionID = v
+			case OptVersionStage:
+				ref.VersionStage = v
+			default:
+				ref.Region = v
+			}
 		default:
 			if matchParam(params, k) {
 				if ref.Params == nil {

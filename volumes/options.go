@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -119,11 +121,60 @@ type Defaults struct {
 // creation by `docker run -v name:/path` works.
 func ParseOptions(name string, raw map[string]string, def Defaults, reg *secrets.Registry) (Options, error) {
 	p := &optionParser{def: def, reg: reg}
-	o := p.parse(name, raw)
+	o := p.parse(name, p.bounded(raw))
 	if len(p.problems) > 0 {
 		return Options{}, &OptionsError{Volume: name, Problems: p.problems}
 	}
 	return o, nil
+}
+
+// Bounds of an option. The largest legitimate value is an inline template,
+// which gets what a template file gets; the longest name is
+// template-file.NAME with a 255-byte file name.
+const (
+	maxOptionValue = 64 << 10
+	maxOptionName  = len(prefixTemplateFile) + 255
+)
+
+// bounded returns the options of raw that are within the bounds, and
+// reports the others without quoting them: a 100 KiB value must neither
+// reach the state file nor flood `docker volume create`'s output.
+func (p *optionParser) bounded(raw map[string]string) map[string]string {
+	out := make(map[string]string, len(raw))
+	for _, k := range sortedKeys(raw) {
+		v := raw[k]
+		switch {
+		case len(k) > maxOptionName:
+			p.problems = append(p.problems, fmt.Errorf("option name %q is %d bytes long; no option name is longer than %d", shorten(k), len(k), maxOptionName))
+		case len(v) > maxOptionValue:
+			p.bad(k, "the value is %d bytes long; the limit is %d (64 KiB)", len(v), maxOptionValue)
+		default:
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// shorten cuts a user's input for an error message, on a rune boundary.
+func shorten(s string) string {
+	const maxLen = 64
+	if len(s) <= maxLen {
+		return s
+	}
+	cut := maxLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 type optionParser struct {
@@ -216,7 +267,11 @@ func (p *optionParser) parseSingle(name string, top, raw map[string]string) (Obj
 			}
 		}
 		rest = p.inherit(top)
-		obj.Template = p.parseTemplate(name, tmplText, tmplFile, hasFile, rest)
+		opt := optTemplate
+		if hasFile {
+			opt = optTemplateFile
+		}
+		obj.Template = p.parseTemplate(opt, name, tmplText, tmplFile, hasFile, rest)
 		obj.Name = "config"
 		if hasFile {
 			obj.Name = defaultFilename(tmplFile)
@@ -306,10 +361,10 @@ func (p *optionParser) parseMulti(top, multi map[string]string) []Object {
 		obj := Object{Name: fname, Format: FormatRaw, UID: defaultUID, GID: defaultGID, Mode: defaultMode}
 		switch {
 		case strings.HasPrefix(k, prefixTemplateFile):
-			obj.Template = p.parseTemplate(fname, "", v, true, inherit)
+			obj.Template = p.parseTemplate(k, fname, "", v, true, inherit)
 			p.fileOptions(&obj, map[string]string{}, inherit, "")
 		case strings.HasPrefix(k, prefixTemplate):
-			obj.Template = p.parseTemplate(fname, v, "", false, inherit)
+			obj.Template = p.parseTemplate(k, fname, v, "", false, inherit)
 			p.fileOptions(&obj, map[string]string{}, inherit, "")
 		default:
 			spec, err := parseSpec(v)
@@ -537,8 +592,12 @@ func (e *OptionsError) Unwrap() []error { return e.Problems }
 // ValidateVolumeName applies Docker's rule for volume names, which are also
 // directory names under the mount root.
 func ValidateVolumeName(name string) error {
-	if !volumeNameRE.MatchString(name) || len(name) > 255 {
-		return fmt.Errorf("volume name %q is invalid: use 2 to 255 characters of [a-zA-Z0-9_.-], starting with a letter or digit", name)
+	const rule = "use 2 to 255 characters of [a-zA-Z0-9_.-], starting with a letter or digit"
+	switch {
+	case len(name) > 255:
+		return fmt.Errorf("volume name %q is invalid: it is %d bytes long; %s", shorten(name), len(name), rule)
+	case !volumeNameRE.MatchString(name):
+		return fmt.Errorf("volume name %q is invalid: %s", shorten(name), rule)
 	}
 	return nil
 }
@@ -569,7 +628,9 @@ func validateFilename(v string) error {
 		return errors.New("must not be empty")
 	case len(v) > 255:
 		return errors.New("is longer than 255 characters")
-	case strings.ContainsAny(v, "/\x00"):
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%q holds a control character (a line break, an escape, NUL); file names must not", v)
+	case strings.Contains(v, "/"):
 		return fmt.Errorf("%q must be a single file name, without '/'", v)
 	case v == "." || strings.HasPrefix(v, ".."):
 		return fmt.Errorf("%q is reserved; choose a name that does not start with '..'", v)

@@ -268,9 +268,53 @@ func TestValidateVolumeName(t *testing.T) {
 			t.Errorf("ValidateVolumeName(%q) = %v, want nil", name, err)
 		}
 	}
-	for _, name := range []string{"", "a", "-a", ".a", "a/b", "..", "a b", strings.Repeat("a", 256)} {
-		if err := ValidateVolumeName(name); err == nil {
+	for _, name := range []string{"", "a", "-a", ".a", "a/b", "..", "a b", "ab\n", "ab\x1b", strings.Repeat("a", 256), strings.Repeat("\xff", 255)} {
+		err := ValidateVolumeName(name)
+		if err == nil {
 			t.Errorf("ValidateVolumeName(%q) = nil, want an error", name)
+		} else if len(err.Error()) > 512 {
+			t.Errorf("ValidateVolumeName(%d bytes): an error of %d bytes", len(name), len(err.Error()))
+		}
+	}
+}
+
+// TestOptionBounds: an oversized option is refused without being quoted,
+// and parsing goes on without it.
+func TestOptionBounds(t *testing.T) {
+	reg := testRegistry(t)
+	_, err := ParseOptions("v1", map[string]string{
+		"key":                    strings.Repeat("k", maxOptionValue+1),
+		strings.Repeat("o", 300): "x",
+		"mode":                   "0644",
+	}, Defaults{Backend: "fake"}, reg)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{`option "key": the value is 65537 bytes long; the limit is 65536`, "is 300 bytes long; no option name is longer than 269", `option "mode": "0644" grants write permission`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if len(err.Error()) > 1024 {
+		t.Errorf("error of %d bytes quotes the oversized input", len(err.Error()))
+	}
+	if _, err := ParseOptions("v1", map[string]string{"template": `{{ secret "fake" "a" }}` + strings.Repeat(" ", maxOptionValue-23)}, Defaults{Backend: "fake"}, reg); err != nil {
+		t.Errorf("a template of 64 KiB: %v", err)
+	}
+}
+
+func TestValidateFilename(t *testing.T) {
+	for _, v := range []string{"db", "db.txt", ".env", "a..b", "ünï", strings.Repeat("f", 255)} {
+		if err := validateFilename(v); err != nil {
+			t.Errorf("validateFilename(%q) = %v", v, err)
+		}
+	}
+	for v, want := range map[string]string{
+		"": "must not be empty", strings.Repeat("f", 256): "longer than 255", "a/b": "without '/'", ".": "reserved", "..data": "reserved",
+		"a\nb": "control character", "a\x1b[31m": "control character", "a\x00b": "control character", "a\u0085b": "control character",
+	} {
+		if err := validateFilename(v); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("validateFilename(%q) = %v, want %q", v, err, want)
 		}
 	}
 }

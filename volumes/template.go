@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/template"
@@ -98,12 +99,11 @@ func templateFuncs(secret func(args ...string) (string, error)) template.FuncMap
 	}
 }
 
-// parseTemplate reads and checks a template at create time.
-func (p *optionParser) parseTemplate(name, text, file string, isFile bool, inherit map[string]string) *Template {
+// parseTemplate reads and checks a template at create time. opt is the
+// option that gives it, for errors.
+func (p *optionParser) parseTemplate(opt, name, text, file string, isFile bool, inherit map[string]string) *Template {
 	t := &Template{Name: name, Text: text, Defaults: inherit}
-	opt := optTemplate
 	if isFile {
-		opt = optTemplateFile
 		t.File = file
 		if p.def.Templates == nil {
 			p.bad(opt, "this plugin has no templates folder")
@@ -125,7 +125,11 @@ func (p *optionParser) parseTemplate(name, text, file string, isFile bool, inher
 
 // compileTemplate parses text and finds its secret calls, which must have
 // constant arguments so that every secret is known (and validated) before
-// anything is fetched.
+// anything is fetched. It also refuses what can only fail at mount: data
+// fields (a template has no data), calls of undefined templates, range
+// (there is nothing to iterate over), secret used as a value or given a
+// piped value (which could put a secret in an error). The calls in
+// {{ define }} blocks count as much as the others.
 func compileTemplate(name, text, defBackend string, inherit map[string]string, reg *secrets.Registry) ([]TemplateRef, []error) {
 	if strings.TrimSpace(text) == "" {
 		return nil, []error{fmt.Errorf("template %q is empty", name)}
@@ -135,53 +139,152 @@ func compileTemplate(name, text, defBackend string, inherit map[string]string, r
 	if err != nil {
 		return nil, []error{err} // "template: NAME:LINE: ..." names the template and line
 	}
-	var refs []TemplateRef
-	var problems []error
-	seen := map[string]bool{}
-	walkCommands(tmpl.Tree.Root, func(cmd *parse.CommandNode) {
-		id, ok := cmd.Args[0].(*parse.IdentifierNode)
-		if !ok || id.Ident != "secret" {
-			return
+	c := &templateChecker{root: tmpl, defBackend: defBackend, inherit: inherit, reg: reg, seen: map[string]bool{}}
+	// The template itself first, then what it defines, by name, so that
+	// refs and problems come in a stable order.
+	trees := []*parse.Tree{tmpl.Tree}
+	var defined []*template.Template
+	for _, t := range tmpl.Templates() {
+		if t != tmpl && t.Tree != nil {
+			defined = append(defined, t)
 		}
-		loc, _ := tmpl.Tree.ErrorContext(cmd)
-		ctx := loc
-		line := lineOf(tmpl.Tree, cmd)
-		args := make([]string, 0, len(cmd.Args)-1)
-		for _, a := range cmd.Args[1:] {
-			sn, ok := a.(*parse.StringNode)
-			if !ok {
-				problems = append(problems, fmt.Errorf("template: %s: secret takes quoted strings: backend, name and an optional key, as in {{ secret \"aws\" \"prod/db\" \"password\" }}", ctx))
-				return
-			}
-			args = append(args, sn.Text)
-		}
-		if len(args) < 2 || len(args) > 3 {
-			problems = append(problems, fmt.Errorf("template: %s: secret takes 2 or 3 arguments: backend, name and an optional key", ctx))
-			return
-		}
-		raw := map[string]string{}
-		for k, v := range inherit {
-			raw[k] = v
-		}
-		raw[secrets.OptBackend] = args[0]
-		raw[secrets.OptSecret] = args[1]
-		for _, k := range []string{optUID, optGID, optMode, optFormat} {
-			delete(raw, k)
-		}
-		ref, _, errs := secrets.ParseRef(args[1], raw, defBackend, reg)
-		for _, e := range errs {
-			problems = append(problems, fmt.Errorf("template: %s: %w", ctx, e))
-		}
-		if len(errs) > 0 || seen[ref.CacheKey()] {
-			return
-		}
-		seen[ref.CacheKey()] = true
-		refs = append(refs, TemplateRef{Ref: ref, Line: line})
-	})
-	if len(refs) == 0 && len(problems) == 0 {
-		problems = append(problems, fmt.Errorf("template %q reads no secret; call {{ secret \"backend\" \"name\" \"key\" }}", name))
 	}
-	return refs, problems
+	sort.Slice(defined, func(i, j int) bool { return defined[i].Name() < defined[j].Name() })
+	for _, t := range defined {
+		trees = append(trees, t.Tree)
+	}
+	for _, tree := range trees {
+		if tree != nil && tree.Root != nil {
+			c.tree = tree
+			c.walk(tree.Root)
+		}
+	}
+	if len(c.refs) == 0 && len(c.problems) == 0 {
+		c.problems = append(c.problems, fmt.Errorf("template %q reads no secret; call {{ secret \"backend\" \"name\" \"key\" }}", name))
+	}
+	return c.refs, c.problems
+}
+
+// templateChecker walks the parse trees of one template.
+type templateChecker struct {
+	root       *template.Template
+	tree       *parse.Tree // the tree being walked, for locations
+	defBackend string
+	inherit    map[string]string
+	reg        *secrets.Registry
+	seen       map[string]bool
+	refs       []TemplateRef
+	problems   []error
+}
+
+func (c *templateChecker) bad(n parse.Node, format string, args ...any) {
+	loc, _ := c.tree.ErrorContext(n)
+	c.problems = append(c.problems, fmt.Errorf("template: %s: %s", loc, fmt.Sprintf(format, args...)))
+}
+
+// walk visits every node below n.
+func (c *templateChecker) walk(n parse.Node) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, x := range n.Nodes {
+			c.walk(x)
+		}
+	case *parse.ActionNode:
+		c.walk(n.Pipe)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for i, x := range n.Cmds {
+			// A piped value becomes the last argument: a key that is
+			// another secret's value, which an error would then quote.
+			if id, ok := x.Args[0].(*parse.IdentifierNode); ok && id.Ident == "secret" && i > 0 {
+				c.bad(x, "secret cannot take a piped value; give backend, name and key as quoted strings, as in {{ secret \"aws\" \"prod/db\" \"password\" }}")
+				continue
+			}
+			c.walk(x)
+		}
+	case *parse.CommandNode:
+		args := n.Args
+		if id, ok := args[0].(*parse.IdentifierNode); ok && id.Ident == "secret" {
+			c.secretCall(n)
+			args = args[1:]
+		}
+		for _, x := range args {
+			c.walk(x)
+		}
+	case *parse.IdentifierNode:
+		if n.Ident == "secret" {
+			c.bad(n, "secret must be called with its arguments, as in {{ secret \"aws\" \"prod/db\" \"password\" }}, not passed as a value")
+		}
+	case *parse.FieldNode:
+		c.bad(n, "%s: templates have no data; read secrets with {{ secret \"backend\" \"name\" \"key\" }}", n)
+	case *parse.ChainNode:
+		c.walk(n.Node)
+		c.bad(n, "%s: a secret is a string, which has no fields; read one key with {{ secret \"backend\" \"name\" \"key\" }}", n)
+	case *parse.VariableNode:
+		if len(n.Ident) > 1 {
+			c.bad(n, "%s: variables hold strings, which have no fields; read one key with {{ secret \"backend\" \"name\" \"key\" }}", n)
+		}
+	case *parse.TemplateNode:
+		if c.root.Lookup(n.Name) == nil {
+			c.bad(n, "template %q is not defined; define it in the same text with {{ define %q }}...{{ end }}", n.Name, n.Name)
+		}
+		c.walk(n.Pipe)
+	case *parse.IfNode:
+		c.walkBranch(&n.BranchNode)
+	case *parse.WithNode:
+		c.walkBranch(&n.BranchNode)
+	case *parse.RangeNode:
+		c.bad(n, "range: a dsv template has nothing to iterate over (secrets are strings); read each key with {{ secret \"backend\" \"name\" \"key\" }}")
+		c.walkBranch(&n.BranchNode)
+	}
+}
+
+func (c *templateChecker) walkBranch(b *parse.BranchNode) {
+	c.walk(b.Pipe)
+	c.walk(b.List)
+	c.walk(b.ElseList)
+}
+
+// secretCall checks one {{ secret "backend" "name" "key" }} and records
+// the secret it reads.
+func (c *templateChecker) secretCall(cmd *parse.CommandNode) {
+	args := make([]string, 0, len(cmd.Args)-1)
+	for _, a := range cmd.Args[1:] {
+		sn, ok := a.(*parse.StringNode)
+		if !ok {
+			c.bad(cmd, "secret takes quoted strings: backend, name and an optional key, as in {{ secret \"aws\" \"prod/db\" \"password\" }}")
+			return
+		}
+		args = append(args, sn.Text)
+	}
+	if len(args) < 2 || len(args) > 3 {
+		c.bad(cmd, "secret takes 2 or 3 arguments: backend, name and an optional key")
+		return
+	}
+	raw := map[string]string{}
+	for k, v := range c.inherit {
+		raw[k] = v
+	}
+	raw[secrets.OptBackend] = args[0]
+	raw[secrets.OptSecret] = args[1]
+	for _, k := range []string{optUID, optGID, optMode, optFormat} {
+		delete(raw, k)
+	}
+	ref, _, errs := secrets.ParseRef(args[1], raw, c.defBackend, c.reg)
+	loc, _ := c.tree.ErrorContext(cmd)
+	for _, e := range errs {
+		c.problems = append(c.problems, fmt.Errorf("template: %s: %w", loc, e))
+	}
+	if len(errs) > 0 || c.seen[ref.CacheKey()] {
+		return
+	}
+	c.seen[ref.CacheKey()] = true
+	c.refs = append(c.refs, TemplateRef{Ref: ref, Line: lineOf(c.tree, cmd)})
 }
 
 // renderTemplate executes a template with fetched whole values, keyed by
@@ -214,52 +317,34 @@ func renderTemplate(t *Template, text string, values map[string]secrets.Secret) 
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, nil); err != nil {
+	w := &cappedBuffer{max: maxRendered}
+	if err := tmpl.Execute(w, nil); err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, fmt.Errorf("template %q renders more than %d KiB, more than a volume holds", t.Name, maxRendered>>10)
+		}
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return w.buf.Bytes(), nil
 }
 
-// walkCommands calls fn for every command in the tree, nested ones included.
-func walkCommands(n parse.Node, fn func(*parse.CommandNode)) {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Nodes {
-			walkCommands(c, fn)
-		}
-	case *parse.ActionNode:
-		walkCommands(n.Pipe, fn)
-	case *parse.PipeNode:
-		if n == nil {
-			return
-		}
-		for _, c := range n.Cmds {
-			walkCommands(c, fn)
-		}
-	case *parse.CommandNode:
-		fn(n)
-		for _, a := range n.Args {
-			walkCommands(a, fn)
-		}
-	case *parse.IfNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.RangeNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.WithNode:
-		walkBranch(&n.BranchNode, fn)
-	case *parse.TemplateNode:
-		walkCommands(n.Pipe, fn)
+// maxRendered bounds a rendered template: it is the size of a volume's
+// tmpfs, so a template that writes a secret in a loop of its own defines
+// cannot take the plugin's memory.
+const maxRendered = 2 << 20
+
+var errTooLarge = errors.New("rendered output too large")
+
+// cappedBuffer is a bytes.Buffer that refuses to grow beyond max.
+type cappedBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.buf.Len()+len(p) > b.max {
+		return 0, errTooLarge
 	}
-}
-
-func walkBranch(b *parse.BranchNode, fn func(*parse.CommandNode)) {
-	walkCommands(b.Pipe, fn)
-	walkCommands(b.List, fn)
-	walkCommands(b.ElseList, fn)
+	return b.buf.Write(p)
 }
 
 // lineOf reads the line from the engine's "name:line:col" location.

@@ -35,7 +35,7 @@ func TestTemplateParse(t *testing.T) {
 		{
 			name:     "nested in if and range",
 			raw:      map[string]string{"layout": "dir", "template.t": "{{ if true }}{{ range $i, $e := list }}{{ end }}{{ secret \"fake\" \"a\" }}{{ end }}"},
-			wantErr:  []string{`option "template": template: t:1: function "list" not defined`},
+			wantErr:  []string{`option "template.t": template: t:1: function "list" not defined`},
 			wantRefs: nil,
 		},
 		{
@@ -47,6 +47,18 @@ func TestTemplateParse(t *testing.T) {
 			name:    "non-constant arguments",
 			raw:     map[string]string{"template": "a\nb {{ $x := \"db\" }}{{ secret \"fake\" $x }}"},
 			wantErr: []string{`template: v1:2:`, "secret takes quoted strings"},
+		},
+		{
+			// The piped value would be the key, and a missing key's error
+			// quotes it: another secret's value in the error.
+			name:    "a secret piped into secret",
+			raw:     map[string]string{"template": `{{ secret "fake" "a" | secret "fake" "b" }}`},
+			wantErr: []string{`template: v1:1:`, "secret cannot take a piped value"},
+		},
+		{
+			name:    "fields of data that templates do not have",
+			raw:     map[string]string{"template": `{{ secret "fake" "a" }}{{ .Password }}`},
+			wantErr: []string{`template: v1:1:`, ".Password: templates have no data"},
 		},
 		{
 			name:    "unknown backend in a template",
@@ -137,6 +149,39 @@ func TestTemplateRender(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "p@ss") {
 		t.Fatalf("error leaks the value: %v", err)
+	}
+}
+
+// TestTemplateRenderBounded: a template that writes more than a volume
+// holds stops at the bound instead of taking the plugin's memory.
+func TestTemplateRenderBounded(t *testing.T) {
+	reg := testRegistry(t)
+	text := `{{ define "a" }}{{ secret "fake" "db" }}{{ printf "%0999999d" 1 }}{{ template "a" }}{{ end }}{{ template "a" }}`
+	refs, problems := compileTemplate("loop", text, "fake", nil, reg)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	values := map[string]secrets.Secret{secrets.Ref{Backend: "fake", Name: "db"}.CacheKey(): {Value: []byte("v")}}
+	out, err := renderTemplate(&Template{Name: "loop", Text: text, Refs: refs}, text, values)
+	if err == nil || !strings.Contains(err.Error(), `template "loop" renders more than 2048 KiB`) {
+		t.Fatalf("renderTemplate() = %d bytes, %v; want the size error", len(out), err)
+	}
+}
+
+// TestTemplateDefinesAreChecked: the secrets of {{ define }} blocks are
+// found and validated at create, as the others are.
+func TestTemplateDefinesAreChecked(t *testing.T) {
+	reg := testRegistry(t)
+	refs, problems := compileTemplate("t", `{{ define "x" }}{{ secret "other" "b" }}{{ end }}{{ secret "fake" "a" }}{{ template "x" }}`, "fake", nil, reg)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	if len(refs) != 2 || refs[0].Ref.Name != "a" || refs[1].Ref.Name != "b" {
+		t.Fatalf("refs = %+v, want a then b", refs)
+	}
+	_, problems = compileTemplate("t", `{{ define "x" }}{{ secret "fake" "invalid-x" }}{{ end }}{{ secret "fake" "a" }}`, "fake", nil, reg)
+	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "template: t:1:") || !strings.Contains(problems[0].Error(), `"invalid-x" is not a valid name`) {
+		t.Fatalf("problems = %v, want the define's invalid secret", problems)
 	}
 }
 

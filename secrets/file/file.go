@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 
@@ -58,17 +59,33 @@ func (d *Driver) Validate(ref secrets.Ref) error {
 	return errors.Join(problems...)
 }
 
-// ValidateName is the lexical check: a relative path of clean segments.
+// Linux limits on a path and on one of its segments.
+const (
+	maxPathLen    = 4095 // PATH_MAX less the terminating NUL
+	maxSegmentLen = 255  // NAME_MAX
+)
+
+// ValidateName is the lexical check: a relative path of clean segments,
+// within Linux's length limits, without control characters.
 func ValidateName(name string) error {
 	switch {
 	case name == "":
 		return errors.New(`option "secret": must name a file in the file backend's folder`)
-	case strings.ContainsRune(name, 0):
-		return errors.New(`option "secret": must not contain NUL`)
+	case len(name) > maxPathLen:
+		return fmt.Errorf(`option "secret": is %d bytes long; a path in the file backend's folder is at most %d`, len(name), maxPathLen)
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		// A trailing line break from a YAML block or an env file is the
+		// usual one: refuse it here, not as "not found" at mount.
+		return fmt.Errorf("option \"secret\": %q holds a control character (a line break, an escape, NUL); file names in the file backend's folder must not", name)
 	case filepath.IsAbs(name):
 		return fmt.Errorf("option \"secret\": %q is absolute; give a path relative to the file backend's folder", name)
 	case name == "." || !filepath.IsLocal(name) || filepath.Clean(name) != name || strings.HasSuffix(name, "/"):
 		return fmt.Errorf("option \"secret\": %q leaves or escapes the file backend's folder; use a clean relative path such as app/db-password", name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if len(seg) > maxSegmentLen {
+			return fmt.Errorf("option \"secret\": a segment of the path is %d bytes long, longer than %d bytes", len(seg), maxSegmentLen)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 
@@ -69,6 +70,13 @@ func TestValidate(t *testing.T) {
 		{name: "empty", ref: secrets.Ref{Name: ""}, wantErr: `must name a file`},
 		{name: "absolute symlink out", ref: secrets.Ref{Name: "escape"}, wantErr: `symlink that leads out`},
 		{name: "relative symlink out", ref: secrets.Ref{Name: "app/up"}, wantErr: `symlink that leads out`},
+		{name: "trailing line break", ref: secrets.Ref{Name: "plain\n"}, wantErr: `"plain\n" holds a control character`},
+		{name: "escape sequence", ref: secrets.Ref{Name: "a\x1b[2Jb"}, wantErr: `holds a control character`},
+		{name: "NUL", ref: secrets.Ref{Name: "a\x00b"}, wantErr: `holds a control character`},
+		{name: "longest path", ref: secrets.Ref{Name: strings.Repeat("abc/", 1023) + "abc"}},
+		{name: "path beyond PATH_MAX", ref: secrets.Ref{Name: strings.Repeat("abc/", 1023) + "abcd"}, wantErr: `is 4096 bytes long; a path in the file backend's folder is at most 4095`},
+		{name: "longest segment", ref: secrets.Ref{Name: "app/" + strings.Repeat("s", 255)}},
+		{name: "segment beyond NAME_MAX", ref: secrets.Ref{Name: "app/" + strings.Repeat("s", 256)}, wantErr: `a segment of the path is 256 bytes long`},
 		{name: "aws-only options", ref: secrets.Ref{Name: "plain", VersionID: "x", Region: "us-east-1"}, wantErr: `option "region" is not supported by the file backend`},
 	}
 	for _, tt := range tests {
@@ -168,6 +176,9 @@ func FuzzValidateName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, name string) {
 		if ValidateName(name) != nil {
 			return
+		}
+		if len(name) > maxPathLen || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+			t.Fatalf("accepted %q: too long or with a control character", name)
 		}
 		joined := filepath.Join("/root-dir", name)
 		if !strings.HasPrefix(joined, "/root-dir/") {
