@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,17 @@ import (
 
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// gcPercent is the garbage collector's GOGC unless the environment sets
+// GOGC. The plugin's live heap is about 1.5 MiB, most of it package tables
+// of the AWS SDK and the Vault client; at the runtime's default of 100 the
+// heap grows to its 4 MiB minimum goal between collections and stays
+// resident. 60 lowers that floor to 2.4 MiB: with test/rss, VmRSS is 0.8 MiB
+// lower after 20 mounts and 1.6 MiB lower after 100, for a collection every
+// ~1 MiB allocated (about 20 plugin calls). Below ~57 the floor drops under
+// the heap of start-up, which then collects before serving: 0.6 MiB more
+// idle.
+const gcPercent = 60
 
 // tmpfsSize caps each volume's tmpfs. Secrets Manager values are at most
 // 64 KiB and the file backend reads at most 1 MiB.
@@ -163,6 +175,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if *showVersion {
 		fmt.Println("dsv", version)
 		return nil
+	}
+
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
 	}
 
 	s, err := loadSettings(getenv)
