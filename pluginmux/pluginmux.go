@@ -10,10 +10,12 @@
 package pluginmux
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +35,10 @@ const (
 // shutdownGrace bounds how long Serve waits for calls in flight once its
 // listener is closed.
 const shutdownGrace = 5 * time.Second
+
+// maxBody bounds a call's request body, which Serve reads whole before
+// forwarding it. Volume options are refused over 64 KiB anyway.
+const maxBody = 1 << 20
 
 // activatePath is the handshake dockerd sends to a plugin it discovers.
 const activatePath = "/Plugin.Activate"
@@ -147,6 +153,24 @@ func handler(routes []*route, manifest []byte) http.Handler {
 		}
 		for _, r := range routes {
 			if strings.HasPrefix(req.URL.Path, r.Prefix) {
+				// The whole body goes to the handler before its answer comes
+				// back: a handler that answers without reading the body (List)
+				// would otherwise have the front server discard and close the
+				// body while the proxy still sends it, and the proxy would
+				// tear the connection down in the middle of an answer larger
+				// than the front server's 4 KiB buffer.
+				body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+				if err != nil {
+					writeErr(w, http.StatusBadRequest, fmt.Sprintf("%s: reading the request: %v", strings.TrimPrefix(req.URL.Path, "/"), err))
+					return
+				}
+				if len(body) > maxBody {
+					writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s: request body over %d bytes", strings.TrimPrefix(req.URL.Path, "/"), maxBody))
+					return
+				}
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				req.ContentLength = int64(len(body))
+				req.TransferEncoding = nil
 				r.proxy.ServeHTTP(w, req)
 				return
 			}

@@ -205,6 +205,66 @@ func TestBothProtocols(t *testing.T) {
 	}
 }
 
+// TestLargeAnswers: answers many times the front server's 4 KiB buffer
+// cross the proxy whole, one after another and at once, although the List
+// handler answers without reading the request body.
+func TestLargeAnswers(t *testing.T) {
+	vols := map[string]map[string]string{}
+	for i := range 1000 {
+		vols[fmt.Sprintf("volume-%04d-%s", i, strings.Repeat("x", 40))] = nil
+	}
+	sock := filepath.Join(t.TempDir(), "plugin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(l,
+			API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: vols}).Serve},
+		)
+	}()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	list := func() {
+		resp, err := client.Post("http://plugin/VolumeDriver.List", "application/vnd.docker.plugins.v1.2+json", strings.NewReader("{}\n"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Errorf("List answer, %d bytes read: %v", len(raw), err)
+			return
+		}
+		var got volume.ListResponse
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Errorf("List answer of %d bytes is not whole: %v", len(raw), err)
+			return
+		}
+		if len(raw) < 32<<10 || len(got.Volumes) != len(vols) {
+			t.Errorf("List answered %d volumes in %d bytes, want %d in over 32 KiB", len(got.Volumes), len(raw), len(vols))
+		}
+	}
+	for range 20 {
+		list()
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(list)
+	}
+	wg.Wait()
+
+	tr.CloseIdleConnections()
+	l.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}
+
 // TestServeRejects checks the APIs before serving anything.
 func TestServeRejects(t *testing.T) {
 	serve := func(net.Listener) error { return nil }
