@@ -87,6 +87,9 @@ type vol struct {
 	status  fetchStatus
 	// leases are the leases the volume's content holds; persisted by id.
 	leases []heldLease
+	// writable is set when a swap could not remount the tmpfs read-only
+	// (a replaced file still open); Status says so.
+	writable bool
 	// digest identifies the files in the tmpfs, in memory only.
 	digest [32]byte
 	// stopRefresh ends the volume's refresh loop; nil when none runs.
@@ -587,6 +590,9 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		st["refresh"] = r.String()
 	} else if v.opts.Layout == LayoutFile && d.cfg.Refresh > 0 && !v.opts.RefreshSet {
 		st["refresh"] = "off: a layout=file volume cannot be swapped atomically; use layout=dir"
+	}
+	if v.writable {
+		st["readOnly"] = "no: a file of a replaced version is still open in a container; the next refresh retries"
 	}
 	if !v.status.FetchedAt.IsZero() {
 		st["fetchedAt"] = v.status.FetchedAt.Format(time.RFC3339)

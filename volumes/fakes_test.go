@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
@@ -23,7 +24,7 @@ import (
 type fakeMounter struct {
 	mu       sync.Mutex
 	mounted  map[string]bool // dir -> read-only
-	failOn   string          // "mount" or "ro": fail that call
+	failOn   string          // "mount", "ro" or "busy" (EBUSY): fail that call
 	mountLog []string
 }
 
@@ -51,6 +52,10 @@ func (m *fakeMounter) SetReadOnly(dir string, ro bool) error {
 	}
 	if ro && m.failOn == "ro" {
 		return errors.New("remount: device busy")
+	}
+	if ro && m.failOn == "busy" {
+		// A file removed from the tmpfs is still open somewhere.
+		return fmt.Errorf("remount %s (read-only=true): %w", dir, unix.EBUSY)
 	}
 	m.mounted[dir] = ro
 	return nil

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -134,6 +136,12 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	if c.digest == old && !force {
 		d.revoke(v.name, c) // unchanged: the new leases are not needed
 		d.mu.Lock()
+		writable := v.writable
+		d.mu.Unlock()
+		if writable {
+			d.seal(v, d.dir(v.name)) // a previous swap could not
+		}
+		d.mu.Lock()
 		v.status.FetchedAt = now
 		v.status.Versions = c.versions
 		d.mu.Unlock()
@@ -147,14 +155,14 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	if opts.Layout == LayoutFile {
 		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
 	}
-	werr := d.writeFiles(dir, opts, c.files)
-	if err := d.cfg.Mounter.SetReadOnly(dir, true); err != nil && werr == nil {
-		werr = err
-	}
-	if werr != nil {
+	if werr := d.writeFiles(dir, opts, c.files); werr != nil {
+		_ = d.cfg.Mounter.SetReadOnly(dir, true)
 		d.revoke(v.name, c)
 		return werr
 	}
+	// The new files are visible from here on: a failed remount must not
+	// undo them (nor revoke their leases).
+	d.seal(v, dir)
 	d.mu.Lock()
 	oldLeases := v.leases
 	v.leases = c.leases
@@ -167,6 +175,38 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	d.log.Info().Str("volume", v.name).Int("files", len(c.files)).Msg("content changed; swapped atomically")
 	d.revoke(v.name, &content{leases: oldLeases})
 	return serr
+}
+
+// Remounting a tmpfs read-only fails with EBUSY while a file removed from
+// it is still open: a container reading a file of the version a swap just
+// replaced. seal retries a few times; if the reader still holds it, the
+// tmpfs stays writable (by root only: files are read-only, the root
+// directory 0755) and the next refresh tries again.
+const (
+	sealTries = 5
+	sealWait  = 20 * time.Millisecond
+)
+
+// seal remounts a volume's tmpfs read-only after a swap, and records
+// whether it could.
+func (d *Driver) seal(v *vol, dir string) {
+	var err error
+	for i := range sealTries {
+		if err = d.cfg.Mounter.SetReadOnly(dir, true); err == nil || !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(sealWait << i)
+	}
+	d.mu.Lock()
+	was := v.writable
+	v.writable = err != nil
+	d.mu.Unlock()
+	switch {
+	case err != nil:
+		d.log.Warn().Str("volume", v.name).Err(err).Msg("tmpfs left writable after the swap: a replaced file is still open in a container; the next refresh retries")
+	case was:
+		d.log.Info().Str("volume", v.name).Msg("tmpfs read-only again")
+	}
 }
 
 // recordRefresh updates the status after a refresh; it returns the number

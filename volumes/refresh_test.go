@@ -232,3 +232,65 @@ func TestSharedFetchAcrossVolumes(t *testing.T) {
 		t.Fatalf("10 volumes on one secret caused %d reads", n)
 	}
 }
+
+// TestRefreshSwapWhileReplacedFileOpen: the kernel refuses to remount a
+// tmpfs read-only (EBUSY) while a removed file is still open, as when a
+// container reads the version a swap replaces. The swap stands: the new
+// content is served, its leases are kept, Status says the tmpfs is
+// writable, and the next refresh of unchanged content seals it.
+func TestRefreshSwapWhileReplacedFileOpen(t *testing.T) {
+	busy := func(h *harness, on bool) {
+		h.mounter.mu.Lock()
+		defer h.mounter.mu.Unlock()
+		h.mounter.failOn = ""
+		if on {
+			h.mounter.failOn = "busy"
+		}
+	}
+	status := func(h *harness, name string) map[string]any {
+		g, _ := h.drv.Get(&volume.GetRequest{Name: name})
+		return g.Volume.Status
+	}
+
+	t.Run("swap stands, then sealed", func(t *testing.T) {
+		h := newHarnessWith(t, 30*time.Millisecond)
+		h.backend.set("rot", "v1")
+		h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+		mp := h.mount("rot", "c1")
+		busy(h, true)
+		h.backend.set("rot", "v2")
+		eventually(t, 3*time.Second, "v2 swapped in despite EBUSY", func() bool {
+			b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+			return string(b) == "v2"
+		})
+		eventually(t, time.Second, "Status says the tmpfs is writable, with no error", func() bool {
+			st := status(h, "rot")
+			return st["readOnly"] != nil && st["lastError"] == nil
+		})
+		busy(h, false)
+		eventually(t, 3*time.Second, "sealed read-only by a refresh of unchanged content", func() bool {
+			h.mounter.mu.Lock()
+			ro := h.mounter.mounted[mp]
+			h.mounter.mu.Unlock()
+			return ro && status(h, "rot")["readOnly"] == nil
+		})
+	})
+
+	t.Run("the served content's lease is kept", func(t *testing.T) {
+		h := newHarnessWith(t, 0)
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*"})
+		mp := h.mount("creds", "c1")
+		busy(h, true)
+		h.leased.mu.Lock()
+		h.leased.renewErr = errors.New("lease is not renewable") // forces a fresh read and a swap
+		h.leased.mu.Unlock()
+		eventually(t, 3*time.Second, "fresh credentials swapped in despite EBUSY", func() bool {
+			b, _ := os.ReadFile(filepath.Join(mp, "username"))
+			return string(b) == "u2"
+		})
+		_, revoked, _ := h.leased.snapshot()
+		if revoked["database/creds/app/lease-2"] {
+			t.Fatalf("the lease of the content being served was revoked: %v", revoked)
+		}
+	})
+}
