@@ -3,15 +3,16 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -155,27 +156,10 @@ func (p *optionParser) bounded(raw map[string]string) map[string]string {
 	return out
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
-// shorten cuts a user's input for an error message, on a rune boundary.
-func shorten(s string) string {
-	const maxLen = 64
-	if len(s) <= maxLen {
-		return s
-	}
-	cut := maxLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// shorten cuts a user's input for an error message.
+func shorten(s string) string { return secrets.Clip(s, 64) }
 
 type optionParser struct {
 	def      Defaults

@@ -137,14 +137,4 @@ func validStage(s string) bool {
 
 // quoted shortens a user value for an error message, so a pasted blob does
 // not flood `docker volume create`'s output.
-func quoted(s string) string {
-	const maxLen = 80
-	if len(s) <= maxLen {
-		return s
-	}
-	cut := maxLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+func quoted(s string) string { return secrets.Clip(s, 80) }

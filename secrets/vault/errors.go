@@ -121,7 +121,7 @@ func responseCause(re *api.ResponseError) error {
 	msgs := make([]string, 0, len(re.Errors))
 	for _, m := range re.Errors {
 		if m = strings.TrimSpace(m); m != "" {
-			msgs = append(msgs, shorten(m, 200))
+			msgs = append(msgs, secrets.Clip(m, 200))
 		}
 	}
 	msg := fmt.Sprintf("vault answered %d %s", re.StatusCode, http.StatusText(re.StatusCode))

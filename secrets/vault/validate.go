@@ -229,16 +229,4 @@ func parseTTL(s string) (time.Duration, error) {
 
 // quoted shortens a user value for an error message, so a pasted blob does
 // not flood `docker volume create`'s output.
-func quoted(s string) string { return shorten(s, 80) }
-
-// shorten cuts s to about maxLen bytes, on a rune boundary.
-func shorten(s string, maxLen int) string {
-	if len(s) <= maxLen {
-		return s
-	}
-	cut := maxLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+func quoted(s string) string { return secrets.Clip(s, 80) }
