@@ -606,11 +606,7 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		}
 	}
 	if len(v.leases) > 0 {
-		// Terms run from the last renewal, or from the fetch that got them.
-		since := v.status.RenewedAt
-		if since.Before(v.status.ChangedAt) {
-			since = v.status.ChangedAt
-		}
+		since := v.termsSince()
 		ls := make([]map[string]any, 0, len(v.leases))
 		for _, l := range v.leases {
 			m := map[string]any{
@@ -633,6 +629,16 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 	}
 	out.Status = st
 	return out
+}
+
+// termsSince is when the volume's lease terms started: the last renewal,
+// or the fetch that got them if later; zero when neither happened. d.mu
+// must be held.
+func (v *vol) termsSince() time.Time {
+	if v.status.ChangedAt.After(v.status.RenewedAt) {
+		return v.status.ChangedAt
+	}
+	return v.status.RenewedAt
 }
 
 // describeObject adds an object's identity (never its value) to m.

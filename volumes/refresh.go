@@ -136,15 +136,13 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	if c.digest == old && !force {
 		d.revoke(v.name, c) // unchanged: the new leases are not needed
 		d.mu.Lock()
+		v.status.FetchedAt = now
+		v.status.Versions = c.versions
 		writable := v.writable
 		d.mu.Unlock()
 		if writable {
 			d.seal(v, d.dir(v.name)) // a previous swap could not
 		}
-		d.mu.Lock()
-		v.status.FetchedAt = now
-		v.status.Versions = c.versions
-		d.mu.Unlock()
 		return nil
 	}
 	dir := d.dir(v.name)
@@ -155,14 +153,14 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	if opts.Layout == LayoutFile {
 		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
 	}
-	if werr := d.writeFiles(dir, opts, c.files); werr != nil {
-		_ = d.cfg.Mounter.SetReadOnly(dir, true)
+	werr := d.writeFiles(dir, opts, c.files)
+	// Sealed either way. After a write, the new files are visible: a failed
+	// remount must not undo them (nor revoke their leases).
+	d.seal(v, dir)
+	if werr != nil {
 		d.revoke(v.name, c)
 		return werr
 	}
-	// The new files are visible from here on: a failed remount must not
-	// undo them (nor revoke their leases).
-	d.seal(v, dir)
 	d.mu.Lock()
 	oldLeases := v.leases
 	v.leases = c.leases
@@ -187,7 +185,7 @@ const (
 	sealWait  = 20 * time.Millisecond
 )
 
-// seal remounts a volume's tmpfs read-only after a swap, and records
+// seal remounts a volume's tmpfs read-only after a write, and records
 // whether it could.
 func (d *Driver) seal(v *vol, dir string) {
 	var err error
@@ -203,7 +201,7 @@ func (d *Driver) seal(v *vol, dir string) {
 	d.mu.Unlock()
 	switch {
 	case err != nil:
-		d.log.Warn().Str("volume", v.name).Err(err).Msg("tmpfs left writable after the swap: a replaced file is still open in a container; the next refresh retries")
+		d.log.Warn().Str("volume", v.name).Err(err).Msg("tmpfs left writable after a write: a replaced file is still open in a container; the next refresh retries")
 	case was:
 		d.log.Info().Str("volume", v.name).Msg("tmpfs read-only again")
 	}
@@ -232,10 +230,7 @@ func (d *Driver) renewSchedule(v *vol) time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var at time.Time
-	since := v.status.RenewedAt
-	if since.IsZero() || v.status.ChangedAt.After(since) {
-		since = v.status.ChangedAt
-	}
+	since := v.termsSince()
 	if since.IsZero() {
 		since = d.cfg.Now()
 	}
