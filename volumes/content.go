@@ -125,7 +125,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 				cp.Refs = refs
 				t = &cp
 			}
-			out, err := renderTemplate(t, texts[obj.Name], values)
+			out, err := renderTemplate(t, texts[obj.Name], values, d.cfg.TmpfsSize)
 			if err != nil {
 				return c, err
 			}

@@ -181,8 +181,8 @@ func FuzzCompileTemplate(f *testing.F) {
 			}
 			values[r.Ref.CacheKey()] = secrets.Secret{Value: []byte(`{"k":"` + canary + `"}`)}
 		}
-		out, err := renderTemplate(&Template{Name: "tmpl", Text: text, Refs: refs}, text, values)
-		if len(out) > maxRendered {
+		out, err := renderTemplate(&Template{Name: "tmpl", Text: text, Refs: refs}, text, values, testRenderLimit)
+		if len(out) > testRenderLimit {
 			t.Fatalf("rendered %d bytes", len(out))
 		}
 		if err == nil {

@@ -288,9 +288,11 @@ func (c *templateChecker) secretCall(cmd *parse.CommandNode) {
 }
 
 // renderTemplate executes a template with fetched whole values, keyed by
-// Ref.CacheKey. Errors name the template and line; values never appear in
-// them because the engine reports the action, not its result.
-func renderTemplate(t *Template, text string, values map[string]secrets.Secret) ([]byte, error) {
+// Ref.CacheKey, into at most limit bytes: a volume's tmpfs size, so that a
+// template that writes a secret in a loop of its own defines cannot take the
+// plugin's memory. Errors name the template and line; values never appear
+// in them because the engine reports the action, not its result.
+func renderTemplate(t *Template, text string, values map[string]secrets.Secret, limit int64) ([]byte, error) {
 	lookup := func(args ...string) (string, error) {
 		if len(args) < 2 || len(args) > 3 {
 			return "", errors.New("secret takes 2 or 3 arguments")
@@ -317,20 +319,15 @@ func renderTemplate(t *Template, text string, values map[string]secrets.Secret) 
 	if err != nil {
 		return nil, err
 	}
-	w := &cappedBuffer{max: maxRendered}
+	w := &cappedBuffer{max: int(limit)}
 	if err := tmpl.Execute(w, nil); err != nil {
 		if errors.Is(err, errTooLarge) {
-			return nil, fmt.Errorf("template %q renders more than %d KiB, more than a volume holds", t.Name, maxRendered>>10)
+			return nil, fmt.Errorf("template %q renders more than %d KiB, more than a volume holds", t.Name, limit>>10)
 		}
 		return nil, err
 	}
 	return w.buf.Bytes(), nil
 }
-
-// maxRendered bounds a rendered template: it is the size of a volume's
-// tmpfs, so a template that writes a secret in a loop of its own defines
-// cannot take the plugin's memory.
-const maxRendered = 2 << 20
 
 var errTooLarge = errors.New("rendered output too large")
 

@@ -131,7 +131,7 @@ func TestTemplateRender(t *testing.T) {
 		secrets.Ref{Backend: "fake", Name: "db"}.CacheKey():    {Value: []byte(`{"user":"app","password":"p@ss w/rd"}`)},
 		secrets.Ref{Backend: "other", Name: "host"}.CacheKey(): {Value: []byte(" db.internal \n")},
 	}
-	got, err := renderTemplate(tmpl, text, values)
+	got, err := renderTemplate(tmpl, text, values, testRenderLimit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestTemplateRender(t *testing.T) {
 	// A missing key fails with the template's name and line, and without the value.
 	bad := "ok\n{{ secret \"fake\" \"db\" \"nope\" }}"
 	refs, _ = compileTemplate("dsn", bad, "fake", nil, reg)
-	_, err = renderTemplate(&Template{Name: "dsn", Text: bad, Refs: refs}, bad, values)
+	_, err = renderTemplate(&Template{Name: "dsn", Text: bad, Refs: refs}, bad, values, testRenderLimit)
 	if err == nil || !strings.Contains(err.Error(), "dsn:2:") || !strings.Contains(err.Error(), `key "nope"`) {
 		t.Fatalf("missing key error = %v", err)
 	}
@@ -151,6 +151,10 @@ func TestTemplateRender(t *testing.T) {
 		t.Fatalf("error leaks the value: %v", err)
 	}
 }
+
+// testRenderLimit is the render bound the tests give: the plugin's tmpfs
+// size.
+const testRenderLimit = 2 << 20
 
 // TestTemplateRenderBounded: a template that writes more than a volume
 // holds stops at the bound instead of taking the plugin's memory.
@@ -162,7 +166,7 @@ func TestTemplateRenderBounded(t *testing.T) {
 		t.Fatal(problems)
 	}
 	values := map[string]secrets.Secret{secrets.Ref{Backend: "fake", Name: "db"}.CacheKey(): {Value: []byte("v")}}
-	out, err := renderTemplate(&Template{Name: "loop", Text: text, Refs: refs}, text, values)
+	out, err := renderTemplate(&Template{Name: "loop", Text: text, Refs: refs}, text, values, testRenderLimit)
 	if err == nil || !strings.Contains(err.Error(), `template "loop" renders more than 2048 KiB`) {
 		t.Fatalf("renderTemplate() = %d bytes, %v; want the size error", len(out), err)
 	}
