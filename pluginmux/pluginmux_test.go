@@ -72,10 +72,10 @@ func (fakeSecrets) Get(r secrets.Request) secrets.Response {
 	return secrets.Response{Value: []byte("value-of-" + r.SecretName + "-for-" + r.ServiceName), DoNotReuse: r.ServiceName == "dynamic"}
 }
 
-// serveBoth serves both helper handlers behind one unix socket and returns
-// a client for it and a function that stops the server and returns Serve's
-// result.
-func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]any), stop func() error) {
+// serve runs Serve with apis on a fresh unix socket and returns a client
+// for it and a function that stops the server and returns Serve's result
+// (also called when the test ends).
+func serve(t *testing.T, apis ...API) (client *http.Client, stop func() error) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "plugin.sock")
 	l, err := net.Listen("unix", sock)
@@ -83,32 +83,11 @@ func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() {
-		done <- Serve(l,
-			API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: map[string]map[string]string{}}).Serve},
-			API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: secrets.NewHandler(fakeSecrets{}).Serve},
-		)
-	}()
+	go func() { done <- Serve(l, apis...) }()
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	call = func(path string, body any) (int, map[string]any) {
-		t.Helper()
-		b, _ := json.Marshal(body)
-		resp, err := client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(b))
-		if err != nil {
-			t.Errorf("%s: %v", path, err)
-			return 0, nil
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var out map[string]any
-		if err := json.Unmarshal(raw, &out); err != nil {
-			t.Errorf("%s: status %d, body %q is not JSON: %v", path, resp.StatusCode, raw, err)
-		}
-		return resp.StatusCode, out
-	}
+	client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	stopped := false
 	stop = func() error {
 		if stopped {
@@ -125,6 +104,34 @@ func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
+	return client, stop
+}
+
+// serveBoth serves both helper handlers behind one unix socket and returns
+// a client for it and a function that stops the server and returns Serve's
+// result.
+func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]any), stop func() error) {
+	t.Helper()
+	client, stop := serve(t,
+		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: map[string]map[string]string{}}).Serve},
+		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: secrets.NewHandler(fakeSecrets{}).Serve},
+	)
+	call = func(path string, body any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		resp, err := client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(b))
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Errorf("%s: status %d, body %q is not JSON: %v", path, resp.StatusCode, raw, err)
+		}
+		return resp.StatusCode, out
+	}
 	return call, stop
 }
 
@@ -213,21 +220,7 @@ func TestLargeAnswers(t *testing.T) {
 	for i := range 1000 {
 		vols[fmt.Sprintf("volume-%04d-%s", i, strings.Repeat("x", 40))] = nil
 	}
-	sock := filepath.Join(t.TempDir(), "plugin.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(l,
-			API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: vols}).Serve},
-		)
-	}()
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	client, stop := serve(t, API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: vols}).Serve})
 	list := func() {
 		resp, err := client.Post("http://plugin/VolumeDriver.List", "application/vnd.docker.plugins.v1.2+json", strings.NewReader("{}\n"))
 		if err != nil {
@@ -258,9 +251,7 @@ func TestLargeAnswers(t *testing.T) {
 	}
 	wg.Wait()
 
-	tr.CloseIdleConnections()
-	l.Close()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Serve = %v", err)
 	}
 }
