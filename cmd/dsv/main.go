@@ -45,9 +45,9 @@ var version = "dev"
 // 0.4 MiB lower after 20 mounts and 1.2 MiB lower after 100; but the first
 // collection, which costs ~1 MiB once (its code and metadata), now comes
 // at the first mount or two rather than after ~7, so a plugin that has
-// served fewer than ~15 is up to 0.8 MiB higher. An idle plugin never collects; at 60 or less
-// the floor came so close to the heap of start-up that it sometimes did
-// (0.6 MiB more idle).
+// served fewer than ~15 is up to 0.8 MiB higher. An idle plugin never
+// collects; at 60 or less the floor came so close to the heap of start-up
+// that it sometimes did (0.6 MiB more idle).
 const gcPercent = 70
 
 // tmpfsSize caps each volume's tmpfs. Secrets Manager values are at most
