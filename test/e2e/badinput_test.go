@@ -4,12 +4,9 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"testing"
 
 	"github.com/dsv-plugin/dsv/test/badinput"
@@ -19,10 +16,7 @@ import (
 // argv cannot carry (NUL bytes); it returns the daemon's error message.
 func engineCreate(t *testing.T, name string, opts map[string]string) (int, string) {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", "/var/run/docker.sock")
-	}}, Timeout: dockerTimeout}
+	c := unixClient("/var/run/docker.sock")
 	body, _ := json.Marshal(map[string]any{"Name": name, "Driver": env.plugin, "DriverOpts": opts})
 	resp, err := c.Post("http://docker/v1.41/volumes/create", "application/json", bytes.NewReader(body))
 	if err != nil {

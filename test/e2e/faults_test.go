@@ -252,6 +252,7 @@ func TestBackendFaults(t *testing.T) {
 
 					r := sc.runFail([]string{"-v", vol + ":/run/secrets/s"}, "cat", "/run/secrets/s")
 					wantContains(t, "docker run's error", r.stderr, vol, target.backend+" secret", name, f.want)
+					t.Logf("docker run failed after %s: %s", r.elapsed.Round(time.Millisecond), strings.TrimSpace(r.stderr))
 					// docker run adds its own work to the plugin's TIMEOUT.
 					if limit := backendTimeout + 10*time.Second; r.elapsed > limit {
 						t.Errorf("docker run failed after %s, want within TIMEOUT (%s) plus docker's own time, %s", r.elapsed.Round(time.Millisecond), backendTimeout, limit)

@@ -85,16 +85,21 @@ func newPluginClient(t testing.TB) *pluginClient {
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("the plugin's socket: %v", err)
 	}
-	return &pluginClient{http: &http.Client{
+	c := unixClient(sock)
+	c.Transport.(*http.Transport).DisableKeepAlives = true
+	return &pluginClient{http: c}
+}
+
+// unixClient is an HTTP client whose every request goes to the unix socket
+// sock, under Docker's own deadline for a plugin call.
+func unixClient(sock string) *http.Client {
+	return &http.Client{
 		Timeout: dockerTimeout,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-			DisableKeepAlives: true,
-		},
-	}}
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+	}
 }
 
 // call posts req to /VolumeDriver.<method> and fails on an error answer.
