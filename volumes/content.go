@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -17,6 +18,10 @@ import (
 type heldLease struct {
 	Ref   secrets.Ref   `json:"ref"`
 	Lease secrets.Lease `json:"lease"`
+	// Since is when the lease's current terms began: the read that got it
+	// or its last renewal. Persisted, so that a restarted plugin renews on
+	// time; zero (state from before it was kept) means unknown: renew now.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // content is a volume's rendered files and what they were made from. It
@@ -83,7 +88,10 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		return nil, err
 	}
 
-	// Fetch concurrently; the fetcher applies the timeout.
+	// Fetch concurrently; the fetcher applies the timeout. A lease's terms
+	// count from before the read, so they never seem to last longer than
+	// they do.
+	started := d.cfg.Now().UTC()
 	values := make(map[string]secrets.Secret, len(wants))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -108,7 +116,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 	c := &content{versions: map[string]string{}}
 	for key, w := range wants {
 		if sec, ok := values[key]; ok && sec.Lease != nil {
-			c.leases = append(c.leases, heldLease{Ref: w.ref, Lease: *sec.Lease})
+			c.leases = append(c.leases, heldLease{Ref: w.ref, Lease: *sec.Lease, Since: started})
 		}
 	}
 	if firstErr != nil {

@@ -606,7 +606,6 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		}
 	}
 	if len(v.leases) > 0 {
-		since := v.termsSince()
 		ls := make([]map[string]any, 0, len(v.leases))
 		for _, l := range v.leases {
 			m := map[string]any{
@@ -615,8 +614,8 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 				"ttl":       l.Lease.Duration.String(),
 				"renewable": l.Lease.Renewable,
 			}
-			if !since.IsZero() && l.Lease.Duration > 0 {
-				end := since.Add(l.Lease.Duration)
+			if !l.Since.IsZero() && l.Lease.Duration > 0 {
+				end := l.Since.Add(l.Lease.Duration)
 				m["expiresAt"] = end.Format(time.RFC3339)
 				m["ttlLeft"] = max(end.Sub(d.cfg.Now()), 0).Truncate(time.Second).String()
 			}
@@ -629,16 +628,6 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 	}
 	out.Status = st
 	return out
-}
-
-// termsSince is when the volume's lease terms started: the last renewal,
-// or the fetch that got them if later; zero when neither happened. d.mu
-// must be held.
-func (v *vol) termsSince() time.Time {
-	if v.status.ChangedAt.After(v.status.RenewedAt) {
-		return v.status.ChangedAt
-	}
-	return v.status.RenewedAt
 }
 
 // describeObject adds an object's identity (never its value) to m.

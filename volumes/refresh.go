@@ -225,21 +225,21 @@ func (d *Driver) recordRefresh(v *vol, err error) int {
 
 // renewSchedule is when the earliest lease is due for renewal: two thirds
 // of its duration after it was granted or last renewed, minus up to 10%
-// jitter. Zero when there is nothing to renew.
+// jitter; now for a lease whose terms' start is unknown. Zero when there is
+// nothing to renew.
 func (d *Driver) renewSchedule(v *vol) time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var at time.Time
-	since := v.termsSince()
-	if since.IsZero() {
-		since = d.cfg.Now()
-	}
 	for _, l := range v.leases {
 		if l.Lease.Duration <= 0 {
 			continue
 		}
+		if l.Since.IsZero() {
+			return d.cfg.Now()
+		}
 		wait := time.Duration(float64(l.Lease.Duration) * 2 / 3 * (1 - 0.1*d.cfg.Jitter()))
-		t := since.Add(wait)
+		t := l.Since.Add(wait)
 		if at.IsZero() || t.Before(at) {
 			at = t
 		}
@@ -264,6 +264,7 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 			renewed = append(renewed, l)
 			continue
 		}
+		asked := d.cfg.Now().UTC()
 		rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout())
 		nl, err := lm.Renew(rctx, l.Ref, l.Lease)
 		cancel()
@@ -277,12 +278,12 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 			}
 			ok = false
 			if err == nil {
-				l.Lease = nl
+				l.Lease, l.Since = nl, asked
 			}
 			renewed = append(renewed, l)
 			continue
 		}
-		l.Lease = nl
+		l.Lease, l.Since = nl, asked
 		renewed = append(renewed, l)
 		d.log.Debug().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("ttl", nl.Duration.String()).Msg("lease renewed")
 	}

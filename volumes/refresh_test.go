@@ -182,38 +182,66 @@ func TestUnrenewableLeaseIsReplaced(t *testing.T) {
 	})
 }
 
+// TestLeasesAfterRestart: a restarted plugin revokes the leases of volumes
+// nobody uses any more, and renews those still in use on time: at once when
+// the plugin was down past two thirds of a lease's TTL, or when the state
+// (from an older version) does not say when the lease's terms began.
 func TestLeasesAfterRestart(t *testing.T) {
-	h := newHarness(t)
-	h.create("idle", map[string]string{"backend": "leased", "secret": "database/creds/a", "layout": "dir"})
-	h.create("busy", map[string]string{"backend": "leased", "secret": "database/creds/b", "layout": "dir"})
-	h.mount("idle", "c1")
-	h.mount("busy", "c2")
-	// Simulate a crash of the plugin with "idle" unmounted while it was down:
-	// its state still lists the lease but no mount id.
-	h.stopAll()
-	h.drv.mu.Lock()
-	delete(h.drv.vols["idle"].ids, "c1")
-	_ = h.drv.saveLocked()
-	h.drv.mu.Unlock()
+	for _, c := range []struct {
+		name  string
+		since func(time.Time) time.Time // the persisted start of busy's terms
+	}{
+		{"down 50 minutes", func(s time.Time) time.Time { return s.Add(-50 * time.Minute) }},
+		{"state without the terms' start", func(time.Time) time.Time { return time.Time{} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			// Hour-long leases: nothing is due for renewal before the restart.
+			h.leased.ttl = time.Hour
+			h.create("idle", map[string]string{"backend": "leased", "secret": "database/creds/a", "layout": "dir"})
+			h.create("busy", map[string]string{"backend": "leased", "secret": "database/creds/b", "layout": "dir"})
+			h.mount("idle", "c1")
+			h.mount("busy", "c2")
+			if !strings.Contains(readFile(t, h.state), `"since"`) {
+				t.Fatal("the state does not keep when a lease's terms began")
+			}
+			// A crash of the plugin, "idle" unmounted while it was down: its
+			// state still lists the lease but no mount id.
+			h.stopAll()
+			h.drv.mu.Lock()
+			delete(h.drv.vols["idle"].ids, "c1")
+			busy := h.drv.vols["busy"].leases
+			if len(busy) != 1 || busy[0].Since.IsZero() {
+				h.drv.mu.Unlock()
+				t.Fatalf("busy's lease has no start of its terms: %+v", busy)
+			}
+			busy[0].Since = c.since(busy[0].Since)
+			_ = h.drv.saveLocked()
+			h.drv.mu.Unlock()
 
-	h.mounter = newFakeMounter() // the tmpfs did not survive
-	h.drv = h.start()
-	eventually(t, time.Second, "the unused lease revoked at start", func() bool {
-		_, revoked, _ := h.leased.snapshot()
-		return revoked["database/creds/app/lease-1"]
-	})
-	eventually(t, 2*time.Second, "the lease of a volume still in use renewed", func() bool {
-		r, _, _ := h.leased.snapshot()
-		return r["database/creds/app/lease-2"] >= 1
-	})
-	_, revoked, _ := h.leased.snapshot()
-	if revoked["database/creds/app/lease-2"] {
-		t.Fatal("the lease of a volume still in use was revoked")
-	}
-	h.unmount("busy", "c2")
-	_, revoked, _ = h.leased.snapshot()
-	if !revoked["database/creds/app/lease-2"] {
-		t.Fatal("the last unmount after a restart did not revoke the lease")
+			h.mounter = newFakeMounter() // the tmpfs did not survive
+			h.drv = h.start()
+			eventually(t, time.Second, "the unused lease revoked at start", func() bool {
+				_, revoked, _ := h.leased.snapshot()
+				return revoked["database/creds/app/lease-1"]
+			})
+			eventually(t, 2*time.Second, "the lease of a volume still in use renewed at start", func() bool {
+				r, _, _ := h.leased.snapshot()
+				return r["database/creds/app/lease-2"] >= 1
+			})
+			if r, _, _ := h.leased.snapshot(); r["database/creds/app/lease-2"] != 1 {
+				t.Fatalf("lease renewed %d times at start, want once (then at two thirds of its new TTL)", r["database/creds/app/lease-2"])
+			}
+			_, revoked, _ := h.leased.snapshot()
+			if revoked["database/creds/app/lease-2"] {
+				t.Fatal("the lease of a volume still in use was revoked")
+			}
+			h.unmount("busy", "c2")
+			_, revoked, _ = h.leased.snapshot()
+			if !revoked["database/creds/app/lease-2"] {
+				t.Fatal("the last unmount after a restart did not revoke the lease")
+			}
+		})
 	}
 }
 

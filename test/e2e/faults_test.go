@@ -108,27 +108,23 @@ func pluginPid(t testing.TB) int {
 	return found[0]
 }
 
-// TestPluginKilled: the plugin process dies by SIGKILL while containers use
-// its volumes. Running containers keep their files; Docker starts the
-// plugin again, and every volume mounts, unmounts and is removed without
-// "found references to volume" errors.
-func TestPluginKilled(t *testing.T) {
-	sc := newScope(t)
-	sc.onCleanup(ensurePluginEnabled)
-	f := newRestartFixture(t, sc, "killed")
+// killPlugin kills the plugin's process with SIGKILL, runs whileDown (if
+// any) at once, and waits until Docker has started the plugin again and it
+// answers for vol.
+func killPlugin(t *testing.T, vol string, whileDown func()) {
+	t.Helper()
 	pid := pluginPid(t)
-	logStart := logSize(env.daemon.logPath)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %d: %v", pid, err)
 	}
-	t.Logf("killed plugin process %d", pid)
-	wantExecCanary(t, f.running)
-
-	// Docker restarts a plugin that exits on its own; wait for the new
-	// process to answer.
+	killed := time.Now()
+	if whileDown != nil {
+		whileDown()
+	}
+	// Docker restarts a plugin that exits on its own.
 	var newPid int
 	eventually(t, 30*time.Second, "the plugin runs again", func() string {
-		r := docker(t, "volume", "inspect", f.vols[1])
+		r := docker(t, "volume", "inspect", vol)
 		if r.err != nil {
 			return r.String()
 		}
@@ -138,7 +134,20 @@ func TestPluginKilled(t *testing.T) {
 		}
 		return ""
 	})
-	t.Logf("plugin process %d answers; log since the kill:\n%s", newPid, logLinesSince(env.daemon.logPath, logStart, "plugin="+env.pluginID[:12]))
+	t.Logf("killed plugin process %d; process %d answers %s later", pid, newPid, time.Since(killed).Round(time.Millisecond))
+}
+
+// TestPluginKilled: the plugin process dies by SIGKILL while containers use
+// its volumes. Running containers keep their files; Docker starts the
+// plugin again, and every volume mounts, unmounts and is removed without
+// "found references to volume" errors.
+func TestPluginKilled(t *testing.T) {
+	sc := newScope(t)
+	sc.onCleanup(ensurePluginEnabled)
+	f := newRestartFixture(t, sc, "killed")
+	logStart := logSize(env.daemon.logPath)
+	killPlugin(t, f.vols[1], func() { wantExecCanary(t, f.running) })
+	t.Logf("log since the kill:\n%s", logLinesSince(env.daemon.logPath, logStart, "plugin="+env.pluginID[:12]))
 	wantExecCanary(t, f.running)
 	f.afterRestart(t, sc)
 	if l := logLinesSince(env.daemon.logPath, logStart, "found references to volume"); l != "" {

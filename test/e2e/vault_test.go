@@ -259,6 +259,59 @@ func TestVaultBackend(t *testing.T) {
 	})
 }
 
+// TestVaultLeaseAfterPluginKilled: the plugin dies by SIGKILL half way
+// through a database credential's TTL while a container uses it. The new
+// process finds the lease in its state and renews it before it runs out
+// (its terms' start is persisted: counting from its own start would be too
+// late), and the container's last unmount still revokes it.
+func TestVaultLeaseAfterPluginKilled(t *testing.T) {
+	f := newVaultFixture(t)
+	sc := newScope(t)
+	sc.onCleanup(ensurePluginEnabled)
+	before := len(f.leases(t))
+	vol := sc.createVolume("vault-pg-kill", "backend=vault", "secret=database/creds/app", "key=*")
+	c := sc.start("vault-pg-kill", "-v", vol+":/run/secrets/db")
+	got := time.Now()
+	user := readInContainer(t, c, "/run/secrets/db/username")
+	password := readInContainer(t, c, "/run/secrets/db/password")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.pg.CanLogin(ctx, user, password); err != nil {
+		t.Fatalf("the credentials in the container do not log in to PostgreSQL: %v", err)
+	}
+
+	time.Sleep(time.Until(got.Add(vaultRoleTTL / 2)))
+	killPlugin(t, vol, nil)
+	restarted := time.Now()
+	if readInContainer(t, c, "/run/secrets/db/username") != user {
+		t.Fatal("the container's credentials changed with the plugin's restart")
+	}
+	// Two TTLs after the read, the role exists only if the new process
+	// renewed the lease.
+	time.Sleep(time.Until(got.Add(2*vaultRoleTTL + time.Second)))
+	if err := f.pg.CanLogin(ctx, user, password); err != nil {
+		t.Fatalf("%s after the read (plugin restarted after %s), past the role's %s TTL, the credentials no longer log in: the lease was not renewed: %v",
+			time.Since(got).Round(time.Second), restarted.Sub(got).Round(time.Second), vaultRoleTTL, err)
+	}
+	st := inspectVolume(t, vol).Status
+	renewed, _ := time.Parse(time.RFC3339, fmt.Sprint(st["renewedAt"]))
+	if renewed.Before(restarted.Truncate(time.Second)) {
+		t.Fatalf("Status.renewedAt %v is not after the restart at %s: %v", st["renewedAt"], restarted.Format(time.RFC3339), st)
+	}
+	t.Logf("after the restart: Status %v", st)
+
+	mustDocker(t, "rm", "-f", c)
+	eventually(t, 5*time.Second, "role "+user+" dropped from PostgreSQL after the last unmount", func() string {
+		if f.pg.RoleExists(t, user) {
+			return "the role still exists"
+		}
+		return ""
+	})
+	if n := len(f.leases(t)); n != before {
+		t.Errorf("vault holds %d leases of database/creds/app after the last unmount, want %d", n, before)
+	}
+}
+
 // TestSwarmVault: Swarm secrets from Vault. A dynamic secret is answered
 // with DoNotReuse, so each task of a service gets its own credentials; a
 // service's dsv.identity label makes its secrets read with that AppRole.
