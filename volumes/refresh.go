@@ -322,19 +322,26 @@ func (d *Driver) revoke(volume string, c *content) {
 // resumeLeases runs at start-up: leases of volumes that containers still
 // use are renewed again; the others are revoked.
 func (d *Driver) resumeLeases() {
-	for _, v := range d.vols {
-		if len(v.leases) == 0 {
-			continue
-		}
-		if len(v.ids) > 0 || len(v.stale) > 0 {
-			d.startRefresh(v)
-			continue
-		}
-		leases := v.leases
-		v.leases = nil
-		go d.revoke(v.name, &content{leases: leases})
-	}
+	var resume []*vol
+	revoke := map[string][]heldLease{}
 	d.mu.Lock()
+	for _, v := range d.vols {
+		switch {
+		case len(v.leases) == 0:
+		case len(v.ids) > 0 || len(v.stale) > 0:
+			resume = append(resume, v)
+		default:
+			revoke[v.name], v.leases = v.leases, nil
+		}
+	}
 	_ = d.saveLocked()
 	d.mu.Unlock()
+	// The loops start once the state is saved: a renewal due at once
+	// saves too.
+	for _, v := range resume {
+		d.startRefresh(v)
+	}
+	for name, leases := range revoke {
+		go d.revoke(name, &content{leases: leases})
+	}
 }

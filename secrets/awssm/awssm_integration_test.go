@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,5 +116,49 @@ func TestIntegrationStoppedServer(t *testing.T) {
 			t.Fatalf("Fetch() with timeout %v error = %v, want ErrUnavailable or ErrTimeout", timeout, err)
 		}
 		t.Logf("timeout %v: failed after %v: %v", timeout, time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// TestIntegrationSharedFilesReloaded: keys in the shared credentials file
+// are read again when the file changes, without a new client: an unknown
+// key is refused (moto checks keys here, as AWS does), the right key written
+// over it works at the next read, and an unknown one written after it is
+// refused again.
+func TestIntegrationSharedFilesReloaded(t *testing.T) {
+	srv, key := moto.StartAuth(t, map[string]string{"app/db": "pw-1"})
+	srv.SetEnv(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	credsFile := os.Getenv("AWS_SHARED_CREDENTIALS_FILE")
+	write := func(id, secret string) {
+		t.Helper()
+		// As a job that writes credentials would: a new file renamed over
+		// the old one.
+		tmp := credsFile + ".new"
+		if err := os.WriteFile(tmp, []byte("[default]\naws_access_key_id = "+id+"\naws_secret_access_key = "+secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, credsFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := awssm.New(awssm.Config{DefaultRegion: moto.Region})
+	ref := secrets.Ref{Name: "app/db"}
+
+	write("AKIAUNKNOWN0000000000", "not-a-key")
+	_, err := d.Fetch(fetchContext(t), ref)
+	if !errors.Is(err, secrets.ErrAccessDenied) || !strings.Contains(err.Error(), "check the credentials given to the plugin") {
+		t.Fatalf("an unknown key: got %v, want access denied pointing at the credentials", err)
+	}
+	write(key.ID, key.Secret)
+	sec, err := d.Fetch(fetchContext(t), ref)
+	if err != nil || string(sec.Value) != "pw-1" {
+		t.Fatalf("after the right key was written: %q, %v", sec.Value, err)
+	}
+	// Another key id: the SDK's signer caches its derived signing key by
+	// key id, and AWS never gives two keys the same id.
+	write("AKIAUNKNOWN1111111111", key.Secret)
+	if _, err := d.Fetch(fetchContext(t), ref); !errors.Is(err, secrets.ErrAccessDenied) {
+		t.Fatalf("after an unknown key was written: got %v, want access denied", err)
 	}
 }

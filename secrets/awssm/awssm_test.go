@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -207,6 +208,15 @@ func TestFetchErrors(t *testing.T) {
 			apiErr:   opErr(fmt.Errorf("get identity: %w", &credentialsError{err: &smithyhttp.RequestSendError{Err: errors.New("dial tcp 169.254.169.254:80: connect: connection refused")}})),
 			wantKind: secrets.ErrAccessDenied,
 			wantHint: "credentials mount",
+		},
+		{
+			name: "403 that is not AWS's (a proxy's page)",
+			apiErr: opErr(&smithyhttp.ResponseError{
+				Response: &smithyhttp.Response{Response: &http.Response{StatusCode: http.StatusForbidden}},
+				Err:      errors.New("deserialization failed, failed to decode response body, invalid character '<'"),
+			}),
+			wantKind: secrets.ErrAccessDenied,
+			wantHint: "check the credentials given to the plugin",
 		},
 		{
 			name:     "connection refused",

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dsv-plugin/dsv/test/moto"
 )
 
 // wantNotInPluginInspect fails when docker plugin inspect shows one of the
@@ -43,22 +45,36 @@ func writeCredentials(t *testing.T, dir string, files map[string]string) {
 // leave nothing secret in docker plugin inspect (where env settings such as
 // AWS_SECRET_ACCESS_KEY or VAULT_TOKEN would show).
 func TestCredentialSetups(t *testing.T) {
-	t.Run("aws credentials file in the credentials mount", func(t *testing.T) {
-		// moto takes any key; with the env keys empty, a read that works
-		// proves the SDK found these in the mounted file.
-		keyID, key := "AKIADSVE2E"+strings.ToUpper(randomHex(5)), "dsv-e2e-key-"+randomHex(12)
-		dir := usePluginFolder(t, "credentials", map[string]string{"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
-		writeCredentials(t, dir, map[string]string{
-			"credentials": "[default]\naws_access_key_id = " + keyID + "\naws_secret_access_key = " + key + "\n",
-		})
-		sc := newScope(t)
+	t.Run("aws credentials file in the credentials mount, rotated", func(t *testing.T) {
+		// A moto that checks keys as AWS does. With the env keys empty, only
+		// the mounted file can give the plugin a key.
 		name, value := env.name("credsfile"), "via-credentials-file-"+randomHex(4)
-		createSecret(t, name, value)
+		srv, key := moto.StartAuth(t, map[string]string{name: value})
+		dir := usePluginFolder(t, "credentials", map[string]string{
+			"AWS_ENDPOINT_URL": srv.URL, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+		})
+		creds := func(id, secret string) map[string]string {
+			return map[string]string{"credentials": "[default]\naws_access_key_id = " + id + "\naws_secret_access_key = " + secret + "\n"}
+		}
+		sc := newScope(t)
 		vol := sc.createVolume("credsfile", "backend=aws", "secret="+name)
-		if got := sc.mustRun([]string{"-v", vol + ":/run/secrets/s"}, "cat", "/run/secrets/s"); got != value {
+		mount := []string{"-v", vol + ":/run/secrets/s"}
+
+		writeCredentials(t, dir, creds("AKIADSVE2E"+strings.ToUpper(randomHex(5)), "dsv-e2e-key-"+randomHex(12)))
+		r := sc.runFail(mount, "true")
+		wantContains(t, "docker run's error with a key AWS does not know", r.stderr, vol, name, "access denied", "credentials given to the plugin")
+		pid := pluginPid(t)
+
+		// The key is rotated in the file: the next run reads with it, no
+		// plugin restart (the SDK alone would keep the old key for good).
+		writeCredentials(t, dir, creds(key.ID, key.Secret))
+		if got := sc.mustRun(mount, "cat", "/run/secrets/s"); got != value {
 			t.Fatalf("container read %q, want %q", got, value)
 		}
-		wantNotInPluginInspect(t, map[string]string{"aws secret access key": key})
+		if now := pluginPid(t); now != pid {
+			t.Fatalf("the plugin restarted (process %d, then %d): the test proves nothing", pid, now)
+		}
+		wantNotInPluginInspect(t, map[string]string{"aws secret access key": key.Secret})
 	})
 
 	t.Run("vault token file and AppRole", func(t *testing.T) {

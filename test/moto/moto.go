@@ -81,8 +81,14 @@ type Process struct {
 // when port is 0, and returns once the server answers HTTP. The caller must
 // call Stop.
 func StartProcess(ctx context.Context, bin string, port int) (*Process, error) {
+	return startProcess(ctx, bin, port, nil)
+}
+
+// startProcess is StartProcess with extra environment variables for the
+// server (KEY=VALUE).
+func startProcess(ctx context.Context, bin string, port int, env []string) (*Process, error) {
 	if port != 0 {
-		return startOnce(ctx, bin, port)
+		return startOnce(ctx, bin, port, env)
 	}
 	// A free port can be taken between choosing and binding it: try again.
 	var err error
@@ -91,7 +97,7 @@ func StartProcess(ctx context.Context, bin string, port int) (*Process, error) {
 			return nil, err
 		}
 		var p *Process
-		if p, err = startOnce(ctx, bin, port); err == nil {
+		if p, err = startOnce(ctx, bin, port, env); err == nil {
 			return p, nil
 		}
 		if ctx.Err() != nil {
@@ -101,13 +107,16 @@ func StartProcess(ctx context.Context, bin string, port int) (*Process, error) {
 	return nil, err
 }
 
-func startOnce(ctx context.Context, bin string, port int) (*Process, error) {
+func startOnce(ctx context.Context, bin string, port int, env []string) (*Process, error) {
 	p := &Process{
 		URL:    "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		output: &tailBuffer{max: 8 << 10},
 		exited: make(chan struct{}),
 	}
 	p.cmd = exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = p.output
 	p.cmd.Stderr = p.output
 	if err := p.cmd.Start(); err != nil {

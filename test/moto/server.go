@@ -32,6 +32,11 @@ type Server struct {
 // moto_server is not installed, or fails it when DSV_REQUIRE_MOTO=1.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+func start(t testing.TB, env []string) *Server {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		if os.Getenv(EnvRequire) == "1" {
@@ -39,7 +44,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("skipping: %v (set %s=1 to fail instead)", err, EnvRequire)
 	}
-	p, err := StartProcess(context.Background(), bin, 0)
+	p, err := startProcess(context.Background(), bin, 0, env)
 	if err != nil {
 		t.Fatal(err)
 	}
