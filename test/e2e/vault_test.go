@@ -125,6 +125,43 @@ func (f *vaultFixture) leases(t testing.TB) []string {
 	return ids
 }
 
+// mountDBCreds creates a volume of database/creds/app and starts a
+// container on it; it returns the volume, the container, the credentials
+// the container reads (checked to log in to PostgreSQL) and when it read
+// them.
+func (f *vaultFixture) mountDBCreds(t *testing.T, sc *scope, label string) (vol, container, user, password string, got time.Time) {
+	t.Helper()
+	vol = sc.createVolume(label, "backend=vault", "secret=database/creds/app", "key=*")
+	container = sc.start(label, "-v", vol+":/run/secrets/db")
+	got = time.Now()
+	user = readInContainer(t, container, "/run/secrets/db/username")
+	password = readInContainer(t, container, "/run/secrets/db/password")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := f.pg.CanLogin(ctx, user, password); err != nil {
+		t.Fatalf("the credentials in the container do not log in to PostgreSQL: %v", err)
+	}
+	return vol, container, user, password, got
+}
+
+// removeWantRevoked removes the container, the last user of a database
+// credential: its lease is revoked at once (the role is gone from
+// PostgreSQL, not at the lease's end), and Vault holds as many leases as
+// before the credential was read.
+func (f *vaultFixture) removeWantRevoked(t *testing.T, container, user string, leasesBefore int) {
+	t.Helper()
+	mustDocker(t, "rm", "-f", container)
+	eventually(t, 5*time.Second, "role "+user+" dropped from PostgreSQL after the last unmount", func() string {
+		if f.pg.RoleExists(t, user) {
+			return "the role still exists"
+		}
+		return ""
+	})
+	if n := len(f.leases(t)); n != leasesBefore {
+		t.Errorf("vault holds %d leases of database/creds/app after the last unmount, want %d", n, leasesBefore)
+	}
+}
+
 // readInContainer reads a file in a running container.
 func readInContainer(t testing.TB, container, path string) string {
 	t.Helper()
@@ -193,16 +230,9 @@ func TestVaultBackend(t *testing.T) {
 
 	t.Run("database credentials: leased, renewed while mounted, revoked after", func(t *testing.T) {
 		before := len(f.leases(t))
-		vol := sc.createVolume("vault-pg", "backend=vault", "secret=database/creds/app", "key=*")
-		c := sc.start("vault-pg", "-v", vol+":/run/secrets/db")
-		got := time.Now()
-		user := readInContainer(t, c, "/run/secrets/db/username")
-		password := readInContainer(t, c, "/run/secrets/db/password")
+		vol, c, user, password, got := f.mountDBCreds(t, sc, "vault-pg")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := f.pg.CanLogin(ctx, user, password); err != nil {
-			t.Fatalf("the credentials in the container do not log in to PostgreSQL: %v", err)
-		}
 		if n := len(f.leases(t)); n != before+1 {
 			t.Fatalf("vault holds %d leases of database/creds/app, want %d", n, before+1)
 		}
@@ -240,18 +270,7 @@ func TestVaultBackend(t *testing.T) {
 		}
 		t.Logf("lease after renewal: %v", lease())
 
-		// The last unmount revokes the lease: the role is gone at once, not
-		// at the lease's end.
-		mustDocker(t, "rm", "-f", c)
-		eventually(t, 5*time.Second, "role "+user+" dropped from PostgreSQL after the last unmount", func() string {
-			if f.pg.RoleExists(t, user) {
-				return "the role still exists"
-			}
-			return ""
-		})
-		if n := len(f.leases(t)); n != before {
-			t.Errorf("vault holds %d leases of database/creds/app after the unmount, want %d", n, before)
-		}
+		f.removeWantRevoked(t, c, user, before)
 		if l := inspectVolume(t, vol).Status["leases"]; l != nil {
 			t.Errorf("Status still lists leases after the last unmount: %v", l)
 		}
@@ -269,16 +288,9 @@ func TestVaultLeaseAfterPluginKilled(t *testing.T) {
 	sc := newScope(t)
 	sc.onCleanup(ensurePluginEnabled)
 	before := len(f.leases(t))
-	vol := sc.createVolume("vault-pg-kill", "backend=vault", "secret=database/creds/app", "key=*")
-	c := sc.start("vault-pg-kill", "-v", vol+":/run/secrets/db")
-	got := time.Now()
-	user := readInContainer(t, c, "/run/secrets/db/username")
-	password := readInContainer(t, c, "/run/secrets/db/password")
+	vol, c, user, password, got := f.mountDBCreds(t, sc, "vault-pg-kill")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := f.pg.CanLogin(ctx, user, password); err != nil {
-		t.Fatalf("the credentials in the container do not log in to PostgreSQL: %v", err)
-	}
 
 	time.Sleep(time.Until(got.Add(vaultRoleTTL / 2)))
 	killPlugin(t, vol, nil)
@@ -300,16 +312,7 @@ func TestVaultLeaseAfterPluginKilled(t *testing.T) {
 	}
 	t.Logf("after the restart: Status %v", st)
 
-	mustDocker(t, "rm", "-f", c)
-	eventually(t, 5*time.Second, "role "+user+" dropped from PostgreSQL after the last unmount", func() string {
-		if f.pg.RoleExists(t, user) {
-			return "the role still exists"
-		}
-		return ""
-	})
-	if n := len(f.leases(t)); n != before {
-		t.Errorf("vault holds %d leases of database/creds/app after the last unmount, want %d", n, before)
-	}
+	f.removeWantRevoked(t, c, user, before)
 }
 
 // TestSwarmVault: Swarm secrets from Vault. A dynamic secret is answered
