@@ -35,6 +35,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
 // Plugin-wide settings the suite gives the plugin.
@@ -113,7 +114,7 @@ func setup() (*suite, error) {
 	s.dbPassword = "pw-" + randomHex(8)
 
 	var err error
-	if s.repo, err = repoRoot(); err != nil {
+	if s.repo, err = testproc.ModuleRoot(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -339,23 +340,6 @@ const (
 	namePrefix     = "dsve2e-"
 	containerLabel = "dsv-e2e=1"
 )
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root (go.mod) not found above the working directory")
-		}
-		dir = parent
-	}
-}
 
 // runScript runs one of the repository's scripts, streaming its output.
 func runScript(dir string, timeout time.Duration, name string, args ...string) error {

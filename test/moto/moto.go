@@ -7,7 +7,6 @@
 package moto
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
 // Environment variables the package reads.
@@ -72,7 +73,7 @@ type Process struct {
 	URL string
 
 	cmd    *exec.Cmd
-	output *tailBuffer
+	output *testproc.TailBuffer
 	exited chan struct{} // closed when the process has been waited for
 	once   sync.Once
 }
@@ -93,7 +94,7 @@ func startProcess(ctx context.Context, bin string, port int, env []string) (*Pro
 	// A free port can be taken between choosing and binding it: try again.
 	var err error
 	for range 3 {
-		if port, err = freePort(); err != nil {
+		if port, err = testproc.FreePort(); err != nil {
 			return nil, err
 		}
 		var p *Process
@@ -110,7 +111,7 @@ func startProcess(ctx context.Context, bin string, port int, env []string) (*Pro
 func startOnce(ctx context.Context, bin string, port int, env []string) (*Process, error) {
 	p := &Process{
 		URL:    "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		output: &tailBuffer{max: 8 << 10},
+		output: &testproc.TailBuffer{Max: 8 << 10},
 		exited: make(chan struct{}),
 	}
 	p.cmd = exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
@@ -160,19 +161,6 @@ func ready(ctx context.Context, client *http.Client, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("find a free port: unexpected address %v", l.Addr())
-	}
-	return addr.Port, nil
-}
-
 // Stop kills the server and waits for it to exit. It is safe to call more
 // than once; later calls do nothing.
 func (p *Process) Stop() error {
@@ -206,27 +194,4 @@ func (p *Process) Reset(ctx context.Context) error {
 		return fmt.Errorf("reset moto: %s", resp.Status)
 	}
 	return nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

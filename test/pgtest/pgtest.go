@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
 // Environment variables the package reads.
@@ -81,7 +83,7 @@ type Server struct {
 
 	bin    string
 	cmd    *exec.Cmd
-	output *tailBuffer
+	output *testproc.TailBuffer
 	exited chan struct{}
 	once   sync.Once
 }
@@ -174,12 +176,12 @@ func runAs() (*syscall.Credential, error) {
 }
 
 func (s *Server) start(dir, data string, cred *syscall.Credential) error {
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		return err
 	}
 	s.Port = port
-	s.output = &tailBuffer{max: 16 << 10}
+	s.output = &testproc.TailBuffer{Max: 16 << 10}
 	s.exited = make(chan struct{})
 	s.once = sync.Once{}
 	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", data,
@@ -286,40 +288,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("find a free port: unexpected address %v", l.Addr())
-	}
-	return addr.Port, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dsv-plugin/dsv/test/testproc"
 	"github.com/hashicorp/vault/api"
 )
 
@@ -67,7 +68,7 @@ func Binary(build bool) (string, error) {
 			return "", fmt.Errorf("vault %s is not built yet: run %s (~7 minutes), or set %s", vaultVersion, buildScript, EnvBin)
 		}
 	}
-	root, err := moduleRoot()
+	root, err := testproc.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -133,24 +134,6 @@ func lockBuild() (func(), error) {
 	}, nil
 }
 
-// moduleRoot finds the directory of go.mod above the working directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // Server is a Vault dev server owned by one test.
 type Server struct {
 	// Addr is the server's address, http://127.0.0.1:PORT (https with TLS).
@@ -161,7 +144,7 @@ type Server struct {
 	Client *api.Client
 
 	cmd    *exec.Cmd
-	output *tailBuffer
+	output *testproc.TailBuffer
 	exited chan struct{}
 	once   sync.Once
 }
@@ -212,7 +195,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 }
 
 func start(t testing.TB, bin string, o options) (*Server, error) {
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +209,7 @@ func start(t testing.TB, bin string, o options) (*Server, error) {
 	}
 	s := &Server{
 		Addr:   scheme + "://" + listen,
-		output: &tailBuffer{max: 16 << 10},
+		output: &testproc.TailBuffer{Max: 16 << 10},
 		exited: make(chan struct{}),
 	}
 	s.cmd = exec.Command(bin, args...)
@@ -342,42 +325,6 @@ func (s *Server) stop() {
 		}
 		<-s.exited
 	})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("find a free port: unexpected address %v", l.Addr())
-	}
-	return addr.Port, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func tail(s string, n int) string {

@@ -1,0 +1,47 @@
+package testproc
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestTailBufferKeepsTheEnd(t *testing.T) {
+	b := &TailBuffer{Max: 10}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() { fmt.Fprintf(b, "line %d\n", i) })
+	}
+	wg.Wait()
+	fmt.Fprint(b, "0123456789END")
+	if got := b.String(); got != "3456789END" {
+		t.Fatalf("tail = %q, want the last 10 bytes", got)
+	}
+}
+
+func TestFreePortCanBeBound(t *testing.T) {
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("port %d from FreePort: %v", port, err)
+	}
+	_ = l.Close()
+}
+
+func TestModuleRoot(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil || !strings.Contains(string(b), "module github.com/dsv-plugin/dsv") {
+		t.Fatalf("ModuleRoot = %s: %v", root, err)
+	}
+}
