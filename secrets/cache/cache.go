@@ -81,6 +81,11 @@ func (f *Fetcher) Stats() Stats {
 // Fetch returns ref's value, with ref.Key extracted. fresh skips a cached
 // value (a refresh must see a rotation at once) but still joins a read in
 // flight and refreshes the cache. The returned Value must not be modified.
+//
+// A unique value (a lease, a single-use token) goes to exactly one caller:
+// the first to claim it; the others of the same flight read their own. One
+// nobody takes (its caller gave up waiting, or its key was missing) has its
+// lease revoked, so no credential is left that no volume holds.
 func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secrets.Secret, error) {
 	whole := ref
 	whole.Key = ""
@@ -92,30 +97,84 @@ func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secre
 			return extract(ref, sec)
 		}
 	}
-	ch := f.group.DoChan(key, func() (any, error) { return f.read(whole, key) })
+	ch := f.group.DoChan(key, func() (any, error) {
+		sec, err := f.read(whole, key)
+		return &flight{sec: sec}, err
+	})
 	var res singleflight.Result
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
+		go f.release(whole, ch)
 		return secrets.Secret{}, secrets.FromContext(ctx, ref)
 	}
 	if res.Err != nil {
 		return secrets.Secret{}, rename(res.Err, ref)
 	}
-	sec := res.Val.(secrets.Secret)
-	if res.Shared {
-		if sec.Unique() {
-			// A lease belongs to one volume: revoking it at one volume's last
-			// unmount must not take another's credentials. Read our own.
-			sec, err := f.read(whole, key)
-			if err != nil {
+	fl := res.Val.(*flight)
+	sec := fl.sec
+	if sec.Unique() {
+		if !fl.claimed.CompareAndSwap(false, true) {
+			// A lease belongs to one volume: revoking it at one volume's
+			// last unmount must not take another's credentials.
+			var err error
+			if sec, err = f.read(whole, key); err != nil {
 				return secrets.Secret{}, rename(err, ref)
 			}
-			return extract(ref, sec)
 		}
+		out, err := extract(ref, sec)
+		if err != nil {
+			f.revoke(whole, sec)
+		}
+		return out, err
+	}
+	if res.Shared {
 		f.shared.Add(1)
 	}
 	return extract(ref, sec)
+}
+
+// flight is the result of one backend read, shared by the callers that
+// joined it; a unique value is claimed by one of them.
+type flight struct {
+	sec     secrets.Secret
+	claimed atomic.Bool
+}
+
+// release waits for a flight its caller gave up on, and revokes a unique
+// value's lease if no other caller claims it.
+func (f *Fetcher) release(ref secrets.Ref, ch <-chan singleflight.Result) {
+	res := <-ch
+	if res.Err != nil {
+		return
+	}
+	// Callers that joined the flight got the result at the same time as
+	// this one; any that wants the value has claimed it by now or will
+	// read its own. Give them the moment they need to try.
+	time.Sleep(releaseGrace)
+	fl := res.Val.(*flight)
+	if fl.sec.Unique() && fl.claimed.CompareAndSwap(false, true) {
+		f.revoke(ref, fl.sec)
+	}
+}
+
+// releaseGrace is how long release leaves a finished flight to its other
+// callers before taking its value back.
+const releaseGrace = 100 * time.Millisecond
+
+// revoke hands back the lease of a value no caller will use.
+func (f *Fetcher) revoke(ref secrets.Ref, sec secrets.Secret) {
+	if sec.Lease == nil || sec.Lease.ID == "" {
+		return
+	}
+	backend, ok := f.reg.Get(ref.Backend)
+	lm, isLM := backend.(secrets.LeaseManager)
+	if !ok || !isLM {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
+	defer cancel()
+	_ = lm.Revoke(ctx, ref, sec.Lease.ID)
 }
 
 // read calls the backend under the timeout and caches a lease-free result.

@@ -21,6 +21,8 @@ type slowBackend struct {
 	mu     sync.Mutex
 	reads  map[string]int
 	serial atomic.Int64
+	// revoked records the leases the fetcher handed back.
+	revoked map[string]bool
 }
 
 func (b *slowBackend) Name() string               { return "slow" }
@@ -46,6 +48,30 @@ func (b *slowBackend) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secre
 		sec.Lease = &secrets.Lease{ID: fmt.Sprintf("lease-%d", n), Duration: time.Minute, Renewable: true}
 	}
 	return sec, nil
+}
+
+func (b *slowBackend) Renew(_ context.Context, _ secrets.Ref, l secrets.Lease) (secrets.Lease, error) {
+	return l, nil
+}
+
+func (b *slowBackend) Revoke(_ context.Context, _ secrets.Ref, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.revoked == nil {
+		b.revoked = map[string]bool{}
+	}
+	b.revoked[id] = true
+	return nil
+}
+
+func (b *slowBackend) revokedLeases() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]bool{}
+	for id := range b.revoked {
+		out[id] = true
+	}
+	return out
 }
 
 func (b *slowBackend) total() int {
@@ -182,6 +208,44 @@ func TestLeasedSecretsAreNeverShared(t *testing.T) {
 	wg.Wait()
 	if len(leases) != 5 || f.Len() != 0 {
 		t.Fatalf("5 fetches got %d distinct leases and cached %d; want 5 and 0", len(leases), f.Len())
+	}
+	// Every lease the backend issued went to a caller, or back to the
+	// backend: none is left that nobody holds.
+	time.Sleep(2 * releaseGrace)
+	revoked := b.revokedLeases()
+	for id := range leases {
+		if revoked[id] {
+			t.Errorf("lease %s was handed out and revoked", id)
+		}
+	}
+	if issued := int(b.serial.Load()); issued != len(leases)+len(revoked) {
+		t.Fatalf("%d leases issued, %d handed out, %d revoked: %d left that nobody holds", issued, len(leases), len(revoked), issued-len(leases)-len(revoked))
+	}
+}
+
+// TestUnclaimedLeasesAreRevoked: a lease read for a caller that gave up
+// waiting, or whose key was missing, is revoked, not left behind.
+func TestUnclaimedLeasesAreRevoked(t *testing.T) {
+	b := &slowBackend{delay: 100 * time.Millisecond, leased: true}
+	f := newFetcher(t, b, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := f.Fetch(ctx, secrets.Ref{Backend: "slow", Name: "db"}, false); !errors.Is(err, secrets.ErrTimeout) {
+		t.Fatalf("err = %v, want the caller's timeout", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !b.revokedLeases()["lease-1"] {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease read for a caller that gave up was not revoked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if _, err := f.Fetch(context.Background(), secrets.Ref{Backend: "slow", Name: "db", Key: "missing"}, false); !errors.Is(err, secrets.ErrBadValue) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if !b.revokedLeases()["lease-2"] {
+		t.Fatal("the lease of a value whose key was missing was not revoked")
 	}
 }
 
