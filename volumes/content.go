@@ -30,6 +30,9 @@ type content struct {
 	files    []fileEntry
 	versions map[string]string // object name -> version(s) read
 	leases   []heldLease
+	// dynamic: a value read was unique (a lease, an issued or wrapped
+	// value): reading again issues anew.
+	dynamic bool
 	digest   [sha256.Size]byte
 }
 
@@ -115,9 +118,11 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 	wg.Wait()
 	c := &content{versions: map[string]string{}}
 	for key, w := range wants {
-		if sec, ok := values[key]; ok && sec.Lease != nil {
+		sec, ok := values[key]
+		if ok && sec.Lease != nil {
 			c.leases = append(c.leases, heldLease{Ref: w.ref, Lease: *sec.Lease, Since: started})
 		}
+		c.dynamic = c.dynamic || (ok && sec.Unique())
 	}
 	if firstErr != nil {
 		return c, firstErr // leases already granted are handed back for revocation

@@ -87,6 +87,10 @@ type vol struct {
 	status  fetchStatus
 	// leases are the leases the volume's content holds; persisted by id.
 	leases []heldLease
+	// dynamic: the content holds values that a read issues anew (leases,
+	// write-issued, wrapped), so the REFRESH setting does not re-read it.
+	// Persisted.
+	dynamic bool
 	// writable is set when a swap could not remount the tmpfs read-only
 	// (a replaced file still open); Status says so.
 	writable bool
@@ -145,7 +149,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	for name, r := range recs {
-		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases}
+		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases, dynamic: r.Dynamic}
 		for _, id := range r.MountIDs {
 			v.ids[id] = struct{}{}
 		}
@@ -160,7 +164,7 @@ func New(cfg Config) (*Driver, error) {
 			v.stale, v.ids = v.ids, map[string]struct{}{}
 		}
 	}
-	d.resumeLeases()
+	d.resume()
 	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
 	return d, nil
 }
@@ -363,6 +367,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	oldLeases := v.leases // held for containers from before a restart, if any
 	v.leases = append(append([]heldLease(nil), oldLeases...), c.leases...)
 	v.digest = c.digest
+	v.dynamic = c.dynamic
 	v.status = fetchStatus{Versions: c.versions, FetchedAt: now, ChangedAt: now}
 	err = d.saveLocked()
 	if err != nil {
@@ -586,10 +591,15 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		}
 		st["files"] = files
 	}
-	if r := d.refreshInterval(v.opts); r > 0 {
+	if r := d.refreshInterval(v.opts, v.dynamic); r > 0 {
 		st["refresh"] = r.String()
-	} else if v.opts.Layout == LayoutFile && d.cfg.Refresh > 0 && !v.opts.RefreshSet {
-		st["refresh"] = "off: a layout=file volume cannot be swapped atomically; use layout=dir"
+	} else if d.cfg.Refresh > 0 && !v.opts.RefreshSet {
+		switch {
+		case v.opts.Layout == LayoutFile:
+			st["refresh"] = "off: a layout=file volume cannot be swapped atomically; use layout=dir"
+		case v.dynamic:
+			st["refresh"] = "off: the volume holds dynamic secrets, which every read issues anew; leases are renewed instead (set refresh on the volume to re-issue on purpose)"
+		}
 	}
 	if v.writable {
 		st["readOnly"] = "no: a file of a replaced version is still open in a container; the next refresh retries"
@@ -688,7 +698,7 @@ func (d *Driver) saveLocked() error {
 		for id := range v.stale {
 			ids = append(ids, id)
 		}
-		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids, Leases: v.leases}
+		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids, Leases: v.leases, Dynamic: v.dynamic}
 	}
 	if err := d.cfg.Store.Save(recs); err != nil {
 		d.log.Error().Err(err).Msg("persist state failed")

@@ -91,6 +91,14 @@ func (m *fakeMounter) isMounted(dir string) bool {
 	return ok
 }
 
+// writable reports whether dir is mounted read-write.
+func (m *fakeMounter) writable(dir string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ro, ok := m.mounted[dir]
+	return ok && !ro
+}
+
 // fakeBackend serves values from a map and counts fetches.
 type fakeBackend struct {
 	mu      sync.Mutex
@@ -159,6 +167,8 @@ type leaseBackend struct {
 	serial    int
 	renewable bool
 	renewErr  error
+	fetchErr  error
+	tries     int // renewal attempts, failed ones included
 	renewals  map[string]int
 	revoked   map[string]bool
 }
@@ -172,6 +182,9 @@ func (b *leaseBackend) Validate(secrets.Ref) error { return nil }
 func (b *leaseBackend) Fetch(_ context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.fetchErr != nil {
+		return secrets.Secret{}, b.fetchErr
+	}
 	b.serial++
 	id := fmt.Sprintf("database/creds/app/lease-%d", b.serial)
 	return secrets.Secret{
@@ -184,6 +197,7 @@ func (b *leaseBackend) Fetch(_ context.Context, ref secrets.Ref) (secrets.Secret
 func (b *leaseBackend) Renew(_ context.Context, _ secrets.Ref, l secrets.Lease) (secrets.Lease, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.tries++
 	if b.renewErr != nil {
 		return secrets.Lease{}, b.renewErr
 	}
@@ -311,4 +325,18 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%s: not within %s", what, within)
+}
+
+// set changes the backend's behaviour while a test runs.
+func (b *leaseBackend) set(f func(b *leaseBackend)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
+}
+
+// renewTries is the number of renewal attempts so far.
+func (b *leaseBackend) renewTries() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tries
 }

@@ -15,13 +15,18 @@ const maxBackoff = 5 * time.Minute
 
 // refreshInterval is a volume's effective refresh: its option, else the
 // REFRESH setting; never for a file-layout volume, whose single
-// bind-mounted file cannot be swapped atomically.
-func (d *Driver) refreshInterval(o Options) time.Duration {
-	if o.Layout == LayoutFile {
+// bind-mounted file cannot be swapped atomically. REFRESH skips dynamic
+// content: each read would issue new credentials and revoke those in use
+// (their leases are renewed instead); a volume's own refresh option still
+// re-issues, e.g. certificates, on purpose.
+func (d *Driver) refreshInterval(o Options, dynamic bool) time.Duration {
+	switch {
+	case o.Layout == LayoutFile:
 		return 0
-	}
-	if o.RefreshSet {
+	case o.RefreshSet:
 		return o.Refresh
+	case dynamic:
+		return 0
 	}
 	return d.cfg.Refresh
 }
@@ -31,7 +36,7 @@ func (d *Driver) refreshInterval(o Options) time.Duration {
 func (d *Driver) startRefresh(v *vol) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if v.stopRefresh != nil || (d.refreshInterval(v.opts) == 0 && len(v.leases) == 0) {
+	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -49,7 +54,10 @@ func (d *Driver) startRefresh(v *vol) {
 // last good content and back off exponentially.
 func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 	log := d.log.With().Str("volume", v.name).Logger()
-	interval := d.refreshInterval(v.opts)
+	d.mu.Lock()
+	interval := d.refreshInterval(v.opts, v.dynamic)
+	d.mu.Unlock()
+	renewFailures := 0
 	nextRefresh := time.Time{}
 	if interval > 0 {
 		nextRefresh = d.cfg.Now().Add(interval)
@@ -76,6 +84,9 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 		if !renewAt.IsZero() && !d.cfg.Now().Before(renewAt) {
 			if !d.renewLeases(ctx, v) {
 				refetch = true
+				renewFailures++
+			} else {
+				renewFailures = 0
 			}
 			renewAt = d.renewSchedule(v)
 		}
@@ -96,6 +107,16 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 				nextRefresh = time.Time{}
 			}
 			renewAt = d.renewSchedule(v)
+		}
+		// A lease that could not be renewed and was not replaced (the read
+		// failed, or only containers from before a restart hold the
+		// volume) is still due: try again after a backoff, not at once.
+		if refetch {
+			if !renewAt.IsZero() && !renewAt.After(d.cfg.Now()) {
+				renewAt = d.cfg.Now().Add(backoff(5*time.Second, renewFailures-1))
+			} else {
+				renewFailures = 0
+			}
 		}
 	}
 }
@@ -319,26 +340,30 @@ func (d *Driver) revoke(volume string, c *content) {
 	}
 }
 
-// resumeLeases runs at start-up: leases of volumes that containers still
-// use are renewed again; the others are revoked.
-func (d *Driver) resumeLeases() {
-	var resume []*vol
+// resume runs at start-up: volumes whose tmpfs survived get their refresh
+// loop again (and are sealed: a swap the restart cut short may have left
+// them writable); leases of volumes that containers still use are renewed
+// again; the others are revoked.
+func (d *Driver) resume() {
+	var loops []*vol
 	revoke := map[string][]heldLease{}
 	d.mu.Lock()
 	for _, v := range d.vols {
 		switch {
-		case len(v.leases) == 0:
-		case len(v.ids) > 0 || len(v.stale) > 0:
-			resume = append(resume, v)
-		default:
+		case len(v.leases) > 0 && len(v.ids) == 0 && len(v.stale) == 0:
 			revoke[v.name], v.leases = v.leases, nil
+		case v.mounted || len(v.leases) > 0:
+			loops = append(loops, v)
 		}
 	}
 	_ = d.saveLocked()
 	d.mu.Unlock()
 	// The loops start once the state is saved: a renewal due at once
 	// saves too.
-	for _, v := range resume {
+	for _, v := range loops {
+		if v.mounted {
+			d.seal(v, d.dir(v.name))
+		}
 		d.startRefresh(v)
 	}
 	for name, leases := range revoke {

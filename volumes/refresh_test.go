@@ -322,3 +322,71 @@ func TestRefreshSwapWhileReplacedFileOpen(t *testing.T) {
 		}
 	})
 }
+
+// TestRenewalFailureBacksOff: a lease that cannot be renewed, whose fresh
+// read fails too (Vault sealed, a policy changed), is tried again after a
+// backoff, not in a tight loop.
+func TestRenewalFailureBacksOff(t *testing.T) {
+	h := newHarness(t)
+	h.leased.ttl = 150 * time.Millisecond
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir"})
+	h.mount("creds", "c1")
+	h.leased.set(func(b *leaseBackend) {
+		b.renewErr = errors.New("permission denied")
+		b.fetchErr = secrets.Fail(secrets.Ref{Backend: "leased", Name: "database/creds/app"}, secrets.ErrAccessDenied, "", nil)
+	})
+	time.Sleep(time.Second)
+	// Renewal due at ~100ms, then tries at +5s backoff: one or two tries
+	// in a second, where a tight loop made thousands.
+	if n := h.leased.renewTries(); n < 1 || n > 3 {
+		t.Fatalf("%d renewal attempts in 1s after renewal and reads began to fail; want 1 (then a backoff)", n)
+	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
+	if !strings.Contains(fmt.Sprint(g.Volume.Status["lastError"]), "access denied") {
+		t.Fatalf("status does not show the failed read: %v", g.Volume.Status)
+	}
+}
+
+// TestRefreshResumesAfterRestart: a volume whose tmpfs survived a plugin
+// restart is refreshed again by the new process.
+func TestRefreshResumesAfterRestart(t *testing.T) {
+	h := newHarnessWith(t, 30*time.Millisecond)
+	h.backend.set("rot", "v1")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	mp := h.mount("rot", "c1")
+	h.stopAll()
+	h.drv = h.start() // same mounter: the tmpfs survived
+	h.backend.set("rot", "v2")
+	eventually(t, 2*time.Second, "the new content after the restart", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+		return string(b) == "v2"
+	})
+	if h.mounter.writable(mp) {
+		t.Fatal("the kept tmpfs is writable after the restart's refresh")
+	}
+}
+
+// TestRefreshSettingSkipsDynamicContent: the REFRESH setting does not
+// re-read a volume of dynamic secrets, which would issue new credentials
+// and revoke the ones in use every interval; its lease is renewed instead.
+func TestRefreshSettingSkipsDynamicContent(t *testing.T) {
+	h := newHarnessWith(t, 30*time.Millisecond)
+	h.leased.ttl = time.Hour
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir"})
+	h.mount("creds", "c1")
+	time.Sleep(300 * time.Millisecond)
+	if _, revoked, issued := h.leased.snapshot(); issued != 1 || len(revoked) != 0 {
+		t.Fatalf("REFRESH on a leased volume: %d credentials issued, %d revoked; want 1 and 0", issued, len(revoked))
+	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
+	if !strings.Contains(fmt.Sprint(g.Volume.Status["refresh"]), "dynamic secrets") {
+		t.Fatalf("status does not say why the volume is not refreshed: %v", g.Volume.Status)
+	}
+	// After a restart the state still says the content is dynamic.
+	h.stopAll()
+	h.drv = h.start()
+	time.Sleep(300 * time.Millisecond)
+	if _, _, issued := h.leased.snapshot(); issued != 1 {
+		t.Fatalf("after a restart REFRESH re-issued the credentials: %d issued", issued)
+	}
+}

@@ -24,6 +24,8 @@ type volumeRecord struct {
 	// Leases are the ids and terms of the leases the volume holds, so that
 	// a restarted plugin can renew or revoke them. Never a value.
 	Leases []heldLease `json:"leases,omitempty"`
+	// Dynamic: the content read was dynamic (see vol.dynamic).
+	Dynamic bool `json:"dynamic,omitempty"`
 }
 
 type stateFile struct {
