@@ -33,7 +33,7 @@ type content struct {
 	// dynamic: a value read was unique (a lease, an issued or wrapped
 	// value): reading again issues anew.
 	dynamic bool
-	digest   [sha256.Size]byte
+	digest  [sha256.Size]byte
 }
 
 // render fetches every secret of a volume once (objects and templates that
