@@ -100,6 +100,10 @@ type vol struct {
 	stopRefresh context.CancelFunc
 }
 
+// mountSlack is what a mount may take beyond the TIMEOUT setting: writing
+// the files, and a read that ignores its deadline a moment longer.
+const mountSlack = time.Second
+
 // Driver implements volume.Driver.
 type Driver struct {
 	cfg Config
@@ -346,7 +350,11 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	opts := v.opts
 	d.mu.Unlock()
 
-	c, err := d.render(context.Background(), opts, false)
+	// Every read has the TIMEOUT setting; this bounds the mount too, even
+	// if a backend ignored its deadline (a read blocked in the kernel).
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout()+mountSlack)
+	c, err := d.render(ctx, opts, false)
+	cancel()
 	if err != nil {
 		d.revoke(req.Name, c)
 		d.recordError(v, err)

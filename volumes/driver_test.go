@@ -147,6 +147,16 @@ func TestMountFailureLeavesNothing(t *testing.T) {
 			wantKind: secrets.ErrTimeout,
 		},
 		{
+			name: "backend ignores its deadline",
+			setup: func(h *harness) {
+				block := make(chan struct{})
+				h.backend.block, h.backend.deaf = block, true
+				h.t.Cleanup(func() { close(block) })
+			},
+			wantErr:  []string{`volume "gone": fake secret "gone": timed out`, "TIMEOUT"},
+			wantKind: secrets.ErrTimeout,
+		},
+		{
 			name: "tmpfs cannot be mounted",
 			setup: func(h *harness) {
 				h.backend.values["gone"] = "v"

@@ -106,6 +106,7 @@ type fakeBackend struct {
 	values  map[string]string
 	errs    map[string]error
 	block   chan struct{} // when set, Fetch waits for it or the context
+	deaf    bool          // with block: Fetch ignores the context
 	fetches int
 }
 
@@ -121,11 +122,13 @@ func (b *fakeBackend) Validate(ref secrets.Ref) error {
 func (b *fakeBackend) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	b.mu.Lock()
 	b.fetches++
-	block := b.block
+	block, deaf := b.block, b.deaf
 	v, ok := b.values[ref.Name]
 	err := b.errs[ref.Name]
 	b.mu.Unlock()
-	if block != nil {
+	if block != nil && deaf {
+		<-block
+	} else if block != nil {
 		select {
 		case <-block:
 		case <-ctx.Done():

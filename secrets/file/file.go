@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -121,7 +122,9 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 			"the plugin cannot open its files folder; set it with: docker plugin set dsv files.source=/path/on/host", err)
 	}
 	defer root.Close()
-	f, err := root.Open(ref.Name)
+	// O_NONBLOCK: opening a FIFO (or another special file) planted in the
+	// folder must not block the mount; it is refused below.
+	f, err := root.OpenFile(ref.Name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return secrets.Secret{}, classify(ref, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode"
@@ -156,6 +157,25 @@ func TestFetchErrors(t *testing.T) {
 	_, err = New(root, zerolog.New(io.Discard)).Fetch(ctx, ref)
 	if !errors.Is(err, secrets.ErrTimeout) {
 		t.Errorf("expired context: %v", err)
+	}
+
+	// A FIFO planted in the folder: refused at once, not a read that
+	// blocks the mount until a writer comes.
+	if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(root, zerolog.New(io.Discard)).Fetch(context.Background(), secrets.Ref{Backend: Name, Name: "fifo"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, secrets.ErrBadValue) || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("fifo: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("reading a FIFO blocks")
 	}
 
 	big := filepath.Join(root, "big")
