@@ -55,7 +55,7 @@ func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step s
 		tsName += "_1"
 	}
 	tsDir := filepath.Join(dir, tsName)
-	if err := os.Mkdir(tsDir, 0o755); err != nil {
+	if err := mkdirReadable(tsDir); err != nil {
 		return fmt.Errorf("atomic write: %w", err)
 	}
 	for _, f := range files {
@@ -127,12 +127,22 @@ func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step s
 	return nil
 }
 
+// mkdirReadable makes a directory 0755 whatever the process's umask (the
+// legacy systemd unit runs with UMask=0077): any container user must reach
+// the files, whose own modes say who may read them.
+func mkdirReadable(path string) error {
+	if err := os.Mkdir(path, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o755)
+}
+
 // writeEntry writes one file with its owner and mode, creating its parent
 // directory when the path has two segments.
 func writeEntry(root string, f fileEntry) error {
 	path := filepath.Join(root, f.Path)
 	if parent := filepath.Dir(path); parent != root {
-		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := mkdirReadable(parent); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("write %s: %w", f.Path, err)
 		}
 	}

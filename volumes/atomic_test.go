@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -177,5 +178,33 @@ func TestAtomicWriterNoTornReads(t *testing.T) {
 	wg.Wait()
 	if torn.Load() != 0 || reads.Load() == 0 {
 		t.Fatalf("%d torn reads out of %d", torn.Load(), reads.Load())
+	}
+}
+
+// TestAtomicWriterDirsUnderUmask: directories are 0755 under the legacy
+// unit's UMask=0077 too, or a non-root container could not reach its files.
+func TestAtomicWriterDirsUnderUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	files := []fileEntry{
+		{Path: "a", Data: []byte("1"), Mode: 0o444},
+		{Path: "db/user", Data: []byte("u"), Mode: 0o444},
+	}
+	if err := writeAtomic(dir, files, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	data, err := filepath.EvalSymlinks(filepath.Join(dir, dataDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{data, filepath.Join(data, "db")} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s is %v under umask 077, want 0755", d, fi.Mode().Perm())
+		}
 	}
 }
