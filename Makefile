@@ -34,7 +34,8 @@ plugin:
 install-legacy: build
 	install -D -m 0755 bin/dsv /usr/local/bin/dsv
 	install -D -m 0644 cmd/dsv/dsv.service /etc/systemd/system/dsv.service
-	install -d -m 0700 /var/lib/dsv /var/lib/dsv/files /etc/dsv
+	install -d -m 0700 /var/lib/dsv /var/lib/dsv/files /etc/dsv /etc/dsv/credentials /etc/dsv/credentials/vault
+	install -d -m 0755 /etc/dsv/templates
 	@echo "next: put settings in /etc/dsv/dsv.env, then: systemctl daemon-reload && systemctl enable --now dsv"
 
 ## demo: the walk-through in test/demo.sh
