@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -487,7 +488,9 @@ func (d *Driver) materialise(name string, opts Options, c *content) (err error) 
 	if err := d.cfg.Mounter.Unmount(dir); err != nil {
 		return err
 	}
-	if err := d.cfg.Mounter.MountTmpfs(dir, d.cfg.TmpfsSize); err != nil {
+	// Twice one version's budget: a refresh writes the new version beside
+	// the old before it switches.
+	if err := d.cfg.Mounter.MountTmpfs(dir, 2*d.cfg.TmpfsSize, 2*inodeBudget+inodeSlack); err != nil {
 		_ = os.Remove(dir)
 		return err
 	}
@@ -505,6 +508,9 @@ func (d *Driver) materialise(name string, opts Options, c *content) (err error) 
 // writeFiles puts files into a volume's (writable) tmpfs: one file renamed
 // into place for the file layout, the atomic writer for directories.
 func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry) error {
+	if err := d.fits(files); err != nil {
+		return err
+	}
 	var err error
 	if opts.Layout == LayoutFile {
 		err = writeInPlace(dir, files[0])
@@ -515,6 +521,38 @@ func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry) error {
 		return fmt.Errorf("the secrets do not fit the volume's %d KiB tmpfs", d.cfg.TmpfsSize/1024)
 	}
 	return err
+}
+
+// inodeBudget is the inodes one version of a volume may use; the tmpfs has
+// twice that (a refresh writes a version beside the old), plus inodeSlack
+// for the root and the ..data link.
+const (
+	inodeBudget = 1024
+	inodeSlack  = 8
+)
+
+// fits checks that one version of a volume's files stays within its
+// budget, TmpfsSize bytes (in pages, as tmpfs counts) and inodeBudget: then
+// a refresh always has room for the new version beside the old, and a
+// volume that mounts can be refreshed.
+func (d *Driver) fits(files []fileEntry) error {
+	page := int64(os.Getpagesize())
+	var pages int64
+	dirs := map[string]bool{}
+	for _, f := range files {
+		pages += (int64(len(f.Data)) + page - 1) / page
+		if dir := path.Dir(f.Path); dir != "." {
+			dirs[dir] = true
+		}
+	}
+	// A file and the symlink that shows it; a subdirectory and its link;
+	// the version's directory.
+	inodes := 2*len(files) + 2*len(dirs) + 1
+	if pages*page > d.cfg.TmpfsSize || inodes > inodeBudget {
+		return fmt.Errorf("the secrets do not fit the volume's %d KiB tmpfs: %d files, %d KiB; at most %d KiB and about %d files",
+			d.cfg.TmpfsSize/1024, len(files), pages*page/1024, d.cfg.TmpfsSize/1024, (inodeBudget-1)/2)
+	}
+	return nil
 }
 
 // teardown wipes and unmounts a volume's tmpfs and removes its directory.

@@ -382,7 +382,7 @@ func TestStaleMountsCleanedAtStart(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := h.mounter.MountTmpfs(dir, 1); err != nil {
+		if err := h.mounter.MountTmpfs(dir, 1, 1); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -30,7 +30,7 @@ type fakeMounter struct {
 
 func newFakeMounter() *fakeMounter { return &fakeMounter{mounted: map[string]bool{}} }
 
-func (m *fakeMounter) MountTmpfs(dir string, _ int64) error {
+func (m *fakeMounter) MountTmpfs(dir string, _ int64, _ int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failOn == "mount" {

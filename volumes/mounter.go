@@ -13,8 +13,9 @@ import (
 
 // Mounter is the seam between the driver and the kernel's mount table.
 type Mounter interface {
-	// MountTmpfs mounts a fresh tmpfs of at most sizeBytes at dir.
-	MountTmpfs(dir string, sizeBytes int64) error
+	// MountTmpfs mounts a fresh tmpfs of at most sizeBytes and inodes at
+	// dir.
+	MountTmpfs(dir string, sizeBytes int64, inodes int) error
 	// SetReadOnly remounts the tmpfs at dir read-only (or back to read-write).
 	SetReadOnly(dir string, ro bool) error
 	// Unmount detaches whatever is mounted at dir.
@@ -33,8 +34,8 @@ var _ Mounter = KernelMounter{}
 
 // MountTmpfs mounts a tmpfs whose root is 0755 root:root, so only root can
 // write and every uid can reach the files, which carry their own modes.
-func (KernelMounter) MountTmpfs(dir string, sizeBytes int64) error {
-	data := fmt.Sprintf("size=%d,nr_inodes=1024,mode=0755,uid=0,gid=0", sizeBytes)
+func (KernelMounter) MountTmpfs(dir string, sizeBytes int64, inodes int) error {
+	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0755,uid=0,gid=0", sizeBytes, inodes)
 	if err := unix.Mount("tmpfs", dir, "tmpfs", tmpfsFlags, data); err != nil {
 		return fmt.Errorf("mount tmpfs at %s: %w", dir, err)
 	}

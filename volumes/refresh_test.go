@@ -390,3 +390,56 @@ func TestRefreshSettingSkipsDynamicContent(t *testing.T) {
 		t.Fatalf("after a restart REFRESH re-issued the credentials: %d issued", issued)
 	}
 }
+
+// TestRefreshNearTheCap: a volume whose content fills most of its budget
+// mounts, and its refresh finds room for the new version beside the old
+// (real tmpfs; root only). A version over the budget is refused with both
+// limits named.
+func TestRefreshNearTheCap(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount tmpfs; CI runs it as root")
+	}
+	h := newHarnessWith(t, 30*time.Millisecond)
+	h.stopAll()
+	h.kernel = KernelMounter{}
+	h.drv = h.start() // TmpfsSize 1 MiB
+	big := func(c string) string { return strings.Repeat(c, 700<<10) }
+	h.backend.set("big", big("a"))
+	h.create("big", map[string]string{"layout": "dir", "filename": "blob"})
+	mp := h.mount("big", "c1")
+	h.backend.set("big", big("b"))
+	eventually(t, 3*time.Second, "the second 700 KiB version swapped in", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "blob"))
+		return len(b) > 0 && b[0] == 'b'
+	})
+	h.unmount("big", "c1")
+
+	h.backend.set("huge", big("c")+big("c"))
+	h.create("huge", map[string]string{"layout": "dir", "filename": "blob"})
+	_, err := h.drv.Mount(&volume.MountRequest{Name: "huge", ID: "c2"})
+	if err == nil || !strings.Contains(err.Error(), "do not fit") || !strings.Contains(err.Error(), "1024 KiB") {
+		t.Fatalf("1.4 MiB in a 1 MiB volume: %v", err)
+	}
+}
+
+// TestFitsCountsFilesAndBytes: tmpfs counts a page per non-empty file and
+// an inode per file, link and directory.
+func TestFitsCountsFilesAndBytes(t *testing.T) {
+	d := &Driver{cfg: Config{TmpfsSize: 2 << 20}}
+	many := make([]fileEntry, 600)
+	for i := range many {
+		many[i] = fileEntry{Path: fmt.Sprintf("k%d", i), Data: []byte("v")}
+	}
+	if err := d.fits(many); err == nil || !strings.Contains(err.Error(), "600 files") {
+		t.Fatalf("600 files (1,200 inodes with their links): %v", err)
+	}
+	if err := d.fits(many[:400]); err != nil {
+		t.Fatalf("400 small files: %v", err)
+	}
+	if err := d.fits([]fileEntry{{Path: "a", Data: make([]byte, 2<<20)}}); err != nil {
+		t.Fatalf("exactly the budget: %v", err)
+	}
+	if err := d.fits([]fileEntry{{Path: "a", Data: make([]byte, 2<<20+1)}}); err == nil {
+		t.Fatal("one byte over the budget fits")
+	}
+}

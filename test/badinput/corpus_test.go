@@ -38,7 +38,7 @@ func (m *noMounts) record(call string) error {
 	return fmt.Errorf("unexpected %s", call)
 }
 
-func (m *noMounts) MountTmpfs(dir string, _ int64) error { return m.record("MountTmpfs " + dir) }
+func (m *noMounts) MountTmpfs(dir string, _ int64, _ int) error { return m.record("MountTmpfs " + dir) }
 func (m *noMounts) SetReadOnly(dir string, _ bool) error { return m.record("SetReadOnly " + dir) }
 func (m *noMounts) Unmount(dir string) error             { return m.record("Unmount " + dir) }
 func (m *noMounts) MountsUnder(string) ([]string, error) { return nil, nil }

@@ -39,15 +39,17 @@ func wantNoMountIDs(t testing.TB, vol string) {
 	}
 }
 
-// TestTmpfsCap: secrets that do not fit the volume's tmpfs (2 MiB, 1024
-// inodes) fail the mount with a clear error and leave nothing behind.
+// TestTmpfsCap: secrets over a volume's budget (2 MiB, about 500 files)
+// fail the mount with a clear error and leave nothing behind; a volume near
+// the budget refreshes.
 func TestTmpfsCap(t *testing.T) {
 	sc := newScope(t)
 	// Three files of 900 KiB each (the file store reads at most 1 MiB per
 	// object): 2.7 MiB for a 2 MiB tmpfs.
-	var opts []string
+	var opts, names []string
 	for i := range 3 {
 		name := env.name(fmt.Sprintf("big%d", i))
+		names = append(names, name)
 		if err := env.writeFile(name, bytes.Repeat([]byte{'a' + byte(i)}, 900<<10)); err != nil {
 			t.Fatal(err)
 		}
@@ -76,11 +78,22 @@ func TestTmpfsCap(t *testing.T) {
 	wantNoHostMount(t, manyVol)
 	wantNoMountIDs(t, manyVol)
 
-	// Within the cap, the same volume options work.
-	ok := sc.createVolume("fits", opts[0], opts[1])
-	if out := sc.mustRun([]string{"-v", ok + ":/run/secrets"}, "sh", "-c", "wc -c /run/secrets/part0 /run/secrets/part1 | tail -1"); !strings.Contains(out, strconv.Itoa(2*900<<10)) {
+	// Within the cap, the same volume options work, and a refresh of the
+	// 1.8 MiB volume finds room for the new version beside the old.
+	ok := sc.createVolume("fits", opts[0], opts[1], "refresh=1s")
+	c := sc.start("fits", "-v", ok+":/run/secrets")
+	if out := mustDocker(t, "exec", c, "sh", "-c", "wc -c /run/secrets/part0 /run/secrets/part1 | tail -1"); !strings.Contains(out, strconv.Itoa(2*900<<10)) {
 		t.Fatalf("want two 900 KiB files, wc says %q", out)
 	}
+	if err := env.writeFile(names[0], bytes.Repeat([]byte{'z'}, 900<<10)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the refreshed 900 KiB file in the container", func() string {
+		if out := mustDocker(t, "exec", c, "head", "-c", "1", "/run/secrets/part0"); out != "z" {
+			return fmt.Sprintf("part0 starts with %q; volume Status %v", out, inspectVolume(t, ok).Status)
+		}
+		return ""
+	})
 }
 
 // pluginPid finds the plugin's process: /dsv in the plugin's cgroup.
