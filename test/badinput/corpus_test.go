@@ -39,9 +39,9 @@ func (m *noMounts) record(call string) error {
 }
 
 func (m *noMounts) MountTmpfs(dir string, _ int64, _ int) error { return m.record("MountTmpfs " + dir) }
-func (m *noMounts) SetReadOnly(dir string, _ bool) error { return m.record("SetReadOnly " + dir) }
-func (m *noMounts) Unmount(dir string) error             { return m.record("Unmount " + dir) }
-func (m *noMounts) MountsUnder(string) ([]string, error) { return nil, nil }
+func (m *noMounts) SetReadOnly(dir string, _ bool) error        { return m.record("SetReadOnly " + dir) }
+func (m *noMounts) Unmount(dir string) error                    { return m.record("Unmount " + dir) }
+func (m *noMounts) MountsUnder(string) ([]string, error)        { return nil, nil }
 
 // plugin is the real driver over the real backends, as cmd/dsv builds it,
 // with temporary folders and no network: Create contacts no backend.
