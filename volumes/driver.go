@@ -307,6 +307,16 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	v.removed = true
 	_ = os.Remove(filepath.Join(d.cfg.Root, v.name))
+	// Leases held for containers from before a restart end with the
+	// volume: Docker removes it only once no container references it.
+	if v.stopRefresh != nil {
+		v.stopRefresh()
+		v.stopRefresh = nil
+	}
+	if leases := v.leases; len(leases) > 0 {
+		v.leases = nil
+		go d.revoke(req.Name, &content{leases: leases})
+	}
 	d.log.Info().Str("volume", req.Name).Msg("removed")
 	return nil
 }

@@ -443,3 +443,27 @@ func TestFitsCountsFilesAndBytes(t *testing.T) {
 		t.Fatal("one byte over the budget fits")
 	}
 }
+
+// TestRemoveEndsLeasesFromBeforeRestart: Docker removes a volume whose
+// containers from before a restart are gone (their unmounts never came):
+// the leases held for them are revoked and no longer renewed.
+func TestRemoveEndsLeasesFromBeforeRestart(t *testing.T) {
+	h := newHarness(t)
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir"})
+	h.mount("creds", "c1")
+	h.stopAll()
+	h.mounter = newFakeMounter() // dockerd restarted: the tmpfs is gone
+	h.drv = h.start()
+	if err := h.drv.Remove(&volume.RemoveRequest{Name: "creds"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "the lease revoked at Remove", func() bool {
+		_, revoked, _ := h.leased.snapshot()
+		return revoked["database/creds/app/lease-1"]
+	})
+	before := h.leased.renewTries()
+	time.Sleep(600 * time.Millisecond) // two renewal periods of the 300ms lease
+	if n := h.leased.renewTries() - before; n != 0 {
+		t.Fatalf("the lease of a removed volume was renewed %d times", n)
+	}
+}
