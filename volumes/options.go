@@ -356,8 +356,23 @@ func (p *optionParser) parseMulti(top, multi map[string]string) []Object {
 				p.bad(k, "%v", err)
 				continue
 			}
+			// The volume's backend options (region, version-stage, a
+			// backend's own parameters) are defaults for the files of
+			// that backend only: a file of another backend would get
+			// options it does not take.
+			volBackend := p.def.Backend
+			if b, ok := inherit[secrets.OptBackend]; ok {
+				volBackend = b
+			}
+			fileBackend := volBackend
+			if b, ok := spec[secrets.OptBackend]; ok {
+				fileBackend = b
+			}
 			merged := map[string]string{}
 			for ik, iv := range inherit {
+				if fileBackend != volBackend && p.backendSpecific(ik) {
+					continue
+				}
 				merged[ik] = iv
 			}
 			for sk, sv := range spec {
@@ -393,6 +408,12 @@ func (p *optionParser) inherit(top map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// backendSpecific reports whether a volume-level option addresses secrets
+// of one backend.
+func (p *optionParser) backendSpecific(k string) bool {
+	return k == secrets.OptRegion || k == secrets.OptVersionStage || p.isParam(k)
 }
 
 func (p *optionParser) isParam(k string) bool {

@@ -238,3 +238,23 @@ func shortenMap(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+// TestMixedBackendVolumesAccepted: a volume's backend options are defaults
+// for the files of its backend only, so one volume may mix backends with
+// volume-level region, version-stage or namespace.
+func TestMixedBackendVolumesAccepted(t *testing.T) {
+	p := newPlugin(t)
+	for name, opts := range map[string]map[string]string{
+		"mixed-namespace": {"backend": "vault", "namespace": "team-a", "file.a": "secret=secret/app/db", "file.b": "secret=prod/x,backend=aws"},
+		"mixed-region":    {"backend": "aws", "region": "eu-west-1", "version-stage": "AWSPREVIOUS", "file.a": "secret=prod/x", "file.b": "secret=secret/app/db,backend=vault", "file.c": "secret=db-password,backend=file"},
+	} {
+		if err := p.drv.Create(&volume.CreateRequest{Name: name, Options: opts}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// The volume's own backend still gets them, and still checks them.
+	err := p.drv.Create(&volume.CreateRequest{Name: "bad-region", Options: map[string]string{"backend": "aws", "region": "nowhere-1", "file.a": "secret=prod/x"}})
+	if err == nil || !strings.Contains(err.Error(), "region") {
+		t.Fatalf("a bad volume-level region for an aws file: %v", err)
+	}
+}
