@@ -162,6 +162,12 @@ func parseRequest(ref secrets.Ref) (request, error) {
 }
 
 // validPath checks a Vault path as users write it: secret/app/db.
+// reservedMounts are Vault's own mounts. Read or written with the plugin's
+// token they would hand it out (auth/token/lookup-self), mint children
+// (auth/token/create), or show Vault's configuration: never a volume's
+// secret, whatever ALLOW says.
+var reservedMounts = map[string]bool{"auth": true, "sys": true, "cubbyhole": true}
+
 func validPath(p string) error {
 	switch {
 	case p == "":
@@ -179,6 +185,9 @@ func validPath(p string) error {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("%q: control characters are not allowed", quoted(p))
 		}
+	}
+	if first, _, _ := strings.Cut(p, "/"); reservedMounts[first] {
+		return fmt.Errorf("%q: paths under auth/, sys/ and cubbyhole/ reach the plugin's own Vault token and Vault's configuration, not secrets; dsv does not serve them", quoted(p))
 	}
 	for _, seg := range strings.Split(p, "/") {
 		switch seg {

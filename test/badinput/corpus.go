@@ -258,6 +258,9 @@ func Cases() []Case {
 		{Name: "vault path with a trailing /", Options: vault("secret", "secret/app/"), Want: []string{`option "secret": "secret/app/": empty path segment`}},
 		{Name: "vault key with wrap-ttl", Options: vault("key", "password", "wrap-ttl", "5m"), Want: []string{`option "key": cannot be used with "wrap-ttl"`}},
 		{Name: "vault version-id with method=write", Options: vault("secret", "pki/issue/web", "method", "write", "version-id", "2"), Want: []string{`option "version-id": only for reads`}},
+		{Name: "vault: the plugin's own token", Options: vault("secret", "auth/token/lookup-self", "key", "id"), Want: []string{`option "secret": "auth/token/lookup-self": paths under auth/, sys/ and cubbyhole/ reach the plugin's own Vault token`}},
+		{Name: "vault: minting a token", Options: vault("secret", "auth/token/create", "method", "write"), Want: []string{`option "secret": "auth/token/create": paths under auth/`}},
+		{Name: "vault: sys/ in a template", Options: map[string]string{"template": `{{ secret "vault" "sys/config/state/sanitized" }}`}, Want: []string{`"sys/config/state/sanitized": paths under auth/, sys/ and cubbyhole/`}},
 		{Name: "vault option in a file spec", Options: map[string]string{"file.db": "backend=vault,secret=secret/app/db,method=erase"}, Want: []string{`option "file.db": option "method": "erase" is not read or write`}},
 
 		// Conflicting options.
