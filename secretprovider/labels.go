@@ -47,6 +47,9 @@ var notForSwarmPrefixes = []string{"file.", "template.", "template-file."}
 type request struct {
 	ref    secrets.Ref
 	format string
+	// scoped: the value was read for this service (its identity, or a
+	// secret restricted to one). It must not be reused for other tasks.
+	scoped bool
 }
 
 // identity is the backend identity a service reads with, and where it came
@@ -112,10 +115,9 @@ func (p *Provider) parse(secretName string, secretLabels map[string]string, serv
 		// ParseRef names the unknown backend.
 	case !acceptsIdentity && restricted:
 		problems = append(problems, fmt.Errorf("label %q: backend %q has no identities", LabelPrefix+OptIdentity, backend))
-	case !acceptsIdentity && svc.source == serviceLabelSource:
-		problems = append(problems, fmt.Errorf("%s of service %q: backend %q of this secret has no identities; remove the label, or use a backend that has them", svc.source, serviceName, backend))
 	case !acceptsIdentity:
-		// An identity from the service name applies where backends have them.
+		// A service's identity applies where backends have them: a
+		// service with a Vault identity may also read aws or file secrets.
 	case restricted && svc.name == "":
 		problems = append(problems, fmt.Errorf("label %q: this secret may only be read with identity %q, and service %q has no identity; deploy it with the service label %s%s=%s",
 			LabelPrefix+OptIdentity, required, serviceName, LabelPrefix, OptIdentity, required))
@@ -124,6 +126,7 @@ func (p *Provider) parse(secretName string, secretLabels map[string]string, serv
 			LabelPrefix+OptIdentity, required, serviceName, svc.name, svc.source))
 	case svc.name != "":
 		raw[OptIdentity] = svc.name
+		req.scoped = true
 	}
 
 	ref, rest, errs := secrets.ParseRef(secretName, raw, p.cfg.DefaultBackend, p.cfg.Registry)

@@ -80,40 +80,44 @@ func New(cfg Config) (*Provider, error) {
 // when it dispatches a task that uses the secret; an Err fails that task.
 func (p *Provider) Get(req dockersecrets.Request) dockersecrets.Response {
 	log := p.log.With().Str("secret", req.SecretName).Str("service", req.ServiceName).Str("task", req.TaskName).Logger()
-	value, sec, err := p.get(req)
+	value, sec, scoped, err := p.get(req)
 	if err != nil {
 		log.Warn().Err(err).Msg("secret refused")
 		return dockersecrets.Response{Err: fmt.Sprintf("dsv: secret %q for service %q: %v", req.SecretName, req.ServiceName, err)}
 	}
-	ev := log.Info().Str("version", sec.Version).Bool("doNotReuse", sec.Unique())
+	// A value read with a service's identity must not be reused: Swarm
+	// would keep it on the node under the secret's id, and a task of
+	// another service that dsv refuses would fall back to it.
+	doNotReuse := sec.Unique() || scoped
+	ev := log.Info().Str("version", sec.Version).Bool("doNotReuse", doNotReuse)
 	if sec.Lease != nil {
 		ev = ev.Str("leaseDuration", sec.Lease.Duration.String())
 	}
 	ev.Msg("secret served")
-	return dockersecrets.Response{Value: value, DoNotReuse: sec.Unique()}
+	return dockersecrets.Response{Value: value, DoNotReuse: doNotReuse}
 }
 
-func (p *Provider) get(req dockersecrets.Request) ([]byte, secrets.Secret, error) {
+func (p *Provider) get(req dockersecrets.Request) (value []byte, sec secrets.Secret, scoped bool, err error) {
 	r, err := p.parse(req.SecretName, req.SecretLabels, req.ServiceName, req.ServiceLabels)
 	if err != nil {
-		return nil, secrets.Secret{}, err
+		return nil, secrets.Secret{}, false, err
 	}
 	if err := p.cfg.Allow.Check(r.ref); err != nil {
-		return nil, secrets.Secret{}, err
+		return nil, secrets.Secret{}, false, err
 	}
 	// The fetcher bounds each backend call; this bounds the wait, which
 	// includes a second read when a single-use value was shared.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.Fetcher.Timeout())
 	defer cancel()
-	sec, err := p.cfg.Fetcher.Fetch(ctx, r.ref, false)
+	sec, err = p.cfg.Fetcher.Fetch(ctx, r.ref, false)
 	if err != nil {
-		return nil, secrets.Secret{}, err
+		return nil, secrets.Secret{}, false, err
 	}
-	value := sec.Value
+	value = sec.Value
 	if r.format != FormatRaw {
 		if value, err = p.cfg.Format(r.format, value); err != nil {
-			return nil, secrets.Secret{}, fmt.Errorf("%v: label %q: %w", r.ref, LabelPrefix+OptFormat, err)
+			return nil, secrets.Secret{}, false, fmt.Errorf("%v: label %q: %w", r.ref, LabelPrefix+OptFormat, err)
 		}
 	}
-	return value, sec, nil
+	return value, sec, r.scoped, nil
 }

@@ -241,8 +241,9 @@ func TestIdentity(t *testing.T) {
 			secretLabels: map[string]string{"dsv.backend": "ids"}, wantErr: []string{`service label "dsv.identity" of service "x": must not be empty`}},
 		{name: "unknown service label", service: "x", serviceLabels: map[string]string{"dsv.backend": "ids"},
 			secretLabels: map[string]string{"dsv.backend": "ids"}, wantErr: []string{`unknown service label "dsv.backend" of service "x"; the only dsv service label is dsv.identity`}},
-		{name: "service label, backend without identities", service: "web", serviceLabels: map[string]string{"dsv.identity": "web"},
-			wantErr: []string{`service label "dsv.identity" of service "web": backend "file" of this secret has no identities`}},
+		// A service with a Vault identity may also read secrets of
+		// backends without identities.
+		{name: "service label, backend without identities", service: "web", serviceLabels: map[string]string{"dsv.identity": "web"}},
 		{name: "service name, backend without identities", fromServiceName: true, service: "web"},
 		{name: "secret label, backend without identities", service: "web", secretLabels: map[string]string{"dsv.identity": "web"},
 			wantErr: []string{`label "dsv.identity": backend "file" has no identities`}},
@@ -270,10 +271,15 @@ func TestIdentity(t *testing.T) {
 				t.Fatalf("Get: %s", resp.Err)
 			}
 			if tt.secretLabels["dsv.backend"] != "ids" {
-				if string(resp.Value) != "file-value" {
-					t.Fatalf("Get = %q, want the file's value", resp.Value)
+				if string(resp.Value) != "file-value" || resp.DoNotReuse {
+					t.Fatalf("Get = %q (DoNotReuse %v), want the file's value, reusable", resp.Value, resp.DoNotReuse)
 				}
 				return
+			}
+			// Read for this service: Swarm must not keep it where a task of
+			// another service, refused by dsv, would find it.
+			if resp.DoNotReuse != (tt.wantIdentity != "") {
+				t.Errorf("DoNotReuse = %v for identity %q; want it exactly when an identity was used", resp.DoNotReuse, tt.wantIdentity)
 			}
 			ref := h.ids.lastRead(t)
 			got, has := ref.Params[OptIdentity]
