@@ -80,6 +80,9 @@ type settings struct {
 }
 
 // loadSettings reads the environment and reports every bad value at once.
+// settingsErrPrefix starts the error that lists every bad setting.
+const settingsErrPrefix = "invalid plugin settings: "
+
 func loadSettings(getenv func(string) string) (settings, error) {
 	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second}
 	var problems []string
@@ -140,7 +143,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	}
 	s.Vault = vc
 	if len(problems) > 0 {
-		return s, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
+		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
 	return s, nil
 }
@@ -158,7 +161,7 @@ func backendSettings(s settings, backends []string) (*allowlist.List, error) {
 		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
-		return nil, errors.New("invalid plugin settings: " + strings.Join(problems, "; "))
+		return nil, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
 	return allow, nil
 }
@@ -183,9 +186,12 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		debug.SetGCPercent(gcPercent)
 	}
 
+	// Every bad setting is reported at once: each costs the user a
+	// disable, set, enable cycle.
+	var problems []string
 	s, err := loadSettings(getenv)
 	if err != nil {
-		return err
+		problems = append(problems, err.Error())
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	// Stdout: dockerd logs a plugin's stderr at level error, its stdout at info.
@@ -193,18 +199,25 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 
 	vd, err := vault.New(s.Vault, log)
 	if err != nil {
-		return fmt.Errorf("invalid plugin settings: %w", err)
+		problems = append(problems, err.Error())
+	} else {
+		defer vd.Close()
 	}
-	defer vd.Close()
+	allow, err := backendSettings(s, []string{awssm.Name, file.Name, vault.Name})
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		for i, p := range problems {
+			problems[i] = strings.TrimPrefix(p, settingsErrPrefix)
+		}
+		return errors.New(settingsErrPrefix + strings.Join(problems, "; "))
+	}
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 	)
-	if err != nil {
-		return err
-	}
-	allow, err := backendSettings(s, reg.Names())
 	if err != nil {
 		return err
 	}
@@ -231,6 +244,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	// Before vd.Close (defers run last first): a renewal or replacement
+	// caught by the shutdown finishes, or stops, while Vault is still open.
+	defer drv.Close()
 	provider, err := secretprovider.New(secretprovider.Config{
 		Registry:                reg,
 		Fetcher:                 fetcher,

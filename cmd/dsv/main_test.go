@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +110,32 @@ func TestBackendSettings(t *testing.T) {
 				t.Errorf("ALLOW has %d patterns, want %d", allow.Len(), tt.patterns)
 			}
 		})
+	}
+}
+
+// TestRunNamesEveryBadSetting: settings read by the three stages (the
+// settings themselves, the vault client, backends and ALLOW) are reported
+// in one error, so one `docker plugin set` can fix them all.
+func TestRunNamesEveryBadSetting(t *testing.T) {
+	env := map[string]string{
+		"TIMEOUT": "5", "LOG_LEVEL": "loud", "AWS_REGION": "useast1",
+		"BACKEND": "gcp", "ALLOW": "gcp:x",
+	}
+	// Vault's client reads its variables from the process environment.
+	t.Setenv("VAULT_SKIP_VERIFY", "maybe")
+	dir := t.TempDir()
+	err := run(context.Background(), []string{"-socket", filepath.Join(dir, "dsv.sock"), "-state", filepath.Join(dir, "state.json"), "-mounts", filepath.Join(dir, "mnt")},
+		func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("run started with bad settings")
+	}
+	msg := err.Error()
+	for _, want := range []string{"TIMEOUT", "LOG_LEVEL", "AWS_REGION", "VAULT_SKIP_VERIFY", `BACKEND "gcp"`, `ALLOW: entry "gcp:x"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not name %s:\n%s", want, msg)
+		}
+	}
+	if strings.Count(msg, "invalid plugin settings") != 1 {
+		t.Errorf("want one list of problems:\n%s", msg)
 	}
 }
