@@ -102,13 +102,13 @@ func (p *Provider) get(req dockersecrets.Request) (value []byte, sec secrets.Sec
 	if err != nil {
 		return nil, secrets.Secret{}, false, err
 	}
-	if err := p.cfg.Allow.Check(r.ref); err != nil {
-		return nil, secrets.Secret{}, false, err
-	}
 	// The fetcher bounds each backend call; this bounds the wait, which
 	// includes a second read when a single-use value was shared.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.Fetcher.Timeout())
 	defer cancel()
+	if err := p.cfg.Allow.CheckAllRead(ctx, p.cfg.Registry, []secrets.Ref{r.ref}); err != nil {
+		return nil, secrets.Secret{}, false, err
+	}
 	sec, err = p.cfg.Fetcher.Fetch(ctx, r.ref, false)
 	if err != nil {
 		return nil, secrets.Secret{}, false, err

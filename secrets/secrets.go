@@ -62,6 +62,14 @@ type Lease struct {
 	Renewable bool          `json:"renewable"`
 }
 
+// Canonicalizer is implemented by backends where one object goes by more
+// than one name (Vault KV v2: secret/app/db and secret/data/app/db).
+// Canonical returns the name the object is known by, which the ALLOW
+// setting judges before a read. It may ask the backend (a mount lookup).
+type Canonicalizer interface {
+	Canonical(ctx context.Context, ref Ref) (string, error)
+}
+
 // LeaseManager is implemented by backends whose secrets carry leases.
 type LeaseManager interface {
 	// Renew extends a lease and returns its new terms.

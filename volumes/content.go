@@ -87,7 +87,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 	// The one check before every read, at mount and refresh alike: ALLOW
 	// may have changed since create, and a template file may name new
 	// secrets.
-	if err := d.cfg.Allow.CheckAll(refs); err != nil {
+	if err := d.cfg.Allow.CheckAllRead(ctx, d.cfg.Registry, refs); err != nil {
 		return nil, err
 	}
 

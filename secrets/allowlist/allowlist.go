@@ -15,6 +15,7 @@
 package allowlist
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -132,7 +133,13 @@ func (l *List) Check(ref secrets.Ref) error {
 		return nil
 	}
 	pats := l.patterns[ref.Backend]
+	arn := strings.HasPrefix(ref.Name, "arn:")
 	for _, p := range pats {
+		// An ARN names account and region: only a pattern that is an ARN
+		// too may match it ('*' also matches ':'), or ** (everything).
+		if arn != strings.HasPrefix(p.text, "arn:") && p.text != "**" {
+			continue
+		}
 		if p.re.MatchString(ref.Name) {
 			return nil
 		}
@@ -147,6 +154,45 @@ func (l *List) Check(ref secrets.Ref) error {
 		texts[i] = p.text
 	}
 	return secrets.Fail(obj, secrets.ErrAccessDenied, fmt.Sprintf("allowed for %s: %s", ref.Backend, strings.Join(texts, ", ")), ErrNotAllowed)
+}
+
+// CheckAllRead is CheckAll before a read: an object of a backend where it
+// has several names (secrets.Canonicalizer) must also be allowed under the
+// name it is known by, so that secret/data/db cannot pass for a pattern
+// written for secret/*/db.
+func (l *List) CheckAllRead(ctx context.Context, reg *secrets.Registry, refs []secrets.Ref) error {
+	if err := l.CheckAll(refs); err != nil || l.Len() == 0 {
+		return err
+	}
+	var errs []error
+	seen := map[[2]string]bool{}
+	for _, r := range refs {
+		k := [2]string{r.Backend, r.Name}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		b, ok := reg.Get(r.Backend)
+		c, canon := b.(secrets.Canonicalizer)
+		if !ok || !canon {
+			continue
+		}
+		name, err := c.Canonical(ctx, r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if name == r.Name {
+			continue
+		}
+		if err := l.Check(secrets.Ref{Backend: r.Backend, Name: name}); err != nil {
+			errs = append(errs, fmt.Errorf("%q is the object %q: %w", r.Name, name, err))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return refusals(errs)
 }
 
 // CheckAll checks every ref and reports every refused object once, in the

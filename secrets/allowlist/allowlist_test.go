@@ -1,6 +1,7 @@
 package allowlist
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -288,4 +289,74 @@ func FuzzAllowList(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestARNsMatchOnlyARNPatterns: '*' also matches ':', so a name pattern
+// would match the ARN of a secret of any account and region: an ARN is
+// matched by ARN patterns (or **) only.
+func TestARNsMatchOnlyARNPatterns(t *testing.T) {
+	other := "arn:aws:secretsmanager:eu-west-1:999999999999:secret:db-public"
+	for _, tt := range []struct {
+		spec, name string
+		want       bool
+	}{
+		{"aws:*-public", other, false},
+		{"aws:*-public", "db-public", true},
+		{"aws:**", other, true},
+		{"aws:arn:aws:secretsmanager:*:123456789012:secret:*", other, false},
+		{"aws:arn:aws:secretsmanager:*:999999999999:secret:*", other, true},
+	} {
+		l, err := Parse(tt.spec, backends)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Check(secrets.Ref{Backend: "aws", Name: tt.name}) == nil; got != tt.want {
+			t.Errorf("%s allows %s = %v, want %v", tt.spec, tt.name, got, tt.want)
+		}
+	}
+}
+
+// canonicalBackend names secret/data/X as secret/X, as Vault KV v2 does.
+type canonicalBackend struct{ calls int }
+
+func (b *canonicalBackend) Name() string               { return "vault" }
+func (b *canonicalBackend) Validate(secrets.Ref) error { return nil }
+func (b *canonicalBackend) Fetch(context.Context, secrets.Ref) (secrets.Secret, error) {
+	return secrets.Secret{}, errors.New("not read in this test")
+}
+func (b *canonicalBackend) Canonical(_ context.Context, ref secrets.Ref) (string, error) {
+	b.calls++
+	if rest, ok := strings.CutPrefix(ref.Name, "secret/data/"); ok {
+		return "secret/" + rest, nil
+	}
+	return ref.Name, nil
+}
+
+// TestCheckAllReadJudgesTheCanonicalName: secret/data/db matches a pattern
+// meant for secret/*/db as written, but is the object secret/db.
+func TestCheckAllReadJudgesTheCanonicalName(t *testing.T) {
+	b := &canonicalBackend{}
+	reg, err := secrets.NewRegistry(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Parse("vault:secret/*/db vault:secret/data/app/*", backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	err = l.CheckAllRead(ctx, reg, []secrets.Ref{{Backend: "vault", Name: "secret/data/db"}})
+	if !errors.Is(err, secrets.ErrAccessDenied) || !strings.Contains(err.Error(), `"secret/data/db" is the object "secret/db"`) {
+		t.Fatalf("secret/data/db under secret/*/db: %v", err)
+	}
+	// The logical name, allowed as written.
+	if err := l.CheckAllRead(ctx, reg, []secrets.Ref{{Backend: "vault", Name: "secret/app/db"}}); err != nil {
+		t.Fatalf("secret/app/db: %v", err)
+	}
+	// No ALLOW: nothing is asked of the backend.
+	b.calls = 0
+	var none *List
+	if err := none.CheckAllRead(ctx, reg, []secrets.Ref{{Backend: "vault", Name: "secret/data/db"}}); err != nil || b.calls != 0 {
+		t.Fatalf("without ALLOW: %v, %d lookups", err, b.calls)
+	}
 }

@@ -198,6 +198,22 @@ func TestIntegrationKV(t *testing.T) {
 	if n := len(d.mounts); n != 3 {
 		t.Errorf("cached mounts = %d, want 3 (secret/, kv1/, team/kv/; none for nomount/)", n)
 	}
+
+	// The names ALLOW judges: a KV v2 secret without data/, whatever the
+	// volume wrote; other paths as written.
+	for in, want := range map[string]string{
+		"secret/data/app/db": "secret/app/db",
+		"secret/app/db":      "secret/app/db",
+		"secret/data/data/x": "secret/data/x",
+		"team/kv/data/app":   "team/kv/app",
+		"kv1/data/app":       "kv1/data/app", // KV v1: data/ is a folder
+		"kv1/app/db":         "kv1/app/db",
+	} {
+		got, err := d.Canonical(fetchCtx(t), secrets.Ref{Backend: Name, Name: in})
+		if err != nil || got != want {
+			t.Errorf("Canonical(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
 }
 
 func fetchCtx(t *testing.T) context.Context {

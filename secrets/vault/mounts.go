@@ -123,6 +123,18 @@ func underPrefix(path, prefix string) bool {
 	return prefix != "" && (path+"/" == prefix || strings.HasPrefix(path, prefix))
 }
 
+// logicalPath names a KV v2 secret as the CLI does: without the data/ that
+// may follow its mount. Other paths are their own name.
+func logicalPath(m mountInfo, path string) string {
+	if m.kv != 2 || m.prefix == "" {
+		return path
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimPrefix(path, m.prefix), "data/"); ok && strings.HasPrefix(path, m.prefix) {
+		return m.prefix + rest
+	}
+	return path
+}
+
 // apiPath is the path to request for path in mount m: KV v2 reads go to
 // MOUNT/data/REST; a path that already has data/ after the mount is kept.
 func apiPath(m mountInfo, path string) (string, error) {

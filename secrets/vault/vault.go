@@ -181,6 +181,24 @@ func (d *Driver) namespace(req request) string {
 	return d.cfg.Namespace
 }
 
+var _ secrets.Canonicalizer = (*Driver)(nil)
+
+// Canonical names the object ref reads as the Vault CLI does (KV v2 without
+// data/), for the ALLOW setting: secret/data/db is the object secret/db.
+// It looks the mount up (cached), with the volume's identity.
+func (d *Driver) Canonical(ctx context.Context, ref secrets.Ref) (string, error) {
+	ctx = withAttempts(ctx)
+	req, err := parseRequest(ref)
+	if err != nil {
+		return "", secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
+	}
+	m, err := d.mount(ctx, ref, d.session(req.identity), d.namespace(req), req.path)
+	if err != nil {
+		return "", err
+	}
+	return logicalPath(m, req.path), nil
+}
+
 // Fetch reads a secret. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	ctx = withAttempts(ctx)

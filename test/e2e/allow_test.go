@@ -53,3 +53,17 @@ func TestAllowList(t *testing.T) {
 	wantNoHostMount(t, early)
 	wantNoMountIDs(t, early)
 }
+
+// TestAllowListVaultNames: a KV v2 secret named with data/ is judged by
+// the name it is known by. secret/data/app/db matches a pattern written
+// for secret/TEAM/app/db as written, and so passes create (no Vault call
+// there), but it is the object secret/app/db: the mount is refused.
+func TestAllowListVaultNames(t *testing.T) {
+	newVaultFixture(t)
+	changePluginSettings(t, map[string]string{"ALLOW": "vault:secret/*/app/db"})
+	sc := newScope(t)
+	vol := sc.createVolume("allow-kv-data", "backend=vault", "secret=secret/data/app/db", "key=password")
+	r := sc.runFail([]string{"-v", vol + ":/run/secrets/s"}, "cat", "/run/secrets/s")
+	wantContains(t, "docker run's error", r.stderr, vol, `"secret/data/app/db" is the object "secret/app/db"`, "not allowed by the plugin's ALLOW setting")
+	wantNoHostMount(t, vol)
+}
