@@ -101,14 +101,22 @@ for d in "${host_dirs[@]}"; do
 done
 
 # A rebuild is an upgrade: the old plugin's volumes (its state file, which
-# holds names, options and mount ids, never a value) and its settings carry
-# over, so `docker volume ls` still lists every volume afterwards.
+# holds names, options and mount ids, never a value) and the settings its
+# user changed carry over, so `docker volume ls` still lists every volume
+# afterwards. A setting left at the old default takes the new default.
+settings_fmt='{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
+defaults_fmt='{{range .Config.Env}}{{.Name}}={{.Value}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
 old_settings=()
 if docker plugin inspect "$name" >/dev/null 2>&1; then
 	old_id=$(docker plugin inspect -f '{{.Id}}' "$name")
 	docker_root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
 	old_state=$docker_root/plugins/$old_id/rootfs/var/lib/dsv/state.json
-	mapfile -t old_settings < <(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name" | sed '/^$/d')
+	mapfile -t old_defaults < <(docker plugin inspect -f "$defaults_fmt" "$name" | sed '/^$/d')
+	while IFS= read -r kv; do
+		[[ -n $kv ]] || continue
+		# Only what the user changed from the old plugin's defaults.
+		printf '%s\n' "${old_defaults[@]}" | grep -qxF -- "$kv" || old_settings+=("$kv")
+	done < <(docker plugin inspect -f "$settings_fmt" "$name")
 	step "remove plugin $name"
 	docker plugin disable -f "$name" >/dev/null 2>&1 || true
 	if [[ -f $old_state ]]; then
@@ -121,17 +129,23 @@ step "docker plugin create $name"
 docker plugin create "$name" "$plugin_dir" >/dev/null
 rm -f "$rootfs/var/lib/dsv/state.json"
 if ((${#old_settings[@]})); then
-	mapfile -t new_settings < <(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name" | sed '/^$/d')
-	changed=()
+	# Settable names of the new plugin: env values, and mount sources.
+	settable=$(docker plugin inspect -f '{{range .Config.Env}}{{.Name}} {{range .Settable}}{{.}},{{end}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source {{range .Settable}}{{.}},{{end}}{{println}}{{end}}' "$name")
+	kept=() dropped=()
 	for kv in "${old_settings[@]}"; do
+		key=${kv%%=*}
 		# A mount whose host folder is gone would stop the plugin from enabling.
-		if [[ $kv == *.source=* && ! -d ${kv#*=} ]]; then continue; fi
-		printf '%s\n' "${new_settings[@]}" | grep -qxF -- "$kv" || changed+=("$kv")
+		if [[ $kv == *.source=* && ! -d ${kv#*=} ]]; then dropped+=("$key (folder gone)"); continue; fi
+		if ! grep -qE "^${key//./\\.} .*(value|source)," <<<"$settable"; then dropped+=("$key (not a setting any more)"); continue; fi
+		case $key in
+		# Keys in argv would show in the process list: set them again by hand.
+		AWS_SECRET_ACCESS_KEY | AWS_SESSION_TOKEN | VAULT_TOKEN) dropped+=("$key (a credential: set it again, or use the credentials mount)"); continue ;;
+		esac
+		# One at a time: one refused setting must not cost the others.
+		if docker plugin set "$name" "$kv" >/dev/null 2>&1; then kept+=("$key"); else dropped+=("$key (refused)"); fi
 	done
-	if ((${#changed[@]})); then
-		step "kept settings: ${changed[*]%%=*}"
-		docker plugin set "$name" "${changed[@]}" >/dev/null
-	fi
+	((${#kept[@]} == 0)) || step "kept settings: ${kept[*]}"
+	((${#dropped[@]} == 0)) || step "NOT kept: $(IFS=';'; echo "${dropped[*]}")"
 fi
 if ((enable)); then
 	step "docker plugin enable $name"
