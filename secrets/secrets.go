@@ -60,6 +60,10 @@ type Lease struct {
 	ID        string        `json:"id"`
 	Duration  time.Duration `json:"duration"`
 	Renewable bool          `json:"renewable"`
+	// Issuer identifies what the lease lives no longer than, when the
+	// backend says (Vault: the login token that read it, by a hash of its
+	// accessor; never a credential). Opaque; persisted with the lease.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // Canonicalizer is implemented by backends where one object goes by more
@@ -68,6 +72,15 @@ type Lease struct {
 // setting judges before a read. It may ask the backend (a mount lookup).
 type Canonicalizer interface {
 	Canonical(ctx context.Context, ref Ref) (string, error)
+}
+
+// IssuerNotifier is implemented by backends whose leases end with what
+// issued them (Vault: a lease ends with the login token that read it).
+// IssuerEnded receives a value when an issuer ended or is about to: the
+// holders of leases should renew them at once, and Renew fails for those
+// whose issuer is gone, so that a fresh secret replaces them in time.
+type IssuerNotifier interface {
+	IssuerEnded() <-chan struct{}
 }
 
 // LeaseManager is implemented by backends whose secrets carry leases.

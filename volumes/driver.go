@@ -99,6 +99,9 @@ type vol struct {
 	digest [32]byte
 	// stopRefresh ends the volume's refresh loop; nil when none runs.
 	stopRefresh context.CancelFunc
+	// kick makes the loop renew the volume's leases now (their issuer
+	// ended); buffered, never closed.
+	kick chan struct{}
 }
 
 // mountSlack is what a mount may take beyond the TIMEOUT setting: writing
@@ -114,10 +117,15 @@ type Driver struct {
 	vols map[string]*vol
 	// loops counts running refresh loops, for Close.
 	loops sync.WaitGroup
+	// stopWatch ends the goroutines that wait for backends' issuers to end.
+	stopWatch context.CancelFunc
 }
 
 // Close stops every refresh loop and waits for them; mounted tmpfs stay.
 func (d *Driver) Close() {
+	if d.stopWatch != nil {
+		d.stopWatch()
+	}
 	d.mu.Lock()
 	for _, v := range d.vols {
 		if v.stopRefresh != nil {
@@ -154,7 +162,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	for name, r := range recs {
-		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases, dynamic: r.Dynamic}
+		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases, dynamic: r.Dynamic, kick: make(chan struct{}, 1)}
 		for _, id := range r.MountIDs {
 			v.ids[id] = struct{}{}
 		}
@@ -170,6 +178,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 	}
 	d.resume()
+	d.watchIssuers()
 	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
 	return d, nil
 }
@@ -226,7 +235,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		}
 		return fmt.Errorf("volume %q already exists with different options; remove it first with: docker volume rm %s", req.Name, req.Name)
 	}
-	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}, stale: map[string]struct{}{}}
+	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}, stale: map[string]struct{}{}, kick: make(chan struct{}, 1)}
 	d.vols[req.Name] = v
 	if err := d.saveLocked(); err != nil {
 		delete(d.vols, req.Name)

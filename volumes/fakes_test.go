@@ -174,10 +174,13 @@ type leaseBackend struct {
 	tries     int // renewal attempts, failed ones included
 	renewals  map[string]int
 	revoked   map[string]bool
+	ended     chan struct{} // IssuerEnded
 }
 
+func (b *leaseBackend) IssuerEnded() <-chan struct{} { return b.ended }
+
 func newLeaseBackend(ttl time.Duration) *leaseBackend {
-	return &leaseBackend{ttl: ttl, renewable: true, renewals: map[string]int{}, revoked: map[string]bool{}}
+	return &leaseBackend{ttl: ttl, renewable: true, renewals: map[string]int{}, revoked: map[string]bool{}, ended: make(chan struct{}, 1)}
 }
 
 func (b *leaseBackend) Name() string               { return "leased" }

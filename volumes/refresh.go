@@ -78,10 +78,19 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 			timer.Stop()
 			return
 		case <-timer.C:
+		case <-v.kick:
+			timer.Stop()
+			if !renewAt.IsZero() {
+				renewAt = d.cfg.Now()
+			}
 		}
 
 		refetch := false
 		if !renewAt.IsZero() && !d.cfg.Now().Before(renewAt) {
+			select {
+			case <-v.kick: // a request to renew now, being met
+			default:
+			}
 			if !d.renewLeases(ctx, v) {
 				refetch = true
 				renewFailures++
@@ -365,8 +374,58 @@ func (d *Driver) resume() {
 			d.seal(v, d.dir(v.name))
 		}
 		d.startRefresh(v)
+		// Leases read by the previous process: their issuer (a Vault
+		// login token) may have gone with it. Renew now, which replaces
+		// them if so.
+		if len(v.leases) > 0 {
+			kick(v)
+		}
 	}
 	for name, leases := range revoke {
 		go d.revoke(name, &content{leases: leases})
+	}
+}
+
+// kick asks v's loop to renew its leases now.
+func kick(v *vol) {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchIssuers renews at once the leases of a backend whose issuer ended
+// (secrets.IssuerNotifier: a Vault login token reached its end, and its
+// leases with it): Renew then fails for the leases it issued, and a fresh
+// secret replaces them before they are gone.
+func (d *Driver) watchIssuers() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopWatch = cancel
+	for _, name := range d.cfg.Registry.Names() {
+		b, _ := d.cfg.Registry.Get(name)
+		n, ok := b.(secrets.IssuerNotifier)
+		if !ok {
+			continue
+		}
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-n.IssuerEnded():
+				}
+				d.mu.Lock()
+				for _, v := range d.vols {
+					for _, l := range v.leases {
+						if l.Ref.Backend == name {
+							kick(v)
+							break
+						}
+					}
+				}
+				d.mu.Unlock()
+				d.log.Info().Str("backend", name).Msg("a login that issued leases ended; renewing them now")
+			}
+		}()
 	}
 }

@@ -467,3 +467,24 @@ func TestRemoveEndsLeasesFromBeforeRestart(t *testing.T) {
 		t.Fatalf("the lease of a removed volume was renewed %d times", n)
 	}
 }
+
+// TestIssuerEndedReplacesLeases: the backend says the login that issued
+// leases ended (Vault: the token reached its max TTL, and its leases end
+// with it). Volumes holding its leases renew at once, not at two thirds of
+// an hour-long TTL; the renewal fails, and fresh credentials replace them.
+func TestIssuerEndedReplacesLeases(t *testing.T) {
+	h := newHarness(t)
+	h.leased.ttl = time.Hour
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir", "filename": "creds.json"})
+	mp := h.mount("creds", "c1")
+	h.leased.set(func(b *leaseBackend) { b.renewErr = errors.New("the vault token that read this lease has ended") })
+	h.leased.ended <- struct{}{}
+	eventually(t, 2*time.Second, "fresh credentials swapped in", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "creds.json"))
+		return strings.Contains(string(b), "u2")
+	})
+	eventually(t, time.Second, "the ended lease revoked", func() bool {
+		_, revoked, _ := h.leased.snapshot()
+		return revoked["database/creds/app/lease-1"]
+	})
+}

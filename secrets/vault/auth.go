@@ -2,6 +2,8 @@ package vault
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +42,7 @@ type session struct {
 
 	mu     sync.Mutex
 	token  string // "" until the next login
+	issuer string // the token's issuer id (see issuerID); "" if unknown
 	gen    uint64 // counts logins; a token is known by its generation
 	stop   func() // stops the renewal of the current token
 	closed bool
@@ -103,6 +106,7 @@ func (s *session) login(ctx context.Context) (held, error) {
 	}
 	s.gen++
 	s.token = a.ClientToken
+	s.issuer = issuerID(a.Accessor)
 	if s.closed {
 		return held{s.token, s.gen}, nil
 	}
@@ -147,7 +151,8 @@ func (s *session) watch(a *api.SecretAuth, gen uint64) func() {
 	return w.Stop
 }
 
-// drop forgets the token of generation gen, if it is still the current one.
+// drop forgets the token of generation gen, if it is still the current one,
+// and tells the leases' holders: the leases it read end with it.
 func (s *session) drop(gen uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,7 +164,29 @@ func (s *session) drop(gen uint64) bool {
 		s.stop()
 		s.stop = nil
 	}
+	s.d.signalEnded()
 	return true
+}
+
+// issuerOf is the issuer id of token if it is the session's current token,
+// else "".
+func (s *session) issuerOf(token string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if token != s.token {
+		return ""
+	}
+	return s.issuer
+}
+
+// issuerID names a login token in lease records without revealing it: a
+// hash of its accessor (itself not a credential). "" when Vault gave none.
+func issuerID(accessor string) string {
+	if accessor == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte("dsv lease issuer\x00" + accessor))
+	return hex.EncodeToString(sum[:8])
 }
 
 // valid reports whether Vault still accepts token. A token Vault rejects
@@ -234,7 +261,8 @@ func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error
 		return nil, authFail(secrets.ErrUnavailable, "vault's token lookup answer is unreadable", err)
 	}
 	renewable, _ := sec.TokenIsRenewable()
-	return &api.SecretAuth{ClientToken: token, LeaseDuration: int(ttl / time.Second), Renewable: renewable}, nil
+	accessor, _ := sec.Data["accessor"].(string)
+	return &api.SecretAuth{ClientToken: token, Accessor: accessor, LeaseDuration: int(ttl / time.Second), Renewable: renewable}, nil
 }
 
 // appRoleAuth logs in with AppRole. A wrapped secret-id is unwrapped once:

@@ -654,3 +654,84 @@ func TestIntegrationDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIntegrationLeaseIssuer: Vault ends a lease with the token that read
+// it. A lease records its token (by a hash of its accessor); when an
+// AppRole token reaches its max TTL the driver says so (IssuerEnded), and
+// Renew refuses the leases of the old token, so that their holders read
+// fresh ones. A re-login with the same token (a token file) keeps them.
+func TestIntegrationLeaseIssuer(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	s := vaulttest.Start(t)
+	s.Enable(t, "database", "database", nil)
+	s.ConfigurePostgres(t, "database", "pg", pg.URL(), pgtest.SuperUser, pg.Password, "app")
+	s.CreateDatabaseRole(t, "database", "app", vaulttest.DatabaseRole{
+		DBName:             "pg",
+		CreationStatements: []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
+		DefaultTTL:         time.Hour,
+		MaxTTL:             2 * time.Hour,
+	})
+	s.PutPolicy(t, "creds", `path "database/creds/app" { capabilities = ["read"] }`)
+	s.EnableAuth(t, "approle", "approle")
+	roleID := s.CreateAppRole(t, "approle", "app", vaulttest.RoleOptions{Policies: []string{"creds"}, TokenTTL: 2 * time.Second, TokenMaxTTL: 5 * time.Second})
+	ref := secrets.Ref{Backend: Name, Name: "database/creds/app"}
+
+	t.Run("approle token at its max TTL", func(t *testing.T) {
+		d, _ := realDriver(t, s, func(c *Config) {
+			c.Auth = AuthAppRole
+			writeFile(t, c.RoleIDFile, roleID)
+			writeFile(t, c.SecretIDFile, s.SecretID(t, "approle", "app"))
+		})
+		first, err := d.Fetch(fetchCtx(t), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Lease == nil || first.Lease.Issuer == "" {
+			t.Fatalf("lease %+v: want its issuer", first.Lease)
+		}
+		if strings.Contains(first.Lease.Issuer, d.session("").current()) {
+			t.Fatal("the issuer shows the token")
+		}
+		select {
+		case <-d.IssuerEnded():
+		case <-time.After(15 * time.Second):
+			t.Fatal("no IssuerEnded within 15s of a token with a 5s max TTL")
+		}
+		_, err = d.Renew(fetchCtx(t), ref, *first.Lease)
+		if err == nil || !strings.Contains(err.Error(), "has ended") {
+			t.Fatalf("Renew() of a lease of the ended token = %v, want it refused", err)
+		}
+		second, err := d.Fetch(fetchCtx(t), ref)
+		if err != nil || second.Lease == nil || second.Lease.Issuer == first.Lease.Issuer {
+			t.Fatalf("Fetch() after the re-login = %+v, %v: want a lease of the new token", second.Lease, err)
+		}
+		if _, err := d.Renew(fetchCtx(t), ref, *second.Lease); err != nil {
+			t.Fatalf("Renew() of the new token's lease = %v", err)
+		}
+		// What the refusal is for: Vault revoked the old token's lease.
+		var creds struct{ Username, Password string }
+		if err := json.Unmarshal(first.Value, &creds); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); pg.CanLogin(fetchCtx(t), creds.Username, creds.Password) == nil; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the first credentials still log in 10s after their token ended")
+			}
+		}
+	})
+
+	t.Run("token file: the same token after a re-login", func(t *testing.T) {
+		d, _ := realDriver(t, s, nil)
+		sec, err := d.Fetch(fetchCtx(t), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		se := d.session("")
+		se.drop(se.logins())
+		<-d.IssuerEnded()
+		if _, err := d.Renew(fetchCtx(t), ref, *sec.Lease); err != nil {
+			t.Fatalf("Renew() after a re-login with the same token = %v", err)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -25,11 +26,20 @@ func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease
 	increment := int(lease.Duration / time.Second)
 	var sec *api.Secret
 	err = d.call(ctx, s, func(token string) error {
+		// Vault ends a lease with the token that read it: one read with a
+		// token this process no longer holds (it ended, or the plugin
+		// restarted and logged in anew) cannot be kept alive.
+		if now := s.issuerOf(token); lease.Issuer != "" && now != "" && now != lease.Issuer {
+			return errIssuerEnded
+		}
 		var err error
 		sec, err = d.client(ns, token).Sys().RenewWithContext(ctx, lease.ID, increment)
 		return err
 	})
 	log := d.log.With().Str("secret", ref.Name).Str("namespace", ns).Str("identity", s.label()).Str("lease", leasePrefix(lease.ID)).Logger()
+	if errors.Is(err, errIssuerEnded) {
+		return secrets.Lease{}, secrets.Fail(ref, secrets.ErrUnavailable, "a fresh secret replaces it", err)
+	}
 	if err != nil {
 		err = d.classify(ctx, ref, op{kind: opRenew, path: "sys/leases/renew"}, err)
 		log.Debug().Err(err).Msg("lease renewal failed")
@@ -46,9 +56,13 @@ func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease
 	if out.ID == "" {
 		out.ID = lease.ID
 	}
+	out.Issuer = lease.Issuer
 	log.Debug().Dur("lease_ttl", out.Duration).Bool("renewable", out.Renewable).Msg("lease renewed")
 	return out, nil
 }
+
+// errIssuerEnded: the lease was read with a login token that has ended.
+var errIssuerEnded = errors.New("the vault token that read this lease has ended, and the lease with it")
 
 // Revoke ends a lease with the identity and namespace of ref. It uses
 // sys/leases/revoke/LEASE_ID, so that a policy can allow revoking the

@@ -51,12 +51,17 @@ type Driver struct {
 	sessions map[string]*session // by identity; "" is the plugin's login
 	mounts   map[mountKey]mountInfo
 	closed   bool
+
+	// ended is signalled when a login token ends (at its maximum TTL, or
+	// rejected): the leases it issued end with it.
+	ended chan struct{}
 }
 
 var (
 	_ secrets.SecretStoreDriver = (*Driver)(nil)
 	_ secrets.ParamsDriver      = (*Driver)(nil)
 	_ secrets.LeaseManager      = (*Driver)(nil)
+	_ secrets.IssuerNotifier    = (*Driver)(nil)
 )
 
 // New returns the vault backend. It checks the settings and builds the
@@ -90,7 +95,20 @@ func New(cfg Config, log zerolog.Logger) (*Driver, error) {
 		addr:     base.Address(),
 		sessions: map[string]*session{},
 		mounts:   map[mountKey]mountInfo{},
+		ended:    make(chan struct{}, 1),
 	}, nil
+}
+
+// IssuerEnded is signalled when a login token ends: Vault revokes every
+// lease a token read when the token ends, so their holders must replace
+// them (Renew refuses a lease of a token that is no longer the session's).
+func (d *Driver) IssuerEnded() <-chan struct{} { return d.ended }
+
+func (d *Driver) signalEnded() {
+	select {
+	case d.ended <- struct{}{}:
+	default:
+	}
 }
 
 // Name returns "vault".
@@ -238,7 +256,9 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 	log.Debug().Str("path", path).Msg("fetching")
 
 	var sec *api.Secret
+	var issuer string
 	err = d.call(ctx, s, func(token string) error {
+		issuer = s.issuerOf(token)
 		c := d.client(ns, token)
 		if req.wrapTTL > 0 {
 			ttl := strconv.Itoa(int(req.wrapTTL / time.Second))
@@ -269,6 +289,9 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 	if err != nil {
 		log.Debug().Err(err).Msg("fetch failed")
 		return secrets.Secret{}, err
+	}
+	if out.Lease != nil {
+		out.Lease.Issuer = issuer
 	}
 	ev := log.Debug().Str("version", out.Version)
 	if out.Lease != nil {
