@@ -276,6 +276,20 @@ func newHarnessWith(t *testing.T, refresh time.Duration) *harness {
 	return h
 }
 
+// newKernelHarness is newHarnessWith over real tmpfs mounts; it skips the
+// test unless it runs as root (CI does).
+func newKernelHarness(t *testing.T, refresh time.Duration) *harness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount tmpfs; CI runs it as root")
+	}
+	h := newHarnessWith(t, refresh)
+	h.stopAll()
+	h.kernel = KernelMounter{}
+	h.drv = h.start()
+	return h
+}
+
 // start builds a driver from the state on disk, as a plugin restart does.
 func (h *harness) start() *Driver {
 	h.t.Helper()

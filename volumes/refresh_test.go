@@ -396,13 +396,7 @@ func TestRefreshSettingSkipsDynamicContent(t *testing.T) {
 // (real tmpfs; root only). A version over the budget is refused with both
 // limits named.
 func TestRefreshNearTheCap(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount tmpfs; CI runs it as root")
-	}
-	h := newHarnessWith(t, 30*time.Millisecond)
-	h.stopAll()
-	h.kernel = KernelMounter{}
-	h.drv = h.start() // TmpfsSize 1 MiB
+	h := newKernelHarness(t, 30*time.Millisecond) // TmpfsSize 1 MiB
 	big := func(c string) string { return strings.Repeat(c, 700<<10) }
 	h.backend.set("big", big("a"))
 	h.create("big", map[string]string{"layout": "dir", "filename": "blob"})

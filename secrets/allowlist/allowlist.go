@@ -164,35 +164,21 @@ func (l *List) CheckAllRead(ctx context.Context, reg *secrets.Registry, refs []s
 	if err := l.CheckAll(refs); err != nil || l.Len() == 0 {
 		return err
 	}
-	var errs []error
-	seen := map[[2]string]bool{}
-	for _, r := range refs {
-		k := [2]string{r.Backend, r.Name}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
+	return eachObject(refs, func(r secrets.Ref) error {
 		b, ok := reg.Get(r.Backend)
 		c, canon := b.(secrets.Canonicalizer)
 		if !ok || !canon {
-			continue
+			return nil
 		}
 		name, err := c.Canonical(ctx, r)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if name == r.Name {
-			continue
+		if err != nil || name == r.Name {
+			return err
 		}
 		if err := l.Check(secrets.Ref{Backend: r.Backend, Name: name}); err != nil {
-			errs = append(errs, fmt.Errorf("%q is the object %q: %w", r.Name, name, err))
+			return fmt.Errorf("%q is the object %q: %w", r.Name, name, err)
 		}
-	}
-	if len(errs) == 0 {
 		return nil
-	}
-	return refusals(errs)
+	})
 }
 
 // CheckAll checks every ref and reports every refused object once, in the
@@ -201,6 +187,12 @@ func (l *List) CheckAll(refs []secrets.Ref) error {
 	if l.Len() == 0 {
 		return nil
 	}
+	return eachObject(refs, l.Check)
+}
+
+// eachObject runs check once per object (backend and name) of refs, in
+// order, and lists every refusal.
+func eachObject(refs []secrets.Ref, check func(secrets.Ref) error) error {
 	var errs []error
 	seen := map[[2]string]bool{}
 	for _, r := range refs {
@@ -209,7 +201,7 @@ func (l *List) CheckAll(refs []secrets.Ref) error {
 			continue
 		}
 		seen[k] = true
-		if err := l.Check(r); err != nil {
+		if err := check(r); err != nil {
 			errs = append(errs, err)
 		}
 	}

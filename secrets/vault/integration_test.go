@@ -588,8 +588,10 @@ func TestIntegrationWrite(t *testing.T) {
 	wantErr(t, err, secrets.ErrNotFound, "param.*")
 }
 
-func TestIntegrationDatabase(t *testing.T) {
-	t.Parallel()
+// startDatabase runs PostgreSQL and a Vault whose database engine issues
+// logins of role database/creds/app with these TTLs.
+func startDatabase(t *testing.T, ttl, maxTTL time.Duration) (*pgtest.Server, *vaulttest.Server) {
+	t.Helper()
 	pg := pgtest.Start(t)
 	s := vaulttest.Start(t)
 	s.Enable(t, "database", "database", nil)
@@ -597,9 +599,15 @@ func TestIntegrationDatabase(t *testing.T) {
 	s.CreateDatabaseRole(t, "database", "app", vaulttest.DatabaseRole{
 		DBName:             "pg",
 		CreationStatements: []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
-		DefaultTTL:         10 * time.Second,
-		MaxTTL:             time.Minute,
+		DefaultTTL:         ttl,
+		MaxTTL:             maxTTL,
 	})
+	return pg, s
+}
+
+func TestIntegrationDatabase(t *testing.T) {
+	t.Parallel()
+	pg, s := startDatabase(t, 10*time.Second, time.Minute)
 	d, _ := realDriver(t, s, nil)
 	f, reg := fetcher(t, d)
 	ref := parse(t, reg, map[string]string{"secret": "database/creds/app"})
@@ -662,16 +670,7 @@ func TestIntegrationDatabase(t *testing.T) {
 // fresh ones. A re-login with the same token (a token file) keeps them.
 func TestIntegrationLeaseIssuer(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.Start(t)
-	s := vaulttest.Start(t)
-	s.Enable(t, "database", "database", nil)
-	s.ConfigurePostgres(t, "database", "pg", pg.URL(), pgtest.SuperUser, pg.Password, "app")
-	s.CreateDatabaseRole(t, "database", "app", vaulttest.DatabaseRole{
-		DBName:             "pg",
-		CreationStatements: []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
-		DefaultTTL:         time.Hour,
-		MaxTTL:             2 * time.Hour,
-	})
+	pg, s := startDatabase(t, time.Hour, 2*time.Hour)
 	s.PutPolicy(t, "creds", `path "database/creds/app" { capabilities = ["read"] }`)
 	s.EnableAuth(t, "approle", "approle")
 	roleID := s.CreateAppRole(t, "approle", "app", vaulttest.RoleOptions{Policies: []string{"creds"}, TokenTTL: 2 * time.Second, TokenMaxTTL: 5 * time.Second})
