@@ -355,6 +355,7 @@ func (d *Driver) revoke(volume string, c *content) {
 // again; the others are revoked.
 func (d *Driver) resume() {
 	var loops []*vol
+	leased := map[*vol]bool{}
 	revoke := map[string][]heldLease{}
 	d.mu.Lock()
 	for _, v := range d.vols {
@@ -363,6 +364,7 @@ func (d *Driver) resume() {
 			revoke[v.name], v.leases = v.leases, nil
 		case v.mounted || len(v.leases) > 0:
 			loops = append(loops, v)
+			leased[v] = len(v.leases) > 0
 		}
 	}
 	_ = d.saveLocked()
@@ -373,13 +375,14 @@ func (d *Driver) resume() {
 		if v.mounted {
 			d.seal(v, d.dir(v.name))
 		}
-		d.startRefresh(v)
 		// Leases read by the previous process: their issuer (a Vault
-		// login token) may have gone with it. Renew now, which replaces
-		// them if so.
-		if len(v.leases) > 0 {
+		// login token) may have gone with it. Renew first thing, which
+		// replaces them if so. Before the loop starts: its first renewal
+		// meets this request.
+		if leased[v] {
 			kick(v)
 		}
+		d.startRefresh(v)
 	}
 	for name, leases := range revoke {
 		go d.revoke(name, &content{leases: leases})
