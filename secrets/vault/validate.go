@@ -75,7 +75,7 @@ func (d *Driver) checkIdentity(name string) error {
 	fi, err := os.Stat(dir)
 	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("option %q: unknown identity %q: no directory %s; create it with %s and %s files holding the identity's AppRole credentials",
-			OptIdentity, name, dir, roleIDName, secretIDName)
+			OptIdentity, quoted(name), secrets.Clip(dir, 160), roleIDName, secretIDName)
 	}
 	var missing []string
 	for _, f := range []string{roleIDName, secretIDName} {
@@ -84,7 +84,7 @@ func (d *Driver) checkIdentity(name string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("option %q: identity %q: %s has no %s file", OptIdentity, name, dir, strings.Join(missing, " or "))
+		return fmt.Errorf("option %q: identity %q: %s has no %s file", OptIdentity, quoted(name), secrets.Clip(dir, 160), strings.Join(missing, " or "))
 	}
 	return nil
 }
