@@ -104,6 +104,27 @@ type vol struct {
 	kick chan struct{}
 }
 
+func newVol(name string, opts Options, created time.Time) *vol {
+	return &vol{name: name, opts: opts, created: created, ids: map[string]struct{}{}, stale: map[string]struct{}{}, kick: make(chan struct{}, 1)}
+}
+
+// stopLoop ends v's refresh loop, if one runs. d.mu must be held.
+func (v *vol) stopLoop() {
+	if v.stopRefresh != nil {
+		v.stopRefresh()
+		v.stopRefresh = nil
+	}
+}
+
+// end stops v's loop and hands over its leases for the caller to revoke:
+// no container holds its content any more. d.mu must be held.
+func (v *vol) end() []heldLease {
+	v.stopLoop()
+	leases := v.leases
+	v.leases = nil
+	return leases
+}
+
 // mountSlack is what a mount may take beyond the TIMEOUT setting: writing
 // the files, and a read that ignores its deadline a moment longer.
 const mountSlack = time.Second
@@ -128,10 +149,7 @@ func (d *Driver) Close() {
 	}
 	d.mu.Lock()
 	for _, v := range d.vols {
-		if v.stopRefresh != nil {
-			v.stopRefresh()
-			v.stopRefresh = nil
-		}
+		v.stopLoop()
 	}
 	d.mu.Unlock()
 	d.loops.Wait()
@@ -162,7 +180,8 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	for name, r := range recs {
-		v := &vol{name: name, opts: r.Options, created: r.CreatedAt, ids: map[string]struct{}{}, stale: map[string]struct{}{}, leases: r.Leases, dynamic: r.Dynamic, kick: make(chan struct{}, 1)}
+		v := newVol(name, r.Options, r.CreatedAt)
+		v.leases, v.dynamic = r.Leases, r.Dynamic
 		for _, id := range r.MountIDs {
 			v.ids[id] = struct{}{}
 		}
@@ -235,7 +254,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		}
 		return fmt.Errorf("volume %q already exists with different options; remove it first with: docker volume rm %s", req.Name, req.Name)
 	}
-	v := &vol{name: req.Name, opts: opts, created: d.cfg.Now().UTC(), ids: map[string]struct{}{}, stale: map[string]struct{}{}, kick: make(chan struct{}, 1)}
+	v := newVol(req.Name, opts, d.cfg.Now().UTC())
 	d.vols[req.Name] = v
 	if err := d.saveLocked(); err != nil {
 		delete(d.vols, req.Name)
@@ -318,12 +337,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	_ = os.Remove(filepath.Join(d.cfg.Root, v.name))
 	// Leases held for containers from before a restart end with the
 	// volume: Docker removes it only once no container references it.
-	if v.stopRefresh != nil {
-		v.stopRefresh()
-		v.stopRefresh = nil
-	}
-	if leases := v.leases; len(leases) > 0 {
-		v.leases = nil
+	if leases := v.end(); len(leases) > 0 {
 		go d.revoke(req.Name, &content{leases: leases})
 	}
 	d.log.Info().Str("volume", req.Name).Msg("removed")
@@ -443,11 +457,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	}
 	var leases []heldLease
 	if last {
-		leases, v.leases = v.leases, nil
-		if v.stopRefresh != nil {
-			v.stopRefresh()
-			v.stopRefresh = nil
-		}
+		leases = v.end()
 	}
 	err = d.saveLocked()
 	d.mu.Unlock()

@@ -355,7 +355,6 @@ func (d *Driver) revoke(volume string, c *content) {
 // again; the others are revoked.
 func (d *Driver) resume() {
 	var loops []*vol
-	leased := map[*vol]bool{}
 	revoke := map[string][]heldLease{}
 	d.mu.Lock()
 	for _, v := range d.vols {
@@ -364,7 +363,13 @@ func (d *Driver) resume() {
 			revoke[v.name], v.leases = v.leases, nil
 		case v.mounted || len(v.leases) > 0:
 			loops = append(loops, v)
-			leased[v] = len(v.leases) > 0
+			// Leases read by the previous process: their issuer (a
+			// Vault login token) may have gone with it. Renew first
+			// thing, which replaces them if so; asked before the loop
+			// starts, so its first renewal meets the request.
+			if len(v.leases) > 0 {
+				kick(v)
+			}
 		}
 	}
 	_ = d.saveLocked()
@@ -374,13 +379,6 @@ func (d *Driver) resume() {
 	for _, v := range loops {
 		if v.mounted {
 			d.seal(v, d.dir(v.name))
-		}
-		// Leases read by the previous process: their issuer (a Vault
-		// login token) may have gone with it. Renew first thing, which
-		// replaces them if so. Before the loop starts: its first renewal
-		// meets this request.
-		if leased[v] {
-			kick(v)
 		}
 		d.startRefresh(v)
 	}
