@@ -192,6 +192,12 @@ func (r *Registry) Get(name string) (SecretStoreDriver, bool) {
 	return d, ok
 }
 
+// LeaseManager returns the named driver's lease manager, if it is one.
+func (r *Registry) LeaseManager(name string) (LeaseManager, bool) {
+	lm, ok := r.drivers[name].(LeaseManager)
+	return lm, ok
+}
+
 // Names lists the registered backends, sorted, for error messages and docs.
 func (r *Registry) Names() []string {
 	names := make([]string, 0, len(r.drivers))

@@ -287,9 +287,8 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 	ok := true
 	renewed := make([]heldLease, 0, len(leases))
 	for _, l := range leases {
-		backend, found := d.cfg.Registry.Get(l.Ref.Backend)
-		lm, isLM := backend.(secrets.LeaseManager)
-		if !found || !isLM || !l.Lease.Renewable {
+		lm, isLM := d.cfg.Registry.LeaseManager(l.Ref.Backend)
+		if !isLM || !l.Lease.Renewable {
 			ok = false
 			renewed = append(renewed, l)
 			continue
@@ -333,9 +332,8 @@ func (d *Driver) revoke(volume string, c *content) {
 		return
 	}
 	for _, l := range c.leases {
-		backend, found := d.cfg.Registry.Get(l.Ref.Backend)
-		lm, ok := backend.(secrets.LeaseManager)
-		if !found || !ok || l.Lease.ID == "" {
+		lm, ok := d.cfg.Registry.LeaseManager(l.Ref.Backend)
+		if !ok || l.Lease.ID == "" {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout())

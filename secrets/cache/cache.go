@@ -167,9 +167,8 @@ func (f *Fetcher) revoke(ref secrets.Ref, sec secrets.Secret) {
 	if sec.Lease == nil || sec.Lease.ID == "" {
 		return
 	}
-	backend, ok := f.reg.Get(ref.Backend)
-	lm, isLM := backend.(secrets.LeaseManager)
-	if !ok || !isLM {
+	lm, ok := f.reg.LeaseManager(ref.Backend)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
