@@ -129,7 +129,7 @@ func logicalPath(m mountInfo, path string) string {
 	if m.kv != 2 || m.prefix == "" {
 		return path
 	}
-	if rest, ok := strings.CutPrefix(strings.TrimPrefix(path, m.prefix), "data/"); ok && strings.HasPrefix(path, m.prefix) {
+	if rest, ok := strings.CutPrefix(path, m.prefix+"data/"); ok {
 		return m.prefix + rest
 	}
 	return path

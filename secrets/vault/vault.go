@@ -205,31 +205,42 @@ var _ secrets.Canonicalizer = (*Driver)(nil)
 // data/), for the ALLOW setting: secret/data/db is the object secret/db.
 // It looks the mount up (cached), with the volume's identity.
 func (d *Driver) Canonical(ctx context.Context, ref secrets.Ref) (string, error) {
-	ctx = withAttempts(ctx)
-	req, err := parseRequest(ref)
-	if err != nil {
-		return "", secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
-	}
-	m, err := d.mount(ctx, ref, d.session(req.identity), d.namespace(req), req.path)
+	t, err := d.locate(withAttempts(ctx), ref)
 	if err != nil {
 		return "", err
 	}
-	return logicalPath(m, req.path), nil
+	return logicalPath(t.m, t.req.path), nil
+}
+
+// target is what a request of a reference reads: its options, the session
+// of its identity, its namespace, and the mount its path is under.
+type target struct {
+	req request
+	s   *session
+	ns  string
+	m   mountInfo
+}
+
+// locate parses ref and finds the mount its path is under (cached). ctx
+// comes from withAttempts.
+func (d *Driver) locate(ctx context.Context, ref secrets.Ref) (target, error) {
+	req, err := parseRequest(ref)
+	if err != nil {
+		return target{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
+	}
+	t := target{req: req, s: d.session(req.identity), ns: d.namespace(req)}
+	t.m, err = d.mount(ctx, ref, t.s, t.ns, req.path)
+	return t, err
 }
 
 // Fetch reads a secret. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	ctx = withAttempts(ctx)
-	req, err := parseRequest(ref)
-	if err != nil {
-		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
-	}
-	s := d.session(req.identity)
-	ns := d.namespace(req)
-	m, err := d.mount(ctx, ref, s, ns, req.path)
+	t, err := d.locate(ctx, ref)
 	if err != nil {
 		return secrets.Secret{}, err
 	}
+	req, s, ns, m := t.req, t.s, t.ns, t.m
 	log := d.log.With().
 		Str("secret", req.path).
 		Str("namespace", ns).
