@@ -48,6 +48,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/dsv-plugin/dsv/test/moto"
+
+	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
 // Targets the report checks.
@@ -101,20 +103,7 @@ type config struct {
 	ReadSecrets  int
 	Rotations    int
 	// Set holds extra plugin settings, KEY=VALUE, applied after the bench's.
-	Set settingList
-}
-
-// settingList is a repeatable KEY=VALUE flag.
-type settingList []string
-
-func (l *settingList) String() string { return strings.Join(*l, " ") }
-
-func (l *settingList) Set(v string) error {
-	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
-		return fmt.Errorf("%q: use KEY=VALUE", v)
-	}
-	*l = append(*l, v)
-	return nil
+	Set testproc.KeyValues
 }
 
 func parseFlags() (config, error) {

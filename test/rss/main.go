@@ -41,6 +41,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
 // Targets of the report: idle VmRSS <= 15 MB, read as 14.3 MiB; after 20
@@ -79,7 +81,7 @@ const pluginAPI = "application/vnd.docker.plugins.v1.2+json"
 type config struct {
 	bin, base string
 	config    string
-	env       envFlag
+	env       testproc.KeyValues
 	runs, n   int
 	wait      time.Duration
 	verbose   bool
@@ -112,19 +114,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rss:", err)
 		os.Exit(1)
 	}
-}
-
-// envFlag collects -env entries.
-type envFlag []string
-
-func (e *envFlag) String() string { return strings.Join(*e, " ") }
-
-func (e *envFlag) Set(v string) error {
-	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
-		return fmt.Errorf("%q is not KEY=VALUE", v)
-	}
-	*e = append(*e, v)
-	return nil
 }
 
 // status is the memory of one reading, in KiB as /proc gives it.

@@ -1,6 +1,7 @@
 // Package testproc holds what the packages that run real servers for the
-// tests (test/moto, test/vaulttest, test/pgtest) and the end-to-end suite
-// share: a free port, the tail of a process's output, the module's root.
+// tests (test/moto, test/vaulttest, test/pgtest), the end-to-end suite and
+// the measuring tools (test/bench, test/rss) share: a free port, the tail
+// of a process's output, the module's root, a KEY=VALUE flag.
 package testproc
 
 import (
@@ -10,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -51,6 +53,20 @@ func (b *TailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// KeyValues is a repeatable KEY=VALUE command-line flag (the test tools'
+// settings and environment).
+type KeyValues []string
+
+func (l *KeyValues) String() string { return strings.Join(*l, " ") }
+
+func (l *KeyValues) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: use KEY=VALUE", v)
+	}
+	*l = append(*l, v)
+	return nil
 }
 
 // ModuleRoot finds the directory of the go.mod above the working

@@ -45,3 +45,20 @@ func TestModuleRoot(t *testing.T) {
 		t.Fatalf("ModuleRoot = %s: %v", root, err)
 	}
 }
+
+func TestKeyValues(t *testing.T) {
+	var l KeyValues
+	for _, v := range []string{"A=1", "B=", "C=x=y"} {
+		if err := l.Set(v); err != nil {
+			t.Fatalf("Set(%q): %v", v, err)
+		}
+	}
+	for _, v := range []string{"A", "=1", ""} {
+		if err := l.Set(v); err == nil {
+			t.Errorf("Set(%q) accepted", v)
+		}
+	}
+	if l.String() != "A=1 B= C=x=y" {
+		t.Fatalf("String() = %q", l.String())
+	}
+}
