@@ -30,8 +30,7 @@ const (
 	hintFirewall      = "the vault's firewall refused the host's address; allow it in the vault's networking settings, or use a private endpoint"
 	hintToken         = "the vault refused the token; check that AZURE_TENANT_ID is the vault's tenant"
 	hintChallenge     = "the vault's authentication challenge names another domain than the vault URL's; check the vault URL (https://VAULT.vault.azure.net)"
-	hintNotFound      = "check the secret name, the vault URL and the version-id option"
-	hintDeleted       = "the secret is deleted (soft-delete keeps it recoverable); recover it in Key Vault"
+	hintNotFound      = "check the secret name, the vault URL and the version-id option; a deleted secret can be recovered in Key Vault"
 	hintBadRequest    = "the vault rejected the request; check the secret and version-id options"
 	hintDisabled      = "enable the version in Key Vault, or pin an enabled one with version-id"
 	hintThrottled     = "Key Vault throttled the request after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval"
@@ -188,12 +187,7 @@ func classifyResponse(ref secrets.Ref, re *azcore.ResponseError) error {
 	case re.StatusCode == http.StatusUnauthorized:
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintToken, e)
 	case re.StatusCode == http.StatusNotFound:
-		if e.code == "SecretNotFound" && strings.Contains(strings.ToLower(e.message), "deleted") {
-			return secrets.Fail(ref, secrets.ErrNotFound, hintDeleted, e)
-		}
 		return secrets.Fail(ref, secrets.ErrNotFound, hintNotFound, e)
-	case re.StatusCode == http.StatusConflict && strings.Contains(strings.ToLower(e.message), "deleted"):
-		return secrets.Fail(ref, secrets.ErrNotFound, hintDeleted, e)
 	case re.StatusCode == http.StatusBadRequest:
 		return secrets.Fail(ref, secrets.ErrNotFound, hintBadRequest, e)
 	case re.StatusCode == http.StatusTooManyRequests:
