@@ -54,7 +54,7 @@ func locate(ref secrets.Ref, defaultVault string) (location, error) {
 		case loc.Version != "" && !strings.EqualFold(loc.Version, ref.VersionID):
 			errs = append(errs, fmt.Errorf("option %q: %q differs from the version %q in the secret URL; give the version once",
 				secrets.OptVersionID, ref.VersionID, loc.Version))
-		default:
+		case loc.Version == "":
 			loc.Version = ref.VersionID
 		}
 	}
