@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -134,7 +135,7 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Driver, error) {
 		d.defaultVault = v
 	}
 	if d.newClient == nil {
-		opts, err := clientOptions(cfg, o.dial)
+		extra, err := readCAFile(cfg.CAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -144,8 +145,19 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Driver, error) {
 			// authority; one's own authority host answers for itself.
 			creds.DisableInstanceDiscovery = true
 		}
-		cred := newChain(creds, opts)
+		// Built at the first fetch: the SDK's clients and the system's
+		// CA pool cost memory that a plugin without azure volumes
+		// should not pay.
+		var (
+			once sync.Once
+			opts azcore.ClientOptions
+			cred *chain
+		)
 		d.newClient = func(vaultURL string) (API, error) {
+			once.Do(func() {
+				opts = clientOptions(cfg, extra, o.dial)
+				cred = newChain(creds, opts)
+			})
 			return azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{
 				ClientOptions:                        opts,
 				DisableChallengeResourceVerification: loopback(vaultURL),
@@ -155,9 +167,40 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Driver, error) {
 	return d, nil
 }
 
+// readCAFile reads the certificates of Config.CAFile, if set.
+func readCAFile(file string) ([]*x509.Certificate, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("setting AZURE_CA_FILE: %w", err)
+	}
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("setting AZURE_CA_FILE: %s: %w", file, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("setting AZURE_CA_FILE: %s holds no PEM certificate", file)
+	}
+	return certs, nil
+}
+
 // clientOptions are the SDK options of the vault clients and the
-// credentials: the transport (with Config.CAFile) and the cloud.
-func clientOptions(cfg Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (azcore.ClientOptions, error) {
+// credentials: the transport (trusting extra CAs besides the system's) and
+// the cloud.
+func clientOptions(cfg Config, extra []*x509.Certificate, dial func(ctx context.Context, network, addr string) (net.Conn, error)) azcore.ClientOptions {
 	var opts azcore.ClientOptions
 	if cfg.AuthorityHost != "" {
 		opts.Cloud = cloud.Configuration{
@@ -165,21 +208,18 @@ func clientOptions(cfg Config, dial func(ctx context.Context, network, addr stri
 			Services:                     map[cloud.ServiceName]cloud.ServiceConfiguration{},
 		}
 	}
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return opts, fmt.Errorf("setting AZURE_CA_FILE: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return opts, fmt.Errorf("setting AZURE_CA_FILE: %s holds no PEM certificate", cfg.CAFile)
-		}
-	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(extra) > 0 {
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		for _, c := range extra {
+			roots.AddCert(c)
+		}
+		tr.TLSClientConfig.RootCAs = roots
+	}
 	if dial != nil {
 		tr.DialContext = dial
 	}
@@ -187,7 +227,7 @@ func clientOptions(cfg Config, dial func(ctx context.Context, network, addr stri
 	tr.IdleConnTimeout = 90 * time.Second
 	opts.Transport = &http.Client{Transport: tr}
 	opts.Retry = policy.RetryOptions{MaxRetries: 2}
-	return opts, nil
+	return opts
 }
 
 // loopback reports whether a vault URL's host is a loopback IP address.
