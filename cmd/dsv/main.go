@@ -28,6 +28,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/vault"
@@ -81,6 +82,8 @@ type settings struct {
 	SwarmIdentityFromServiceName bool
 	// Vault holds the vault backend's settings (VAULT_*).
 	Vault vault.Config
+	// Azure holds the azure backend's settings (AZURE_*).
+	Azure azure.Config
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -158,6 +161,9 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	s.Vault = vc
+	if s.Azure, err = azure.ConfigFromEnv(getenv); err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
 	if len(problems) > 0 {
 		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
@@ -220,7 +226,11 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	} else {
 		defer vd.Close()
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, file.Name, vault.Name})
+	azd, err := azure.New(s.Azure, log)
+	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
+		problems = append(problems, err.Error())
+	}
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -234,6 +244,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
+		azd,
 	)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 )
 
@@ -63,6 +64,7 @@ func TestLoadSettings(t *testing.T) {
 				t.Errorf("VAULT_AUTH default = %q, want token", got.Vault.Auth)
 			}
 			got.Vault = vault.Config{} // the vault package tests its own settings
+			got.Azure = azure.Config{} // the azure package tests its own settings
 			if got != tt.want {
 				t.Fatalf("loadSettings() = %+v, want %+v", got, tt.want)
 			}
