@@ -33,7 +33,22 @@ type fakeMounter struct {
 	binds    map[string]string // mount point -> the tmpfs directory it shows
 	failOn   string            // "mount" or "bind": fail that call
 	mountLog []string
+	rwLog    []string // every mount point ever mounted read-write
 	n        int
+}
+
+// everWritable lists the mount points under root that were ever mounted
+// read-write.
+func (m *fakeMounter) everWritable(root string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, dir := range m.rwLog {
+		if strings.HasPrefix(dir, root+"/") {
+			out = append(out, dir)
+		}
+	}
+	return out
 }
 
 func newFakeMounter(base string) *fakeMounter {
@@ -55,6 +70,9 @@ func (m *fakeMounter) attach(target, dir string, ro bool) error {
 	}
 	m.mounted[dir] = ro
 	m.binds[dir] = target
+	if !ro {
+		m.rwLog = append(m.rwLog, dir)
+	}
 	return nil
 }
 

@@ -313,6 +313,29 @@ func TestOpenFileAcrossRotation(t *testing.T) {
 	}
 }
 
+// TestViewNeverWritable: containers mount what is under Root; nothing there
+// is ever writable, at mount or at any swap (the old design mounted the
+// tmpfs there read-write, then remounted it read-only after each write).
+func TestViewNeverWritable(t *testing.T) {
+	h := newHarnessWith(t, 20*time.Millisecond)
+	h.backend.set("rot", "v0")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	h.create("static", map[string]string{"secret": "rot", "refresh": "0"})
+	mp := h.mount("rot", "c1")
+	h.mount("static", "c1")
+	for i := 1; i <= 3; i++ {
+		v := fmt.Sprintf("v%d", i)
+		h.backend.set("rot", v)
+		eventually(t, 3*time.Second, v+" swapped in", func() bool {
+			b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+			return string(b) == v
+		})
+	}
+	if w := h.mounter.everWritable(h.root); len(w) > 0 {
+		t.Fatalf("mounted read-write where containers see it: %v", w)
+	}
+}
+
 // TestSwapKeepsServedLease: the lease of the content being served is kept
 // when a swap replaces content whose lease could not be renewed.
 func TestSwapKeepsServedLease(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,16 +160,28 @@ func TestReadOnlyViewAcrossRotation(t *testing.T) {
 		}
 	}
 	writes("before the rotation")
-	if err := replaceFile(file, []byte("v2")); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, "the rotated value in the container", func() string {
-		if got := readInContainer(t, other, "/s/ca.pem"); got != "v2" {
-			return "reads " + got
+	// A third container tries to write all the time, across the swaps: the
+	// old design opened a writable window at every swap (remount
+	// read-write, write, remount read-only).
+	racer := sc.container("ro-racer")
+	mustDocker(t, sc.runArgs(racer, true, []string{"-v", vol + ":/s"},
+		"sh", "-c", "while :; do if echo x 2>/dev/null >/s/planted; then echo WROTE; exit 0; fi; done")...)
+	for i := 2; i <= 6; i++ {
+		want := "v" + strconv.Itoa(i)
+		if err := replaceFile(file, []byte(want)); err != nil {
+			t.Fatal(err)
 		}
-		return ""
-	})
-	writes("after the rotation, with the old file held open")
+		eventually(t, 30*time.Second, "the rotated value in the container", func() string {
+			if got := readInContainer(t, other, "/s/ca.pem"); got != want {
+				return "reads " + got
+			}
+			return ""
+		})
+	}
+	if logs := mustDocker(t, "logs", racer); strings.Contains(logs, "WROTE") {
+		t.Errorf("a container wrote into the volume during a swap")
+	}
+	writes("after the rotations, with the first file held open")
 	st := inspectVolume(t, vol).Status
 	if st["lastError"] != nil {
 		t.Errorf("status after the rotation: %v", st)
