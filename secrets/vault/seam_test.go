@@ -653,3 +653,28 @@ func TestFetchRetriesUntilTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestFetchRefusesVaultsOwnMounts: a path that passes validPath but that
+// Vault places in one of its own mounts (however a proxy or a future Vault
+// spells it) is refused before it is read, and for ALLOW's lookup too.
+func TestFetchRefusesVaultsOwnMounts(t *testing.T) {
+	for _, engine := range []string{"system", "ns_system", "token", "ns_token", "cubbyhole", "ns_cubbyhole", "identity", "ns_identity"} {
+		t.Run(engine, func(t *testing.T) {
+			f := newFakeVault(t)
+			f.mounts["ops/"] = fakeMount{engine: engine}
+			f.answer("GET", "ops/x", 200, `{"data":{"token":"`+sentinel+`"}}`)
+			d, _ := fakeDriver(t, f, nil)
+			ref := secrets.Ref{Backend: Name, Name: "ops/x"}
+			_, err := d.Fetch(ctxFor(t), ref)
+			if !errors.Is(err, secrets.ErrBadValue) || !strings.Contains(err.Error(), "dsv does not serve") {
+				t.Fatalf("Fetch() = %v, want a refusal", err)
+			}
+			if _, err := d.Canonical(ctxFor(t), ref); !errors.Is(err, secrets.ErrBadValue) {
+				t.Fatalf("Canonical() = %v, want a refusal", err)
+			}
+			if n := len(f.requestsTo("ops/x")); n != 0 {
+				t.Fatalf("%d reads of ops/x, want none", n)
+			}
+		})
+	}
+}

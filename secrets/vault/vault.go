@@ -229,8 +229,16 @@ func (d *Driver) locate(ctx context.Context, ref secrets.Ref) (target, error) {
 		return target{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
 	}
 	t := target{req: req, s: d.session(req.identity), ns: d.namespace(req)}
-	t.m, err = d.mount(ctx, ref, t.s, t.ns, req.path)
-	return t, err
+	if t.m, err = d.mount(ctx, ref, t.s, t.ns, req.path); err != nil {
+		return t, err
+	}
+	// What validPath cannot see, Vault says: a path that reaches one of
+	// its own mounts however it is spelled.
+	if m := reservedEngine(t.m.engine); m != "" {
+		return t, secrets.Fail(ref, secrets.ErrBadValue,
+			fmt.Sprintf("vault says the path is in its %s/ mount (%s); dsv does not serve %s", m, reservedMounts[m], reservedList), nil)
+	}
+	return t, nil
 }
 
 // Fetch reads a secret. Errors are *secrets.Error.
