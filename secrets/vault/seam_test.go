@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,7 +25,7 @@ const sentinel = "hunter2-SENTINEL-value"
 
 // fakeDriver returns a driver for f that logs in with the token in its
 // token file, "tok", which f accepts. logs receives the driver's debug log.
-func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *bytes.Buffer) {
+func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *syncBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -49,13 +48,13 @@ func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *bytes.
 	if mod != nil {
 		mod(&cfg)
 	}
-	var logs bytes.Buffer
-	d, err := New(cfg, zerolog.New(&logs).Level(zerolog.DebugLevel))
+	logs := &syncBuffer{} // a login may log after its caller has returned
+	d, err := New(cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	return d, &logs
+	return d, logs
 }
 
 func ctxFor(t *testing.T) context.Context {
