@@ -278,6 +278,10 @@ func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error
 		}
 		return nil, loginError(d, err)
 	}
+	if sec == nil {
+		// An empty answer (a proxy's, say): no evidence the token is good.
+		return nil, authFail(secrets.ErrUnavailable, "vault answered the token lookup with nothing", nil)
+	}
 	ttl, err := sec.TokenTTL()
 	if err != nil {
 		return nil, authFail(secrets.ErrUnavailable, "vault's token lookup answer is unreadable", err)

@@ -30,6 +30,8 @@ type fakeVault struct {
 	// noMounts answers 404 to sys/internal/ui/mounts, like a Vault (or a
 	// proxy) without the endpoint.
 	noMounts bool
+	// emptyLookup answers auth/token/lookup-self with 200 and no body.
+	emptyLookup bool
 	// stall, when set, picks requests (by API path) that get no answer:
 	// they are held until their client goes away, as by a Vault that
 	// accepted the connection and hangs.
@@ -175,6 +177,9 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case path == "auth/token/lookup-self" && f.emptyLookup:
+		w.WriteHeader(200)
+		return
 	case path == "auth/token/lookup-self":
 		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": 0, "renewable": false}})
 		return

@@ -366,6 +366,15 @@ func TestLogin(t *testing.T) {
 			wantKind: secrets.ErrAccessDenied, want: "VAULT_TOKEN setting: it is invalid or expired",
 		},
 		{
+			// Vault (or a proxy) answers 200 with no body: no token, and
+			// no panic.
+			name: "empty token lookup",
+			setup: func(t *testing.T, f *fakeVault, c *Config) {
+				f.emptyLookup = true
+			},
+			wantKind: secrets.ErrUnavailable, want: "token lookup with nothing",
+		},
+		{
 			name: "approle",
 			setup: func(t *testing.T, f *fakeVault, c *Config) {
 				c.Auth = AuthAppRole
