@@ -241,7 +241,7 @@ func reservedPath(p string) error {
 				quoted(p), reservedList, m, reservedMounts[m])
 		}
 		ns := strings.Join(segs[:i], "/")
-		return fmt.Errorf("%q: Vault Enterprise reads %q as a namespace, so this is the %s/ of that namespace (%s); dsv serves none of %s in any namespace, so no path holds one of those names before its last segment (a KV folder so named cannot be read through dsv)",
+		return fmt.Errorf("%q: Vault Enterprise reads %q as a namespace when one has that name, and this is then the %s/ of that namespace (%s); dsv serves none of %s in any namespace, so no path holds one of those names before its last segment (a KV folder so named cannot be read through dsv)",
 			quoted(p), quoted(ns), m, reservedMounts[m], reservedList)
 	}
 	return nil
