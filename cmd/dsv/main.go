@@ -220,6 +220,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	// Stdout: dockerd logs a plugin's stderr at level error, its stdout at info.
 	log := zerolog.New(os.Stdout).Level(s.LogLevel).With().Timestamp().Logger()
 
+	s.Vault.Timeout = s.Timeout // also ALLOW's lookups, logins and token renewals
 	vd, err := vault.New(s.Vault, log)
 	if err != nil {
 		problems = append(problems, err.Error())
