@@ -20,7 +20,7 @@ CI_FUZZTIME ?= 50000x
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
 
-.PHONY: vault-bin install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean
+.PHONY: vault-bin install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean under-load
 
 ## build: the static binary bin/dsv
 build:
@@ -74,6 +74,10 @@ e2e-deps:
 	test/dockerd.sh ensure
 	./build-plugin.sh --enable --name $(DSV_E2E_PLUGIN)
 	test/busybox-image.sh
+
+## under-load: make unit and make e2e twice each beside two CPU hogs (test/under-load.sh)
+under-load:
+	test/under-load.sh unit e2e
 
 ## bench: the benchmarks in test/bench.sh
 bench:
