@@ -104,13 +104,18 @@ done
 # holds names, options and mount ids, never a value) and the settings its
 # user changed carry over, so `docker volume ls` still lists every volume
 # afterwards. A setting left at the old default takes the new default.
+# The state lives in the PropagatedMount (kept by `docker plugin upgrade`);
+# plugins built before that kept it in their rootfs.
+state_rel=propagated-mount/.state/state.json
 settings_fmt='{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
 defaults_fmt='{{range .Config.Env}}{{.Name}}={{.Value}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
 old_settings=()
 if docker plugin inspect "$name" >/dev/null 2>&1; then
 	old_id=$(docker plugin inspect -f '{{.Id}}' "$name")
 	docker_root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
-	old_state=$docker_root/plugins/$old_id/rootfs/var/lib/dsv/state.json
+	old_state=$docker_root/plugins/$old_id/$state_rel
+	[[ -f $old_state ]] || old_state=$docker_root/plugins/$old_id/rootfs/var/lib/dsv/state.json
+	kept_state=
 	mapfile -t old_defaults < <(docker plugin inspect -f "$defaults_fmt" "$name" | sed '/^$/d')
 	while IFS= read -r kv; do
 		[[ -n $kv ]] || continue
@@ -120,14 +125,20 @@ if docker plugin inspect "$name" >/dev/null 2>&1; then
 	step "remove plugin $name"
 	docker plugin disable -f "$name" >/dev/null 2>&1 || true
 	if [[ -f $old_state ]]; then
-		install -D -m 0600 "$old_state" "$rootfs/var/lib/dsv/state.json"
-		step "carried over the volumes of the old plugin ($old_state)"
+		kept_state=$work/state.json
+		install -m 0600 "$old_state" "$kept_state"
 	fi
 	docker plugin rm -f "$name" >/dev/null
 fi
 step "docker plugin create $name"
 docker plugin create "$name" "$plugin_dir" >/dev/null
-rm -f "$rootfs/var/lib/dsv/state.json"
+if [[ -n ${kept_state:-} ]]; then
+	new_state=$docker_root/plugins/$(docker plugin inspect -f '{{.Id}}' "$name")/$state_rel
+	install -d -m 0755 "${new_state%/.state/*}"
+	install -d -m 0700 "${new_state%/*}"
+	install -m 0600 "$kept_state" "$new_state"
+	step "carried over the volumes of the old plugin ($old_state)"
+fi
 if ((${#old_settings[@]})); then
 	# Settable names of the new plugin: env values, and mount sources.
 	settable=$(docker plugin inspect -f '{{range .Config.Env}}{{.Name}} {{range .Settable}}{{.}},{{end}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source {{range .Settable}}{{.}},{{end}}{{println}}{{end}}' "$name")
