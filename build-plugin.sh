@@ -163,8 +163,12 @@ done
 # The state lives in the PropagatedMount (kept by `docker plugin upgrade`);
 # plugins built before that kept it in their rootfs.
 state_rel=propagated-mount/.state/state.json
-settings_fmt='{{range .Settings.Env}}{{println .}}{{end}}{{range .Settings.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
-defaults_fmt='{{range .Config.Env}}{{.Name}}={{.Value}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
+# Env: Settings.Env holds the values, Config.Env the defaults. Mounts:
+# Config.Mounts holds the sources dockerd mounts, which `docker plugin set`
+# changes (Settings.Mounts stops following them once dockerd reloads the
+# plugin): a mount is kept when its source is not the new plugin's default.
+settings_fmt='{{range .Settings.Env}}{{println .}}{{end}}{{range .Config.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}'
+defaults_fmt='{{range .Config.Env}}{{.Name}}={{.Value}}{{println}}{{end}}'
 old_settings=()
 if docker plugin inspect "$name" >/dev/null 2>&1; then
 	old_id=$(docker plugin inspect -f '{{.Id}}' "$name")
@@ -198,9 +202,11 @@ fi
 if ((${#old_settings[@]})); then
 	# Settable names of the new plugin: env values, and mount sources.
 	settable=$(docker plugin inspect -f '{{range .Config.Env}}{{.Name}} {{range .Settable}}{{.}},{{end}}{{println}}{{end}}{{range .Config.Mounts}}{{.Name}}.source {{range .Settable}}{{.}},{{end}}{{println}}{{end}}' "$name")
+	mount_defaults=$(docker plugin inspect -f '{{range .Config.Mounts}}{{.Name}}.source={{.Source}}{{println}}{{end}}' "$name")
 	kept=() dropped=()
 	for kv in "${old_settings[@]}"; do
 		key=${kv%%=*}
+		! grep -qxF -- "$kv" <<<"$mount_defaults" || continue
 		# A mount whose host folder is gone would stop the plugin from enabling.
 		if [[ $kv == *.source=* && ! -d ${kv#*=} ]]; then dropped+=("$key (folder gone)"); continue; fi
 		if ! grep -qE "^${key//./\\.} .*(value|source)," <<<"$settable"; then dropped+=("$key (not a setting any more)"); continue; fi
