@@ -191,7 +191,9 @@ func backendSettings(s settings, backends []string) (*allowlist.List, error) {
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs := flag.NewFlagSet("dsv", flag.ContinueOnError)
 	socket := fs.String("socket", "/run/docker/plugins/dsv.sock", "unix socket to serve the plugin API on; its base name is the driver name")
-	statePath := fs.String("state", "/var/lib/dsv/state.json", "file that persists volumes across restarts")
+	// The managed plugin's state lives in its PropagatedMount, which
+	// `docker plugin upgrade` keeps: the upgrade replaces the whole rootfs.
+	statePath := fs.String("state", "/mnt/dsv/.state/state.json", "file that persists volumes across restarts and upgrades")
 	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume's read-only view is mounted (the managed plugin's PropagatedMount)")
 	writerRoot := fs.String("writer", "/run/dsv/rw", "directory under which each volume's tmpfs is mounted read-write for the plugin alone (made a private mount; never under -mounts)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
