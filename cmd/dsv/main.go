@@ -30,6 +30,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/volumes"
 )
@@ -77,6 +78,8 @@ type settings struct {
 	SwarmIdentityFromServiceName bool
 	// Vault holds the vault backend's settings (VAULT_*).
 	Vault vault.Config
+	// GCP holds the gcp backend's settings (GCP_*, GOOGLE_APPLICATION_CREDENTIALS).
+	GCP gcp.Config
 }
 
 // loadSettings reads the environment and reports every bad value at once.
@@ -142,6 +145,11 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	s.Vault = vc
+	gc, err := gcp.ConfigFromEnv(getenv)
+	if err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	s.GCP = gc
 	if len(problems) > 0 {
 		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
@@ -203,7 +211,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	} else {
 		defer vd.Close()
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, file.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, file.Name, vault.Name, gcp.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -217,6 +225,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
+		gcp.New(s.GCP, log),
 	)
 	if err != nil {
 		return err
