@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+
+	"github.com/dsv-plugin/dsv/secrets"
 )
 
 // scope is the OAuth scope of Secret Manager's API.
@@ -52,13 +55,16 @@ type CredentialsError struct {
 }
 
 func (e *CredentialsError) Error() string {
+	// The libraries' messages can run over lines (a token endpoint's
+	// answer) and hundreds of characters (an ASN.1 parse error).
+	cause := secrets.Clip(strings.Join(strings.Fields(e.Err.Error()), " "), 300)
 	switch {
 	case e.Metadata:
-		return "metadata server: " + e.Err.Error()
+		return "metadata server: " + cause
 	case e.Load:
-		return "credentials file " + e.File + ": " + e.Err.Error()
+		return "credentials file " + e.File + ": " + cause
 	}
-	return "token for the credentials in " + e.File + ": " + e.Err.Error()
+	return "token for the credentials in " + e.File + ": " + cause
 }
 
 func (e *CredentialsError) Unwrap() error { return e.Err }
