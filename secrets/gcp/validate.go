@@ -3,29 +3,18 @@ package gcp
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
-// Limits and forms of Secret Manager's names, from its API reference.
-var (
-	// projectIDRE is a project ID (6-30 lower-case letters, digits and
-	// hyphens, starting with a letter), optionally domain-scoped
-	// (example.com:my-project).
-	projectIDRE = regexp.MustCompile(`^([a-z0-9][a-z0-9.-]{0,62}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$`)
-	// projectNumberRE is a project number.
-	projectNumberRE = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
-	// secretIDRE is a secret ID.
-	secretIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
-	// locationRE is a region of regional secrets: us-central1, europe-west4.
-	locationRE = regexp.MustCompile(`^[a-z]+(-[a-z]+)+[0-9]{1,2}$`)
-	// versionNumberRE is a version number.
-	versionNumberRE = regexp.MustCompile(`^[1-9][0-9]{0,18}$`)
-	// aliasRE is a version alias: a letter, then up to 62 letters, digits,
-	// hyphens and underscores.
-	aliasRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
+// Limits of Secret Manager's names, from its API reference. The forms are
+// checked by hand: counted repetitions such as [A-Za-z0-9_-]{1,255} compile
+// into regexp programs that would cost every plugin ~1.5 MiB of memory.
+const (
+	maxSecretID = 255
+	maxAlias    = 63
+	maxDomain   = 63
 )
 
 // versionLatest is the version read when none is given.
@@ -108,7 +97,7 @@ func parseName(s string) (resource, error) {
 		return resource{}, fmt.Errorf("option %q is required: %s", opt, forms)
 	}
 	if !strings.Contains(s, "/") {
-		if !secretIDRE.MatchString(s) {
+		if !validSecretID(s) {
 			return resource{}, fmt.Errorf("option %q: %q is not a secret name (1-255 letters, digits, - and _) nor a resource name (%s)", opt, quoted(s), forms)
 		}
 		return resource{secret: s}, nil
@@ -145,10 +134,10 @@ func parseName(s string) (resource, error) {
 	if !validProject(r.project) {
 		errs = append(errs, fmt.Sprintf("%q is not a project ID (6-30 lower-case letters, digits and -, starting with a letter) nor a project number", quoted(r.project)))
 	}
-	if r.location != "" && !locationRE.MatchString(r.location) {
+	if r.location != "" && !validLocation(r.location) {
 		errs = append(errs, fmt.Sprintf("%q is not a region (e.g. us-central1)", quoted(r.location)))
 	}
-	if !secretIDRE.MatchString(r.secret) {
+	if !validSecretID(r.secret) {
 		errs = append(errs, fmt.Sprintf("%q is not a secret name (1-255 letters, digits, - and _)", quoted(r.secret)))
 	}
 	if r.version != "" && !validVersion(r.version) {
@@ -160,22 +149,80 @@ func parseName(s string) (resource, error) {
 	return r, nil
 }
 
-// validProject reports whether s is a project ID or number.
+// validProject reports whether s is a project ID (6-30 lower-case letters,
+// digits and hyphens, starting with a letter, not ending with a hyphen),
+// optionally domain-scoped (example.com:my-project), or a project number.
 func validProject(s string) bool {
-	return projectIDRE.MatchString(s) || projectNumberRE.MatchString(s)
+	if validNumber(s, 20) {
+		return true
+	}
+	if domain, id, ok := strings.Cut(s, ":"); ok {
+		if domain == "" || len(domain) > maxDomain || !all(domain, func(c byte) bool { return lower(c) || digit(c) || c == '.' || c == '-' }) {
+			return false
+		}
+		s = id
+	}
+	return len(s) >= 6 && len(s) <= 30 && lower(s[0]) && s[len(s)-1] != '-' &&
+		all(s, func(c byte) bool { return lower(c) || digit(c) || c == '-' })
+}
+
+// validSecretID reports whether s is a secret ID: 1-255 letters, digits,
+// hyphens and underscores.
+func validSecretID(s string) bool {
+	return s != "" && len(s) <= maxSecretID && all(s, idByte)
+}
+
+// validLocation reports whether s has the form of a region: lower-case
+// words joined by hyphens, the last one ending in one or two digits
+// (us-central1, europe-west10).
+func validLocation(s string) bool {
+	words := strings.Split(s, "-")
+	last := words[len(words)-1]
+	i := strings.IndexFunc(last, func(r rune) bool { return r >= '0' && r <= '9' })
+	if len(words) < 2 || i < 1 || len(last)-i > 2 || !all(last[i:], digit) {
+		return false
+	}
+	words[len(words)-1] = last[:i]
+	for _, w := range words {
+		if w == "" || !all(w, lower) {
+			return false
+		}
+	}
+	return true
 }
 
 // validVersion reports whether s names a version: latest, a number, or an
-// alias (which cannot be latest or new in any case).
+// alias (a letter, then up to 62 letters, digits, - and _; never latest or
+// new in any case).
 func validVersion(s string) bool {
 	switch {
-	case s == versionLatest, versionNumberRE.MatchString(s):
+	case s == versionLatest, validNumber(s, 19):
 		return true
 	case strings.EqualFold(s, versionLatest), strings.EqualFold(s, "new"):
 		return false
 	}
-	return aliasRE.MatchString(s)
+	return s != "" && len(s) <= maxAlias && (lower(s[0]) || upper(s[0])) && all(s, idByte)
 }
+
+// validNumber reports whether s is a positive decimal of at most n digits
+// without leading zeros.
+func validNumber(s string, n int) bool {
+	return s != "" && len(s) <= n && s[0] != '0' && all(s, digit)
+}
+
+func all(s string, ok func(byte) bool) bool {
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) bool  { return 'a' <= c && c <= 'z' }
+func upper(c byte) bool  { return 'A' <= c && c <= 'Z' }
+func digit(c byte) bool  { return '0' <= c && c <= '9' }
+func idByte(c byte) bool { return lower(c) || upper(c) || digit(c) || c == '-' || c == '_' }
 
 // quoted shortens a user value for an error message.
 func quoted(s string) string { return secrets.Clip(s, 80) }

@@ -3,6 +3,7 @@ package gcp
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -162,4 +163,32 @@ type nopAPI struct{}
 
 func (nopAPI) Access(context.Context, string) (Payload, error) {
 	return Payload{}, errors.New("not called")
+}
+
+// FuzzValidators: the hand-written checks accept exactly what the forms in
+// Secret Manager's reference, written as regular expressions, accept.
+func FuzzValidators(f *testing.F) {
+	for _, s := range []string{"my-project", "example.com:my-project", "123456789012", "0123", "us-central1", "europe-west10",
+		"a-b1", "us-central", "db_pw-2", "latest", "Latest", "new", "prod", "1", "01", strings.Repeat("a", 30), strings.Repeat("b", 64)} {
+		f.Add(s)
+	}
+	forms := []struct {
+		name  string
+		re    *regexp.Regexp
+		check func(string) bool
+	}{
+		{"project", regexp.MustCompile(`^(([a-z0-9.-]{1,63}):)?[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[1-9][0-9]{0,19}$`), validProject},
+		{"secret", regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`), validSecretID},
+		{"location", regexp.MustCompile(`^[a-z]+(-[a-z]+)+[0-9]{1,2}$`), validLocation},
+		{"version", regexp.MustCompile(`^latest$|^[1-9][0-9]{0,18}$|^[A-Za-z][A-Za-z0-9_-]{0,62}$`), func(s string) bool {
+			return validVersion(s) || strings.EqualFold(s, "latest") && s != "latest" || strings.EqualFold(s, "new")
+		}},
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, fm := range forms {
+			if got, want := fm.check(s), fm.re.MatchString(s); got != want {
+				t.Errorf("%s %q: the check says %v, the form %v", fm.name, s, got, want)
+			}
+		}
+	})
 }
