@@ -31,6 +31,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
 	"github.com/dsv-plugin/dsv/volumes"
@@ -84,6 +85,8 @@ type settings struct {
 	Vault vault.Config
 	// Azure holds the azure backend's settings (AZURE_*).
 	Azure azure.Config
+	// GCP holds the gcp backend's settings (GCP_*, GOOGLE_APPLICATION_CREDENTIALS).
+	GCP gcp.Config
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -164,6 +167,11 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	if s.Azure, err = azure.ConfigFromEnv(getenv); err != nil {
 		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	gc, err := gcp.ConfigFromEnv(getenv)
+	if err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	s.GCP = gc
 	if len(problems) > 0 {
 		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
@@ -233,7 +241,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
 		problems = append(problems, err.Error())
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -248,6 +256,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 		azd,
+		gcp.New(s.GCP, log),
 	)
 	if err != nil {
 		return err
