@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"io"
 	"os"
 	"path/filepath"
@@ -383,7 +384,7 @@ func (h *harness) start() *Driver {
 		Writer:    h.writer,
 		Store:     store,
 		Registry:  h.reg,
-		Defaults:  Defaults{Backend: "fake"},
+		Defaults:  render.Defaults{Backend: "fake"},
 		Fetcher:   f,
 		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
