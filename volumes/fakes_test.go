@@ -436,39 +436,6 @@ func (b *leaseBackend) renewTries() int {
 	return b.tries
 }
 
-// visible lists what a reader of a directory volume sees: name -> content,
-// through the symlinks, hidden entries excluded.
-func visible(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "..") {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		if st.IsDir() {
-			for k, v := range visible(t, p) {
-				out[e.Name()+"/"+k] = v
-			}
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = string(b)
-	}
-	return out
-}
-
 // status is the volume's status as docker volume inspect shows it.
 func (h *harness) status(name string) map[string]any {
 	h.t.Helper()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/dsv-plugin/dsv/tmpfs"
+	"github.com/dsv-plugin/dsv/tmpfs/tmpfstest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +31,7 @@ func TestMultiObjectVolume(t *testing.T) {
 		"template.dsn":  `postgres://{{ secret "fake" "prod/db" "user" }}:{{ secret "fake" "prod/db" "password" }}@db/app`,
 	})
 	mp := h.mount("app", "c1")
-	got := visible(t, mp)
+	got := tmpfstest.Visible(t, mp)
 	want := map[string]string{
 		"password": "pw", "api": "token-1", "db/user": "app", "db/password": "pw", "db/port": "5432",
 		"env": "password=pw\nport=5432\nuser=app\n", "hello": "hello", "dsn": "postgres://app:pw@db/app",
