@@ -18,6 +18,8 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/azure"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/vault"
@@ -80,10 +82,16 @@ func newPlugin(t *testing.T) *plugin {
 		t.Fatal(err)
 	}
 	t.Cleanup(vd.Close)
+	azd, err := azure.New(azure.Config{DefaultVault: "https://v.vault.azure.net"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg, err := secrets.NewRegistry(
 		file.New(filepath.Join(dir, "files"), log),
 		awssm.New(awssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		vd,
+		azd,
+		gcp.New(gcp.Config{Project: "p", CredentialsFile: filepath.Join(dir, "gcp/credentials.json")}, log),
 	)
 	if err != nil {
 		t.Fatal(err)
