@@ -30,6 +30,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/volumes"
 )
@@ -203,7 +204,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	} else {
 		defer vd.Close()
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, file.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, file.Name, ssm.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -216,6 +217,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
+		ssm.New(ssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 	)
 	if err != nil {
