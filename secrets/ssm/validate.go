@@ -69,7 +69,7 @@ func (d *Driver) Validate(ref secrets.Ref) error {
 	case strings.HasPrefix(ref.Name, "arn:"):
 		m := arnRE.FindStringSubmatch(base)
 		switch {
-		case m == nil && strings.HasSuffix(base, "/"):
+		case strings.HasSuffix(base, "/"):
 			bad(opt, "%q: a path cannot be an ARN; give the path (/prod/app/) and the region option", quoted(ref.Name))
 		case m == nil:
 			bad(opt, "%q is not a Parameter Store ARN (arn:<partition>:ssm:<region>:<account>:parameter/<name>)", quoted(ref.Name))
@@ -210,7 +210,7 @@ func validName(s string) error {
 		if !strings.HasPrefix(s, "/") {
 			return fmt.Errorf("%q: a name with '/' starts with '/' (/prod/db/password)", quoted(s))
 		}
-		if strings.Contains(s, "//") {
+		if strings.Contains(s, "//") || strings.HasSuffix(s, "/") {
 			return fmt.Errorf("%q: a name has no empty level ('//')", quoted(s))
 		}
 		if n := strings.Count(s, "/"); n > maxLevels {
