@@ -30,7 +30,6 @@ const (
 	hintSignature     = "the secret access key does not match the access key id, or the host clock is wrong"
 	hintExpired       = "the session credentials have expired; refresh them in the plugin's credentials mount, or use an instance role"
 	hintServer        = "the service failed; try again later"
-	hintRefused       = "the request was refused with an answer that is not AWS's own; check the credentials given to the plugin, the IAM policy, and any proxy or AWS_ENDPOINT_URL on the way"
 	hintThrottled     = "AWS throttled the request (rate exceeded) after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval, or ask AWS for a higher quota"
 )
 
@@ -135,12 +134,23 @@ func ClientError(ctx context.Context, ref secrets.Ref, err error) error {
 	return secrets.Fail(ref, secrets.ErrAccessDenied, hintConfig, ce)
 }
 
-// Classify turns a failed AWS call into a *secrets.Error. own classifies
-// the service's own API errors first (ok false: not one of them); service
-// names the service in hints ("secrets manager"). The SDK's text is kept as
-// the cause: it names the operation and the request id and never carries
-// a value; credential failures carry only their reduced text.
-func Classify(ctx context.Context, ref secrets.Ref, err error, service string, own func(smithy.APIError) (kind error, hint string, ok bool)) error {
+// Call describes the AWS call whose failure Classify classifies.
+type Call struct {
+	// Service names the service in hints: "secrets manager".
+	Service string
+	// Policy is what the IAM policy must allow for the call, for the hint
+	// of a refusal: "secretsmanager:GetSecretValue on the secret".
+	Policy string
+	// Own classifies the service's own API errors (ok false: not one of
+	// them); nil for none.
+	Own func(smithy.APIError) (kind error, hint string, ok bool)
+}
+
+// Classify turns a failed AWS call into a *secrets.Error: the service's
+// own API errors by call.Own, then what every AWS client shares. The SDK's
+// text is kept as the cause: it names the operation and the request id and
+// never carries a value; credential failures carry only their reduced text.
+func Classify(ctx context.Context, ref secrets.Ref, err error, call Call) error {
 	var ce *CredentialsError
 	if errors.As(err, &ce) {
 		return secrets.Fail(ref, secrets.ErrAccessDenied, ce.Hint, err)
@@ -150,8 +160,8 @@ func Classify(ctx context.Context, ref secrets.Ref, err error, service string, o
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
-		if own != nil {
-			if kind, hint, ok := own(apiErr); ok {
+		if call.Own != nil {
+			if kind, hint, ok := call.Own(apiErr); ok {
 				return secrets.Fail(ref, kind, hint, err)
 			}
 		}
@@ -171,13 +181,13 @@ func Classify(ctx context.Context, ref secrets.Ref, err error, service string, o
 	// answer a JSON API in XML) is still a refusal.
 	var respErr *smithyhttp.ResponseError
 	if errors.As(err, &respErr) && (respErr.HTTPStatusCode() == http.StatusForbidden || respErr.HTTPStatusCode() == http.StatusUnauthorized) {
-		return secrets.Fail(ref, secrets.ErrAccessDenied, hintRefused, err)
+		return secrets.Fail(ref, secrets.ErrAccessDenied, "the request was refused with an answer that is not AWS's own; check the credentials given to the plugin, the IAM policy (it must allow "+call.Policy+"), and any proxy or AWS_ENDPOINT_URL on the way", err)
 	}
 	var sendErr *smithyhttp.RequestSendError
 	var netErr net.Error
 	if errors.As(err, &sendErr) || errors.As(err, &netErr) {
 		return secrets.Fail(ref, secrets.ErrUnavailable,
-			"could not reach "+service+"; check the host's network and DNS, and the AWS_ENDPOINT_URL plugin setting", err)
+			"could not reach "+call.Service+"; check the host's network and DNS, and the AWS_ENDPOINT_URL plugin setting", err)
 	}
 	return secrets.Fail(ref, secrets.ErrUnavailable, "", err)
 }

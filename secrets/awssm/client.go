@@ -37,7 +37,7 @@ const (
 // classify turns a GetSecretValue failure into a *secrets.Error: the
 // service's own codes here, what every AWS client shares in awsauth.
 func classify(ctx context.Context, ref secrets.Ref, region string, err error) error {
-	return awsauth.Classify(ctx, ref, err, "secrets manager", func(apiErr smithy.APIError) (error, string, bool) {
+	return awsauth.Classify(ctx, ref, err, awsauth.Call{Service: "secrets manager", Policy: "secretsmanager:GetSecretValue on the secret", Own: func(apiErr smithy.APIError) (error, string, bool) {
 		switch apiErr.ErrorCode() {
 		case "ResourceNotFoundException":
 			return secrets.ErrNotFound, notFoundHint(region), true
@@ -51,7 +51,7 @@ func classify(ctx context.Context, ref secrets.Ref, region string, err error) er
 			return secrets.ErrAccessDenied, hintDecryption, true
 		}
 		return nil, "", false
-	})
+	}})
 }
 
 func notFoundHint(region string) string {

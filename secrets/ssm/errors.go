@@ -17,7 +17,12 @@ const hintKMS = "the parameter is a SecureString its KMS key does not decrypt fo
 // own codes here, what every AWS client shares in awsauth. permission is
 // the IAM action of the call, for the hint of a refusal.
 func classify(ctx context.Context, ref secrets.Ref, region, permission string, err error) error {
-	return awsauth.Classify(ctx, ref, err, "SSM Parameter Store", func(apiErr smithy.APIError) (error, string, bool) {
+	what := "the parameter"
+	if permission == "ssm:GetParametersByPath" {
+		what = "the path"
+	}
+	policy := permission + " on " + what + ", and kms:Decrypt on the KMS key of a SecureString"
+	return awsauth.Classify(ctx, ref, err, awsauth.Call{Service: "SSM Parameter Store", Policy: policy, Own: func(apiErr smithy.APIError) (error, string, bool) {
 		switch apiErr.ErrorCode() {
 		case "ParameterNotFound":
 			return secrets.ErrNotFound, "check the parameter name or ARN and the region (" + regionText(region) + ")", true
@@ -31,15 +36,10 @@ func classify(ctx context.Context, ref secrets.Ref, region, permission string, e
 			if strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "kms") {
 				return secrets.ErrAccessDenied, hintKMS, true
 			}
-			what := "this parameter"
-			if permission == "ssm:GetParametersByPath" {
-				what = "this path"
-			}
-			return secrets.ErrAccessDenied, "the credentials may not read " + what + "; allow " + permission +
-				" on it in the IAM policy, and kms:Decrypt on the KMS key of its SecureString parameters", true
+			return secrets.ErrAccessDenied, "the credentials may not read " + what + "; allow " + policy + " in the IAM policy", true
 		case "ValidationException", "InvalidFilterKey", "InvalidFilterOption", "InvalidFilterValue", "InvalidNextToken":
 			return secrets.ErrNotFound, "the request was rejected; check the secret, version-id, version-stage and recursive options", true
 		}
 		return nil, "", false
-	})
+	}})
 }

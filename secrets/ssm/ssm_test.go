@@ -326,8 +326,8 @@ func TestFetchErrors(t *testing.T) {
 	}{
 		{name: "not found", apiErr: opErr(&types.ParameterNotFound{}), wantKind: secrets.ErrNotFound, wantHint: `region ("us-east-1")`},
 		{name: "no such version", apiErr: opErr(&types.ParameterVersionNotFound{}), wantKind: secrets.ErrNotFound, wantHint: "version-id"},
-		{name: "denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "User: arn:aws:iam::1:user/x is not authorized to perform: ssm:GetParameter"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParameter on it"},
-		{name: "denied on a path", path: true, apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: ssm:GetParametersByPath"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParametersByPath on it"},
+		{name: "denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "User: arn:aws:iam::1:user/x is not authorized to perform: ssm:GetParameter"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParameter on the parameter"},
+		{name: "denied on a path", path: true, apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: ssm:GetParametersByPath"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParametersByPath on the path"},
 		{name: "kms denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: kms:Decrypt"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow kms:Decrypt"},
 		{name: "kms key", apiErr: opErr(&types.InvalidKeyId{}), wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "unknown key id", apiErr: opErr(&smithy.GenericAPIError{Code: "UnrecognizedClientException"}), wantKind: secrets.ErrAccessDenied, wantHint: "access key id is unknown"},
