@@ -19,6 +19,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/awssm"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/test/badinput"
 	"github.com/dsv-plugin/dsv/volumes"
@@ -81,6 +82,7 @@ func newPlugin(t *testing.T) *plugin {
 	reg, err := secrets.NewRegistry(
 		file.New(filepath.Join(dir, "files"), log),
 		awssm.New(awssm.Config{DefaultRegion: "us-east-1", Logger: log}),
+		ssm.New(ssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		vd,
 	)
 	if err != nil {
@@ -215,6 +217,8 @@ func TestCorpusVariantsAccepted(t *testing.T) {
 		{"file.db": "secret=db,mode=0400,uid=1000,gid=1000,format=json"},
 		{"secret": "db", "layout": "dir", "refresh": "1m", "filename": "db.txt"},
 		{"secret": "db", "key": "*"},
+		{"backend": "ssm", "secret": "/prod/db:3"},
+		{"backend": "ssm", "secret": "/prod/app/", "recursive": "true", "refresh": "1m"},
 	}
 	for i, opts := range valid {
 		name := fmt.Sprintf("valid-%02d", i)
