@@ -3,14 +3,15 @@
 package volumes
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -22,15 +23,19 @@ import (
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
 var _ volume.Driver = (*Driver)(nil)
 
 // Config is what the driver needs from main.
 type Config struct {
-	// Root is the directory under which each volume gets its tmpfs: the
-	// plugin's PropagatedMount, so that containers see the mounts.
+	// Root is the directory under which each volume's read-only view is
+	// mounted: the plugin's PropagatedMount, so that containers see them.
 	Root string
+	// Writer is the directory under which each volume's tmpfs is mounted
+	// read-write for the plugin alone; made private, never under Root.
+	Writer string
 	// Store persists volume records.
 	Store *Store
 	// Registry holds the backends.
@@ -44,8 +49,12 @@ type Config struct {
 	Fetcher *cache.Fetcher
 	// TmpfsSize caps each volume's tmpfs, in bytes.
 	TmpfsSize int64
-	// Mounter performs mounts; KernelMounter in production.
-	Mounter Mounter
+	// Mounter performs mounts; tmpfs.Kernel in production.
+	Mounter tmpfs.Mounter
+	// LeaseGrace is the LEASE_GRACE setting: how long a lease replaced by
+	// new content is kept before it is revoked (open connections of the
+	// app still use it); a volume's lease-grace option overrides it.
+	LeaseGrace time.Duration
 	// Logger receives the driver's logs; a component field is added.
 	Logger zerolog.Logger
 	// Refresh is the REFRESH plugin setting: the default interval at which
@@ -78,11 +87,15 @@ type vol struct {
 	name    string
 	opts    Options
 	created time.Time
-	ids     map[string]struct{} // mount IDs sharing the live tmpfs
+	// ids counts the mounts of each mount ID sharing the live tmpfs. Docker
+	// reuses a running container's ID for the extra mount of `docker cp`
+	// (moby #37314, #47964) and unmounts it after: a set would take the
+	// tmpfs down under the running container.
+	ids map[string]int
 	// stale holds IDs from before a restart whose tmpfs this process cannot
 	// see: their containers hold the old tmpfs themselves. They are kept
 	// until Docker unmounts them, but they pin nothing.
-	stale   map[string]struct{}
+	stale   map[string]int
 	mounted bool // the tmpfs is up in this process's mount namespace
 	removed bool
 	status  fetchStatus
@@ -92,9 +105,13 @@ type vol struct {
 	// write-issued, wrapped), so the REFRESH setting does not re-read it.
 	// Persisted.
 	dynamic bool
-	// writable is set when a swap could not remount the tmpfs read-only
-	// (a replaced file still open); Status says so.
-	writable bool
+	// frozen: the tmpfs was made read-only as a whole by a dsv from before
+	// the read-only views, and containers hold it: it is not written again
+	// (a refresh is skipped) until they let go. Status says so.
+	frozen bool
+	// retiring are leases of content that was replaced, kept for the
+	// grace period (open connections use them), then revoked. Persisted.
+	retiring []retiredLease
 	// digest identifies the files in the tmpfs, in memory only.
 	digest [32]byte
 	// stopRefresh ends the volume's refresh loop; nil when none runs.
@@ -105,7 +122,7 @@ type vol struct {
 }
 
 func newVol(name string, opts Options, created time.Time) *vol {
-	return &vol{name: name, opts: opts, created: created, ids: map[string]struct{}{}, stale: map[string]struct{}{}, kick: make(chan struct{}, 1)}
+	return &vol{name: name, opts: opts, created: created, ids: map[string]int{}, stale: map[string]int{}, kick: make(chan struct{}, 1)}
 }
 
 // stopLoop ends v's refresh loop, if one runs. d.mu must be held.
@@ -116,13 +133,29 @@ func (v *vol) stopLoop() {
 	}
 }
 
-// end stops v's loop and hands over its leases for the caller to revoke:
-// no container holds its content any more. d.mu must be held.
+// end stops v's loop and hands over its leases, retiring ones included,
+// for the caller to revoke: no container holds its content any more. d.mu
+// must be held.
 func (v *vol) end() []heldLease {
 	v.stopLoop()
 	leases := v.leases
-	v.leases = nil
+	for _, r := range v.retiring {
+		leases = append(leases, r.heldLease)
+	}
+	v.leases, v.retiring = nil, nil
 	return leases
+}
+
+// mounts is the number of mounts that hold v: every count of every ID.
+func (v *vol) mounts() int {
+	n := 0
+	for _, c := range v.ids {
+		n += c
+	}
+	for _, c := range v.stale {
+		n += c
+	}
+	return n
 }
 
 // mountSlack is what a mount may take beyond the TIMEOUT setting: writing
@@ -136,6 +169,7 @@ type Driver struct {
 
 	mu   sync.Mutex
 	vols map[string]*vol
+	fs   *tmpfs.Volumes
 	// loops counts running refresh loops, for Close.
 	loops sync.WaitGroup
 	// stopWatch ends the goroutines that wait for backends' issuers to end.
@@ -167,13 +201,19 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Fetcher == nil {
 		return nil, errors.New("volumes: a fetcher is required")
 	}
-	if err := os.MkdirAll(cfg.Root, 0o755); err != nil {
-		return nil, fmt.Errorf("create mount root: %w", err)
+	if cfg.Writer == "" {
+		return nil, errors.New("volumes: a writer directory is required")
 	}
 	d := &Driver{
 		cfg:  cfg,
 		log:  cfg.Logger.With().Str("component", "volumes").Logger(),
 		vols: map[string]*vol{},
+		// Twice one version's budget: a refresh writes the new version
+		// beside the old before it switches.
+		fs: &tmpfs.Volumes{Root: cfg.Root, Writer: cfg.Writer, Mounter: cfg.Mounter, Size: 2 * cfg.TmpfsSize, Inodes: 2*inodeBudget + inodeSlack},
+	}
+	if err := d.fs.Init(); err != nil {
+		return nil, err
 	}
 	recs, err := cfg.Store.Load()
 	if err != nil {
@@ -181,10 +221,8 @@ func New(cfg Config) (*Driver, error) {
 	}
 	for name, r := range recs {
 		v := newVol(name, r.Options, r.CreatedAt)
-		v.leases, v.dynamic = r.Leases, r.Dynamic
-		for _, id := range r.MountIDs {
-			v.ids[id] = struct{}{}
-		}
+		v.leases, v.dynamic, v.retiring = r.Leases, r.Dynamic, r.Retiring
+		v.ids = r.mountCounts()
 		d.vols[name] = v
 	}
 	if err := d.reconcile(); err != nil {
@@ -193,7 +231,7 @@ func New(cfg Config) (*Driver, error) {
 	for _, v := range d.vols {
 		if !v.mounted && len(v.ids) > 0 {
 			d.log.Info().Str("volume", v.name).Int("mounts", len(v.ids)).Msg("mount ids from before restart kept until docker unmounts them")
-			v.stale, v.ids = v.ids, map[string]struct{}{}
+			v.stale, v.ids = v.ids, map[string]int{}
 		}
 	}
 	d.resume()
@@ -202,31 +240,50 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-// reconcile matches the mount table with the state at start-up. A tmpfs of a
-// volume that still has mount IDs is kept: containers started before a plugin
-// restart may be using it. Any other mount under Root is stale and removed.
+// reconcile matches the mount table with the state at start-up. A volume
+// that still has mount IDs keeps its tmpfs: containers started before a
+// plugin restart may be using it; its writable side, which lived in the
+// old process's mount namespace, is attached again. Any other mount is
+// stale and removed.
 func (d *Driver) reconcile() error {
-	mounts, err := d.cfg.Mounter.MountsUnder(d.cfg.Root)
+	views, sides, leftovers, err := d.fs.Mounted()
 	if err != nil {
 		return err
 	}
-	// Deepest first, so nested leftovers come off before their parents.
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, mp := range mounts {
-		name, err := filepath.Rel(d.cfg.Root, mp)
-		if err != nil {
-			continue
-		}
-		if v, ok := d.vols[name]; ok && len(v.ids) > 0 {
-			v.mounted = true
-			d.log.Info().Str("volume", name).Int("mounts", len(v.ids)).Msg("kept tmpfs still in use from before restart")
-			continue
-		}
+	for _, mp := range leftovers {
 		if err := d.cfg.Mounter.Unmount(mp); err != nil {
 			return fmt.Errorf("clean up stale mount: %w", err)
 		}
 		_ = os.Remove(mp)
-		d.log.Info().Str("path", mp).Msg("removed stale tmpfs")
+	}
+	for name := range views {
+		v, ok := d.vols[name]
+		if !ok || len(v.ids) == 0 {
+			continue
+		}
+		writable, err := d.fs.Attach(name)
+		if err != nil {
+			d.log.Error().Str("volume", name).Err(err).Msg("cannot attach the writable side of a kept tmpfs; it is not refreshed")
+		}
+		v.mounted = true
+		v.frozen = !writable
+		delete(sides, name)
+		d.log.Info().Str("volume", name).Int("mounts", len(v.ids)).Bool("writable", writable).Msg("kept tmpfs still in use from before restart")
+	}
+	for name := range views {
+		if v, ok := d.vols[name]; ok && v.mounted {
+			continue
+		}
+		if err := d.fs.Destroy(name); err != nil {
+			return fmt.Errorf("clean up stale mount: %w", err)
+		}
+		d.log.Info().Str("volume", name).Msg("removed stale tmpfs")
+	}
+	for name := range sides {
+		if err := d.cfg.Mounter.Unmount(d.fs.Side(name)); err != nil {
+			return fmt.Errorf("clean up stale mount: %w", err)
+		}
+		_ = os.Remove(d.fs.Side(name))
 	}
 	return nil
 }
@@ -249,7 +306,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if v, ok := d.vols[req.Name]; ok {
-		if reflect.DeepEqual(v.opts, opts) {
+		if sameOptions(v.opts, opts) {
 			return nil
 		}
 		return fmt.Errorf("volume %q already exists with different options; remove it first with: docker volume rm %s", req.Name, req.Name)
@@ -263,6 +320,14 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	d.log.Info().Str("volume", req.Name).
 		Str("layout", opts.Layout).Int("objects", len(opts.Objects)).Strs("options", optionKeys(req.Options)).Msg("created")
 	return nil
+}
+
+// sameOptions compares options as they are persisted: a volume reloaded
+// after a restart has nil where a fresh parse has an empty map or slice.
+func sameOptions(a, b Options) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
 }
 
 // List returns every volume.
@@ -323,6 +388,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	if len(v.ids) > 0 {
 		return fmt.Errorf("volume %q is mounted by %d container(s); stop them before removing it", req.Name, len(v.ids))
 	}
+
 	if len(v.stale) > 0 {
 		// Docker only calls Remove once no container references the volume,
 		// so IDs from before a restart that were never unmounted are dead.
@@ -334,7 +400,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 	v.removed = true
-	_ = os.Remove(filepath.Join(d.cfg.Root, v.name))
+	_ = os.Remove(d.fs.View(v.name))
 	// Leases held for containers from before a restart end with the
 	// volume: Docker removes it only once no container references it.
 	if leases := v.end(); len(leases) > 0 {
@@ -368,10 +434,10 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 	if v.mounted {
-		v.ids[req.ID] = struct{}{}
+		v.ids[req.ID]++
 		err := d.saveLocked()
 		if err != nil {
-			delete(v.ids, req.ID)
+			v.drop(req.ID)
 		}
 		mp := d.mountpoint(v)
 		d.mu.Unlock()
@@ -395,7 +461,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("fetch failed")
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	if err := d.materialise(v.name, opts, c); err != nil {
+	if err := d.materialise(v.name, opts, c, d.static(opts, c)); err != nil {
 		d.revoke(req.Name, c)
 		d.recordError(v, err)
 		d.log.Error().Str("volume", req.Name).Err(err).Msg("mount failed")
@@ -405,7 +471,8 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	now := d.cfg.Now().UTC()
 	d.mu.Lock()
 	v.mounted = true
-	v.ids[req.ID] = struct{}{}
+	v.frozen = false
+	v.ids[req.ID]++
 	oldLeases := v.leases // held for containers from before a restart, if any
 	v.leases = append(append([]heldLease(nil), oldLeases...), c.leases...)
 	v.digest = c.digest
@@ -414,7 +481,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	err = d.saveLocked()
 	if err != nil {
 		v.mounted = false
-		delete(v.ids, req.ID)
+		v.drop(req.ID)
 		v.leases = oldLeases
 	}
 	mp := d.mountpoint(v)
@@ -430,8 +497,8 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	return &volume.MountResponse{Mountpoint: mp}, nil
 }
 
-// Unmount drops one mount ID; the last one takes the tmpfs down and revokes
-// the volume's leases.
+// Unmount drops one mount of a mount ID; the last mount of the last ID
+// takes the tmpfs down and revokes the volume's leases.
 func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	v, err := d.lookup(req.Name)
 	if err != nil {
@@ -441,18 +508,17 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	defer v.op.Unlock()
 
 	d.mu.Lock()
-	_, wasStale := v.stale[req.ID]
-	_, wasLive := v.ids[req.ID]
+	wasStale, wasLive := v.stale[req.ID] > 0, v.ids[req.ID] > 0
 	if !wasStale && !wasLive {
 		d.mu.Unlock()
 		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of an unknown mount id ignored")
 		return nil
 	}
-	delete(v.stale, req.ID)
-	delete(v.ids, req.ID)
-	last := len(v.ids) == 0 && len(v.stale) == 0
-	wasMounted := v.mounted
-	if len(v.ids) == 0 {
+	v.drop(req.ID)
+	left := v.mounts()
+	last := left == 0
+	down := v.mounted && len(v.ids) == 0
+	if down {
 		v.mounted = false
 	}
 	var leases []heldLease
@@ -464,9 +530,11 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	if wasStale {
 		d.log.Info().Str("volume", req.Name).Str("id", req.ID).Msg("unmount of a mount from before restart")
 	}
-	if len(v.ids) == 0 && wasMounted {
+	if down {
 		d.teardown(v.name)
 		d.log.Info().Str("volume", req.Name).Msg("unmounted and wiped")
+	} else if wasLive {
+		d.log.Debug().Str("volume", req.Name).Str("id", req.ID).Int("mounts", left).Msg("one mount of a shared volume released")
 	}
 	if len(leases) > 0 {
 		d.revoke(req.Name, &content{leases: leases})
@@ -475,6 +543,19 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 	return nil
+}
+
+// drop takes one mount of id away: a live one first, else one from before
+// a restart. d.mu must be held.
+func (v *vol) drop(id string) {
+	for _, m := range []map[string]int{v.ids, v.stale} {
+		if m[id] > 0 {
+			if m[id]--; m[id] == 0 {
+				delete(m, id)
+			}
+			return
+		}
+	}
 }
 
 func (d *Driver) lookup(name string) (*vol, error) {
@@ -494,33 +575,28 @@ func (d *Driver) recordError(v *vol, err error) {
 	v.status.LastErrorAt = d.cfg.Now().UTC()
 }
 
-// dir is the volume's tmpfs mount point.
-func (d *Driver) dir(name string) string { return filepath.Join(d.cfg.Root, name) }
-
-// mountpoint is what Docker mounts into containers: the file itself for the
-// file layout, the tmpfs root for the dir layout.
+// mountpoint is what Docker mounts into containers, in the volume's
+// read-only view: the file itself for the file layout, the tmpfs root for
+// the dir layout.
 func (d *Driver) mountpoint(v *vol) string {
 	if v.opts.Layout == LayoutFile {
-		return filepath.Join(d.dir(v.name), v.opts.Objects[0].Name)
+		return filepath.Join(d.fs.View(v.name), v.opts.Objects[0].Name)
 	}
-	return d.dir(v.name)
+	return d.fs.View(v.name)
 }
 
-// materialise mounts a fresh tmpfs and writes the files into it. On any
-// failure it leaves nothing behind: no mount, no directory, no partial file.
-func (d *Driver) materialise(name string, opts Options, c *content) (err error) {
-	dir := d.dir(name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create mount point: %w", err)
-	}
-	// A leftover mount here would hide the fresh one; take it off first.
-	if err := d.cfg.Mounter.Unmount(dir); err != nil {
-		return err
-	}
-	// Twice one version's budget: a refresh writes the new version beside
-	// the old before it switches.
-	if err := d.cfg.Mounter.MountTmpfs(dir, 2*d.cfg.TmpfsSize, 2*inodeBudget+inodeSlack); err != nil {
-		_ = os.Remove(dir)
+// static reports whether a volume's content never changes once mounted
+// (no refresh, no lease): its files are then written plain, as Swarm's
+// secrets are, and `docker cp` copies a file, not a symlink into ..data.
+func (d *Driver) static(opts Options, c *content) bool {
+	return d.refreshInterval(opts, c.dynamic) == 0 && len(c.leases) == 0
+}
+
+// materialise mounts a fresh tmpfs, writes the files through its private
+// side and publishes its read-only view. On any failure it leaves nothing
+// behind: no mount, no directory, no partial file.
+func (d *Driver) materialise(name string, opts Options, c *content, plain bool) (err error) {
+	if err := d.fs.Create(name); err != nil {
 		return err
 	}
 	defer func() {
@@ -528,28 +604,33 @@ func (d *Driver) materialise(name string, opts Options, c *content) (err error) 
 			d.teardown(name)
 		}
 	}()
-	if err := d.writeFiles(dir, opts, c.files); err != nil {
+	if _, err := d.writeFiles(d.fs.Side(name), opts, c.files, plain); err != nil {
 		return err
 	}
-	return d.cfg.Mounter.SetReadOnly(dir, true)
+	return d.fs.Publish(name)
 }
 
-// writeFiles puts files into a volume's (writable) tmpfs: one file renamed
-// into place for the file layout, the atomic writer for directories.
-func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry) error {
+// writeFiles puts files into a volume's side: one file for the file
+// layout, plain files for static content, the atomic writer for the rest.
+// swapped reports whether readers see the new files, even on an error.
+func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry, plain bool) (swapped bool, err error) {
 	if err := d.fits(files); err != nil {
-		return err
+		return false, err
 	}
-	var err error
-	if opts.Layout == LayoutFile {
-		err = writeInPlace(dir, files[0])
-	} else {
-		err = writeAtomic(dir, files, d.cfg.Now(), d.cfg.CrashAfter)
+	switch {
+	case opts.Layout == LayoutFile:
+		err = tmpfs.WriteInPlace(dir, files[0])
+		swapped = err == nil
+	case plain:
+		err = tmpfs.WritePlain(dir, files)
+		swapped = err == nil
+	default:
+		swapped, err = tmpfs.WriteAtomic(dir, files, d.cfg.Now(), d.cfg.CrashAfter)
 	}
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("the secrets do not fit the volume's %d KiB tmpfs", d.cfg.TmpfsSize/1024)
+		return swapped, fmt.Errorf("the secrets do not fit the volume's %d KiB tmpfs", d.cfg.TmpfsSize/1024)
 	}
-	return err
+	return swapped, err
 }
 
 // inodeBudget is the inodes one version of a volume may use; the tmpfs has
@@ -584,52 +665,11 @@ func (d *Driver) fits(files []fileEntry) error {
 	return nil
 }
 
-// teardown wipes and unmounts a volume's tmpfs and removes its directory.
+// teardown wipes and unmounts a volume's tmpfs and removes its directories.
 func (d *Driver) teardown(name string) {
-	dir := d.dir(name)
-	if err := d.cfg.Mounter.SetReadOnly(dir, false); err == nil {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
-	if err := d.cfg.Mounter.Unmount(dir); err != nil {
+	if err := d.fs.Destroy(name); err != nil {
 		d.log.Error().Str("volume", name).Err(err).Msg("unmount failed")
 	}
-	_ = os.Remove(dir)
-}
-
-// writeInPlace writes the single file of a file-layout volume: under a
-// temporary name, then renamed, so no reader sees a partial file. Once the
-// file is bind-mounted into a container a rename no longer reaches it, so a
-// later rewrite (a lease that ended) truncates and rewrites the same inode.
-func writeInPlace(dir string, f fileEntry) error {
-	final := filepath.Join(dir, f.Path)
-	if _, err := os.Lstat(final); err == nil {
-		fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC, 0)
-		if err != nil {
-			return fmt.Errorf("rewrite secret file: %w", err)
-		}
-		_, werr := fh.Write(f.Data)
-		if cerr := fh.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			return fmt.Errorf("rewrite secret file: %w", werr)
-		}
-		return nil
-	}
-	tmp := f
-	tmp.Path = ".." + f.Path + ".tmp"
-	if err := writeEntry(dir, tmp); err != nil {
-		_ = os.Remove(filepath.Join(dir, tmp.Path))
-		return err
-	}
-	if err := os.Rename(filepath.Join(dir, tmp.Path), final); err != nil {
-		_ = os.Remove(filepath.Join(dir, tmp.Path))
-		return fmt.Errorf("write secret file: %w", err)
-	}
-	return nil
 }
 
 // describeLocked renders a volume for List and Get; status only for Get.
@@ -641,9 +681,13 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 	if !withStatus {
 		return out
 	}
+	n := 0
+	for _, c := range v.ids {
+		n += c
+	}
 	st := map[string]any{
 		"layout": v.opts.Layout,
-		"mounts": len(v.ids),
+		"mounts": n,
 	}
 	if len(v.stale) > 0 {
 		st["mountsBeforeRestart"] = len(v.stale)
@@ -676,8 +720,8 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 			st["refresh"] = "off: the volume holds dynamic secrets, which every read issues anew; leases are renewed instead (set refresh on the volume to re-issue on purpose)"
 		}
 	}
-	if v.writable {
-		st["readOnly"] = "no: a file of a replaced version is still open in a container; the next refresh retries"
+	if v.frozen {
+		st["refreshPaused"] = "the tmpfs was mounted by an older dsv, read-only as a whole; it is refreshed again once the containers that hold it stop"
 	}
 	if !v.status.FetchedAt.IsZero() {
 		st["fetchedAt"] = v.status.FetchedAt.Format(time.RFC3339)
@@ -710,6 +754,9 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		if !v.status.RenewedAt.IsZero() {
 			st["renewedAt"] = v.status.RenewedAt.Format(time.RFC3339)
 		}
+	}
+	if len(v.retiring) > 0 {
+		st["retiringLeases"] = len(v.retiring)
 	}
 	out.Status = st
 	return out
@@ -766,14 +813,7 @@ func leasePrefix(id string) string {
 func (d *Driver) saveLocked() error {
 	recs := make(map[string]volumeRecord, len(d.vols))
 	for name, v := range d.vols {
-		ids := make([]string, 0, len(v.ids)+len(v.stale))
-		for id := range v.ids {
-			ids = append(ids, id)
-		}
-		for id := range v.stale {
-			ids = append(ids, id)
-		}
-		recs[name] = volumeRecord{Options: v.opts, CreatedAt: v.created, MountIDs: ids, Leases: v.leases, Dynamic: v.dynamic}
+		recs[name] = newRecord(v)
 	}
 	if err := d.cfg.Store.Save(recs); err != nil {
 		d.log.Error().Err(err).Msg("persist state failed")

@@ -89,6 +89,10 @@ func TestMountDirLayoutOwnerAndMode(t *testing.T) {
 	}
 }
 
+// TestRefcountByMountID: mounts are counted per ID. Docker reuses a running
+// container's mount ID for the extra mount that `docker cp` makes, and
+// unmounts it after (moby #37314, #47964): that unmount must not take the
+// tmpfs from under the running container, even across a plugin restart.
 func TestRefcountByMountID(t *testing.T) {
 	h := newHarness(t)
 	h.backend.values["shared"] = "v"
@@ -97,17 +101,31 @@ func TestRefcountByMountID(t *testing.T) {
 
 	mp1 := h.mount("shared", "c1")
 	mp2 := h.mount("shared", "c2")
-	h.mount("shared", "c2") // Docker may repeat an ID; it is a set, not a counter
 	if mp1 != mp2 {
 		t.Fatalf("two containers got %s and %s", mp1, mp2)
 	}
+	h.mount("shared", "c2") // docker cp on the running c2
 	if n := h.backend.fetchCount(); n != 1 {
 		t.Errorf("backend fetched %d times for one tmpfs, want 1", n)
 	}
+	g, _ := h.drv.Get(&volume.GetRequest{Name: "shared"})
+	if g.Volume.Status["mounts"] != 3 {
+		t.Errorf("status mounts = %v, want 3", g.Volume.Status["mounts"])
+	}
 
 	h.unmount("shared", "c1")
+	h.unmount("shared", "c2") // docker cp is done
 	if !h.mounter.isMounted(dir) || readFile(t, mp2) != "v" {
-		t.Fatal("stopping one container took the other's file away")
+		t.Fatal("the end of docker cp took the running container's file away")
+	}
+
+	// The counts survive a restart of the plugin.
+	h.mount("shared", "c2") // docker cp again
+	h.stopAll()
+	h.drv = h.start()
+	h.unmount("shared", "c2")
+	if !h.mounter.isMounted(dir) || readFile(t, mp2) != "v" {
+		t.Fatal("after a restart, the end of docker cp took the running container's file away")
 	}
 	h.unmount("shared", "c2")
 	if h.mounter.isMounted(dir) {
@@ -165,12 +183,12 @@ func TestMountFailureLeavesNothing(t *testing.T) {
 			wantErr: []string{`volume "gone": mount tmpfs: operation not permitted`},
 		},
 		{
-			name: "read-only remount fails after the write",
+			name: "the read-only view cannot be made after the write",
 			setup: func(h *harness) {
 				h.backend.values["gone"] = "v"
-				h.mounter.failOn = "ro"
+				h.mounter.failOn = "bind"
 			},
-			wantErr: []string{`volume "gone": remount: device busy`},
+			wantErr: []string{`volume "gone": bind: operation not permitted`},
 		},
 	}
 	for _, tt := range tests {
@@ -190,11 +208,13 @@ func TestMountFailureLeavesNothing(t *testing.T) {
 			if tt.wantKind != nil && !errors.Is(err, tt.wantKind) {
 				t.Errorf("error %v is not %v", err, tt.wantKind)
 			}
-			if h.mounter.isMounted(filepath.Join(h.root, "gone")) {
-				t.Error("failed mount left a tmpfs mounted")
-			}
-			if _, err := os.Stat(filepath.Join(h.root, "gone")); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("failed mount left its directory: %v", err)
+			for _, dir := range []string{filepath.Join(h.root, "gone"), filepath.Join(h.writer, "gone")} {
+				if h.mounter.isMounted(dir) {
+					t.Errorf("failed mount left %s mounted", dir)
+				}
+				if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("failed mount left %s: %v", dir, err)
+				}
 			}
 			got, err := h.drv.Get(&volume.GetRequest{Name: "gone"})
 			if err != nil {
@@ -344,7 +364,7 @@ func TestRestartAfterMountsVanished(t *testing.T) {
 
 	// dockerd restarted: the tmpfs is gone, the old container is dead, and
 	// Docker may never send its Unmount.
-	h.mounter = newFakeMounter()
+	h.mounter = newFakeMounter(t.TempDir())
 	h.drv = h.start()
 	mp := h.mount("v1", "new")
 	if readFile(t, mp) != "x" {
@@ -367,7 +387,7 @@ func TestRestartAfterMountsVanished(t *testing.T) {
 	h.create("v2", nil)
 	h.backend.values["v2"] = "x"
 	h.mount("v2", "ghost")
-	h.mounter = newFakeMounter()
+	h.mounter = newFakeMounter(t.TempDir())
 	h.drv = h.start()
 	if err := h.drv.Remove(&volume.RemoveRequest{Name: "v2"}); err != nil {
 		t.Fatalf("Remove with stale mount ids: %v", err)

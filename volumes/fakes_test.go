@@ -13,22 +13,68 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
-// fakeMounter keeps a mount table in memory; directories are plain ones.
+// fakeMounter keeps a mount table in memory. A tmpfs is a directory of its
+// own under base, and every mount point (the tmpfs's first, and each bind
+// of it) is a symlink to that directory: its content outlives a mount
+// point, as a tmpfs does while another mount shows it.
 type fakeMounter struct {
 	mu       sync.Mutex
-	mounted  map[string]bool // dir -> read-only
-	failOn   string          // "mount", "ro" or "busy" (EBUSY): fail that call
+	base     string
+	mounted  map[string]bool   // mount point -> read-only
+	binds    map[string]string // mount point -> the tmpfs directory it shows
+	failOn   string            // "mount" or "bind": fail that call
 	mountLog []string
+	rwLog    []string // every mount point ever mounted read-write
+	n        int
 }
 
-func newFakeMounter() *fakeMounter { return &fakeMounter{mounted: map[string]bool{}} }
+// everWritable lists the mount points under root that were ever mounted
+// read-write.
+func (m *fakeMounter) everWritable(root string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, dir := range m.rwLog {
+		if strings.HasPrefix(dir, root+"/") {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+func newFakeMounter(base string) *fakeMounter {
+	return &fakeMounter{base: base, mounted: map[string]bool{}, binds: map[string]string{}}
+}
+
+var _ tmpfs.Mounter = (*fakeMounter)(nil)
+
+// attach makes the mount point dir show target; m.mu must be held.
+func (m *fakeMounter) attach(target, dir string, ro bool) error {
+	if _, ok := m.mounted[dir]; ok {
+		return fmt.Errorf("%s already mounted", dir)
+	}
+	if err := os.Remove(dir); err != nil {
+		return err
+	}
+	if err := os.Symlink(target, dir); err != nil {
+		return err
+	}
+	m.mounted[dir] = ro
+	m.binds[dir] = target
+	if !ro {
+		m.rwLog = append(m.rwLog, dir)
+	}
+	return nil
+}
 
 func (m *fakeMounter) MountTmpfs(dir string, _ int64, _ int) error {
 	m.mu.Lock()
@@ -36,37 +82,51 @@ func (m *fakeMounter) MountTmpfs(dir string, _ int64, _ int) error {
 	if m.failOn == "mount" {
 		return errors.New("mount tmpfs: operation not permitted")
 	}
-	if _, ok := m.mounted[dir]; ok {
-		return fmt.Errorf("%s already mounted", dir)
+	m.n++
+	backing := filepath.Join(m.base, fmt.Sprintf("tmpfs-%d", m.n))
+	if err := os.MkdirAll(backing, 0o755); err != nil {
+		return err
 	}
-	m.mounted[dir] = false
+	if err := m.attach(backing, dir, false); err != nil {
+		return err
+	}
 	m.mountLog = append(m.mountLog, "mount "+dir)
 	return nil
 }
 
-func (m *fakeMounter) SetReadOnly(dir string, ro bool) error {
+func (m *fakeMounter) Bind(src, dst string, ro bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.mounted[dir]; !ok {
-		return fmt.Errorf("%s not mounted", dir)
+	if m.failOn == "bind" {
+		return errors.New("bind: operation not permitted")
 	}
-	if ro && m.failOn == "ro" {
-		return errors.New("remount: device busy")
+	target, ok := m.binds[src]
+	if !ok {
+		return fmt.Errorf("bind %s: not mounted", src)
 	}
-	if ro && m.failOn == "busy" {
-		// A file removed from the tmpfs is still open somewhere.
-		return fmt.Errorf("remount %s (read-only=true): %w", dir, unix.EBUSY)
+	if err := m.attach(target, dst, ro); err != nil {
+		return err
 	}
-	m.mounted[dir] = ro
+	m.mountLog = append(m.mountLog, "bind "+dst)
 	return nil
 }
+
+func (m *fakeMounter) MakePrivate(string) error { return nil }
 
 func (m *fakeMounter) Unmount(dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.mounted[dir]; ok {
-		m.mountLog = append(m.mountLog, "unmount "+dir)
+	if _, ok := m.binds[dir]; !ok {
+		return nil
 	}
+	m.mountLog = append(m.mountLog, "unmount "+dir)
+	if err := os.Remove(dir); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	delete(m.binds, dir)
 	delete(m.mounted, dir)
 	return nil
 }
@@ -239,6 +299,7 @@ func (b *leaseBackend) snapshot() (renewals map[string]int, revoked map[string]b
 type harness struct {
 	t       *testing.T
 	root    string
+	writer  string
 	state   string
 	mounter *fakeMounter
 	backend *fakeBackend
@@ -248,7 +309,7 @@ type harness struct {
 	refresh time.Duration
 	ttl     time.Duration
 	// kernel, when set, replaces the fake mounter (real tmpfs; needs root).
-	kernel Mounter
+	kernel tmpfs.Mounter
 }
 
 func newHarness(t *testing.T) *harness {
@@ -264,8 +325,9 @@ func newHarnessWith(t *testing.T, refresh time.Duration) *harness {
 	h := &harness{
 		t:       t,
 		root:    filepath.Join(dir, "mnt"),
+		writer:  filepath.Join(dir, "rw"),
 		state:   filepath.Join(dir, "state", "state.json"),
-		mounter: newFakeMounter(),
+		mounter: newFakeMounter(filepath.Join(dir, "tmpfs")),
 		backend: &fakeBackend{name: "fake", values: map[string]string{}, errs: map[string]error{}},
 		leased:  newLeaseBackend(300 * time.Millisecond),
 	}
@@ -289,8 +351,19 @@ func newKernelHarness(t *testing.T, refresh time.Duration) *harness {
 	}
 	h := newHarnessWith(t, refresh)
 	h.stopAll()
-	h.kernel = KernelMounter{}
+	h.kernel = tmpfs.Kernel{}
 	h.drv = h.start()
+	// The driver makes its writer directory a private mount point and
+	// keeps it (a restarted plugin finds it); the test takes it down.
+	t.Cleanup(func() {
+		for _, root := range []string{h.root, h.writer} {
+			mounts, _ := tmpfs.Kernel{}.MountsUnder(root)
+			for _, mp := range mounts {
+				_ = unix.Unmount(mp, unix.MNT_DETACH)
+			}
+		}
+		_ = unix.Unmount(h.writer, unix.MNT_DETACH)
+	})
 	return h
 }
 
@@ -305,12 +378,13 @@ func (h *harness) start() *Driver {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var mounter Mounter = h.mounter
+	var mounter tmpfs.Mounter = h.mounter
 	if h.kernel != nil {
 		mounter = h.kernel
 	}
 	d, err := New(Config{
 		Root:      h.root,
+		Writer:    h.writer,
 		Store:     store,
 		Registry:  h.reg,
 		Defaults:  Defaults{Backend: "fake"},
@@ -363,4 +437,47 @@ func (b *leaseBackend) renewTries() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.tries
+}
+
+// visible lists what a reader of a directory volume sees: name -> content,
+// through the symlinks, hidden entries excluded.
+func visible(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "..") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		if st.IsDir() {
+			for k, v := range visible(t, p) {
+				out[e.Name()+"/"+k] = v
+			}
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
+}
+
+// status is the volume's status as docker volume inspect shows it.
+func (h *harness) status(name string) map[string]any {
+	h.t.Helper()
+	g, err := h.drv.Get(&volume.GetRequest{Name: name})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return g.Volume.Status
 }

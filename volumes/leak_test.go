@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
 // openFDs counts this process's open file descriptors.
@@ -63,9 +65,13 @@ func TestMountCyclesLeakNothing(t *testing.T) {
 	for i := range cycles {
 		cycle(i)
 	}
-	mounts, err := KernelMounter{}.MountsUnder(h.root)
-	if err != nil {
-		t.Fatal(err)
+	var mounts []string
+	for _, root := range []string{h.root, h.writer} {
+		m, err := tmpfs.Kernel{}.MountsUnder(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mounts = append(mounts, m...)
 	}
 	if len(mounts) > 0 {
 		t.Errorf("after %d cycles, tmpfs mounts remain: %s", cycles, strings.Join(mounts, ", "))

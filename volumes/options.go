@@ -34,6 +34,7 @@ const (
 	optFilename     = "filename"
 	optFormat       = "format"
 	optRefresh      = "refresh"
+	optLeaseGrace   = "lease-grace"
 	optTemplate     = "template"
 	optTemplateFile = "template-file"
 	// Prefixes of the options that each add one file to a directory volume.
@@ -43,7 +44,7 @@ const (
 )
 
 // fileOptions are the options that shape the files of a volume.
-var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename, optFormat, optRefresh,
+var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename, optFormat, optRefresh, optLeaseGrace,
 	optTemplate, optTemplateFile, prefixFile + "NAME", prefixTemplate + "NAME", prefixTemplateFile + "NAME"}
 
 // Formats of a secret file.
@@ -83,6 +84,11 @@ type Options struct {
 	// applies only when RefreshSet, else the plugin's REFRESH setting does.
 	Refresh    time.Duration `json:"refresh,omitempty"`
 	RefreshSet bool          `json:"refreshSet,omitempty"`
+	// LeaseGrace is how long a lease of replaced content is kept before
+	// it is revoked; it applies only when LeaseGraceSet, else the plugin's
+	// LEASE_GRACE setting does.
+	LeaseGrace    time.Duration `json:"leaseGrace,omitempty"`
+	LeaseGraceSet bool          `json:"leaseGraceSet,omitempty"`
 }
 
 // Object is one file (or, for key=*, one directory of files) of a volume.
@@ -207,6 +213,14 @@ func (p *optionParser) parse(name string, raw map[string]string) Options {
 		}
 		o.Refresh, o.RefreshSet = d, true
 		delete(top, optRefresh)
+	}
+	if v, ok := top[optLeaseGrace]; ok {
+		d, err := ParseLeaseGrace(v)
+		if err != nil {
+			p.bad(optLeaseGrace, "%v", err)
+		}
+		o.LeaseGrace, o.LeaseGraceSet = d, true
+		delete(top, optLeaseGrace)
 	}
 
 	if len(multi) > 0 {
@@ -491,7 +505,7 @@ func (p *optionParser) fileOptions(obj *Object, opts, inherited map[string]strin
 		case optFilename, optTemplate, optTemplateFile:
 			// handled by the caller
 		default:
-			if within == "" && (k == optLayout || k == optRefresh) {
+			if within == "" && (k == optLayout || k == optRefresh || k == optLeaseGrace) {
 				continue
 			}
 			unknown = append(unknown, k)
@@ -580,6 +594,22 @@ func parseRefresh(v string) (time.Duration, error) {
 	}
 	if d > 0 && d < time.Second {
 		return 0, fmt.Errorf("%q is shorter than the minimum of 1s", v)
+	}
+	return d, nil
+}
+
+// MaxLeaseGrace bounds the lease-grace option and the LEASE_GRACE setting.
+const MaxLeaseGrace = 24 * time.Hour
+
+// ParseLeaseGrace reads a lease grace period: a Go duration from 0 (revoke
+// a replaced lease at once) to MaxLeaseGrace.
+func ParseLeaseGrace(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration; use a Go duration such as 5m, or 0 to revoke a replaced lease at once", v)
+	}
+	if d > MaxLeaseGrace {
+		return 0, fmt.Errorf("%q is longer than the maximum of %s", v, MaxLeaseGrace)
 	}
 	return d, nil
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -36,7 +34,7 @@ func (d *Driver) refreshInterval(o Options, dynamic bool) time.Duration {
 func (d *Driver) startRefresh(v *vol) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0) {
+	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0 && len(v.retiring) == 0) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -68,6 +66,9 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 		if !renewAt.IsZero() && (next.IsZero() || renewAt.Before(next)) {
 			next = renewAt
 		}
+		if at := d.retireDue(v); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
 		if next.IsZero() {
 			<-ctx.Done()
 			return
@@ -85,6 +86,7 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 			}
 		}
 
+		d.revokeRetired(v)
 		refetch := false
 		if !renewAt.IsZero() && !d.cfg.Now().Before(renewAt) {
 			select {
@@ -139,17 +141,25 @@ func backoff(base time.Duration, failures int) time.Duration {
 	return min(d, max(base, maxBackoff))
 }
 
+// errFrozen: the volume's tmpfs cannot be written (see vol.frozen).
+var errFrozen = errors.New("the tmpfs was mounted read-only by an older dsv and containers still hold it; the new content is written once they stop")
+
 // refreshOnce re-reads every object (bypassing the cache) and swaps the
 // files in when anything changed. force swaps even leased content whose
-// digest is equal, because its lease is gone.
+// digest is equal, because its lease is gone. Every backend call in it,
+// ALLOW's lookups included, ends by TIMEOUT: the volume's lock is held, and
+// docker run and stop of the volume wait for it. Revocations run after the
+// lock is released.
 func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
+	var drop []heldLease
+	defer func() { d.revoke(v.name, &content{leases: drop}) }()
 	v.op.Lock()
 	defer v.op.Unlock()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	d.mu.Lock()
-	mounted, opts, old := v.mounted, v.opts, v.digest
+	mounted, frozen, opts, old := v.mounted, v.frozen, v.opts, v.digest
 	d.mu.Unlock()
 	if !mounted {
 		// Only containers from before a restart hold this volume; their
@@ -157,84 +167,115 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 		return nil
 	}
 
-	c, err := d.render(ctx, opts, true)
+	rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout()+mountSlack)
+	c, err := d.render(rctx, opts, true)
+	cancel()
 	if err != nil {
-		d.revoke(v.name, c)
+		if c != nil {
+			drop = c.leases
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return err
 	}
 	now := d.cfg.Now().UTC()
 	if c.digest == old && !force {
-		d.revoke(v.name, c) // unchanged: the new leases are not needed
+		drop = c.leases // unchanged: the new leases are not needed
 		d.mu.Lock()
 		v.status.FetchedAt = now
 		v.status.Versions = c.versions
-		writable := v.writable
 		d.mu.Unlock()
-		if writable {
-			d.seal(v, d.dir(v.name)) // a previous swap could not
-		}
 		return nil
 	}
-	dir := d.dir(v.name)
-	if err := d.cfg.Mounter.SetReadOnly(dir, false); err != nil {
-		d.revoke(v.name, c)
-		return err
+	if frozen {
+		drop = c.leases
+		return errFrozen
 	}
 	if opts.Layout == LayoutFile {
 		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
 	}
-	werr := d.writeFiles(dir, opts, c.files)
-	// Sealed either way. After a write, the new files are visible: a failed
-	// remount must not undo them (nor revoke their leases).
-	d.seal(v, dir)
-	if werr != nil {
-		d.revoke(v.name, c)
+	swapped, werr := d.writeFiles(d.fs.Side(v.name), opts, c.files, false)
+	if !swapped {
+		// Readers still see the old files, which still need their leases.
+		drop = c.leases
 		return werr
 	}
+	// Readers see the new files (even if the write's clean-up failed):
+	// the volume holds the new leases; the old ones retire.
 	d.mu.Lock()
-	oldLeases := v.leases
+	drop = d.retireLocked(v, v.leases, now)
 	v.leases = c.leases
 	v.digest = c.digest
+	v.dynamic = v.dynamic || c.dynamic
 	v.status.Versions = c.versions
 	v.status.FetchedAt = now
 	v.status.ChangedAt = now
 	serr := d.saveLocked()
 	d.mu.Unlock()
 	d.log.Info().Str("volume", v.name).Int("files", len(c.files)).Msg("content changed; swapped atomically")
-	d.revoke(v.name, &content{leases: oldLeases})
-	return serr
+	return errors.Join(werr, serr)
 }
 
-// Remounting a tmpfs read-only fails with EBUSY while a file removed from
-// it is still open: a container reading a file of the version a swap just
-// replaced. seal retries a few times; if the reader still holds it, the
-// tmpfs stays writable (by root only: files are read-only, the root
-// directory 0755) and the next refresh tries again.
-const (
-	sealTries = 5
-	sealWait  = 20 * time.Millisecond
-)
+// leaseGrace is how long v keeps a lease of replaced content.
+func (d *Driver) leaseGrace(o Options) time.Duration {
+	if o.LeaseGraceSet {
+		return o.LeaseGrace
+	}
+	return d.cfg.LeaseGrace
+}
 
-// seal remounts a volume's tmpfs read-only after a write, and records
-// whether it could.
-func (d *Driver) seal(v *vol, dir string) {
-	var err error
-	for i := range sealTries {
-		if err = d.cfg.Mounter.SetReadOnly(dir, true); err == nil || !errors.Is(err, unix.EBUSY) {
-			break
+// retireLocked puts leases of replaced content aside until their grace
+// ends: the app's open connections (a database session) may still use
+// them, as with Vault Agent and the CSI driver, which never revoke on a
+// re-render. It returns those to revoke now (no grace). d.mu must be held.
+func (d *Driver) retireLocked(v *vol, leases []heldLease, now time.Time) []heldLease {
+	grace := d.leaseGrace(v.opts)
+	if grace <= 0 {
+		return leases
+	}
+	for _, l := range leases {
+		if l.Lease.ID == "" {
+			continue
 		}
-		time.Sleep(sealWait << i)
+		v.retiring = append(v.retiring, retiredLease{heldLease: l, RevokeAt: now.Add(grace)})
+		d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("grace", grace.String()).Msg("lease of replaced content kept for its grace period")
 	}
+	return nil
+}
+
+// retireDue is when the first retiring lease of v is due; zero if none.
+func (d *Driver) retireDue(v *vol) time.Time {
 	d.mu.Lock()
-	was := v.writable
-	v.writable = err != nil
-	d.mu.Unlock()
-	switch {
-	case err != nil:
-		d.log.Warn().Str("volume", v.name).Err(err).Msg("tmpfs left writable after a write: a replaced file is still open in a container; the next refresh retries")
-	case was:
-		d.log.Info().Str("volume", v.name).Msg("tmpfs read-only again")
+	defer d.mu.Unlock()
+	var at time.Time
+	for _, r := range v.retiring {
+		if at.IsZero() || r.RevokeAt.Before(at) {
+			at = r.RevokeAt
+		}
 	}
+	return at
+}
+
+// revokeRetired revokes the retiring leases of v whose grace has ended.
+func (d *Driver) revokeRetired(v *vol) {
+	now := d.cfg.Now()
+	var due []heldLease
+	d.mu.Lock()
+	var keep []retiredLease
+	for _, r := range v.retiring {
+		if now.Before(r.RevokeAt) {
+			keep = append(keep, r)
+			continue
+		}
+		due = append(due, r.heldLease)
+	}
+	v.retiring = keep
+	if len(due) > 0 {
+		_ = d.saveLocked()
+	}
+	d.mu.Unlock()
+	d.revoke(v.name, &content{leases: due})
 }
 
 // recordRefresh updates the status after a refresh; it returns the number
@@ -348,8 +389,7 @@ func (d *Driver) revoke(volume string, c *content) {
 }
 
 // resume runs at start-up: volumes whose tmpfs survived get their refresh
-// loop again (and are sealed: a swap the restart cut short may have left
-// them writable); leases of volumes that containers still use are renewed
+// loop again; leases of volumes that containers still use are renewed
 // again; the others are revoked.
 func (d *Driver) resume() {
 	var loops []*vol
@@ -357,9 +397,9 @@ func (d *Driver) resume() {
 	d.mu.Lock()
 	for _, v := range d.vols {
 		switch {
-		case len(v.leases) > 0 && len(v.ids) == 0 && len(v.stale) == 0:
-			revoke[v.name], v.leases = v.leases, nil
-		case v.mounted || len(v.leases) > 0:
+		case (len(v.leases) > 0 || len(v.retiring) > 0) && len(v.ids) == 0 && len(v.stale) == 0:
+			revoke[v.name] = v.end()
+		case v.mounted || len(v.leases) > 0 || len(v.retiring) > 0:
 			loops = append(loops, v)
 			// Leases read by the previous process: their issuer (a
 			// Vault login token) may have gone with it. Renew first
@@ -375,9 +415,6 @@ func (d *Driver) resume() {
 	// The loops start once the state is saved: a renewal due at once
 	// saves too.
 	for _, v := range loops {
-		if v.mounted {
-			d.seal(v, d.dir(v.name))
-		}
 		d.startRefresh(v)
 	}
 	for name, leases := range revoke {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func TestRefreshSwapsOnChangeOnly(t *testing.T) {
 	if readFile(t, filepath.Join(mp, "secret")) != "v1" {
 		t.Fatal("first content")
 	}
-	payload := func() string { t, _ := os.Readlink(filepath.Join(mp, dataDirName)); return t }
+	payload := func() string { t, _ := os.Readlink(filepath.Join(mp, "..data")); return t }
 	first := payload()
 	time.Sleep(200 * time.Millisecond) // several refreshes of unchanged content
 	if payload() != first {
@@ -219,7 +220,7 @@ func TestLeasesAfterRestart(t *testing.T) {
 			_ = h.drv.saveLocked()
 			h.drv.mu.Unlock()
 
-			h.mounter = newFakeMounter() // the tmpfs did not survive
+			h.mounter = newFakeMounter(t.TempDir()) // the tmpfs did not survive
 			h.drv = h.start()
 			eventually(t, time.Second, "the unused lease revoked at start", func() bool {
 				_, revoked, _ := h.leased.snapshot()
@@ -261,66 +262,95 @@ func TestSharedFetchAcrossVolumes(t *testing.T) {
 	}
 }
 
-// TestRefreshSwapWhileReplacedFileOpen: the kernel refuses to remount a
-// tmpfs read-only (EBUSY) while a removed file is still open, as when a
-// container reads the version a swap replaces. The swap stands: the new
-// content is served, its leases are kept, Status says the tmpfs is
-// writable, and the next refresh of unchanged content seals it.
-func TestRefreshSwapWhileReplacedFileOpen(t *testing.T) {
-	busy := func(h *harness, on bool) {
-		h.mounter.mu.Lock()
-		defer h.mounter.mu.Unlock()
-		h.mounter.failOn = ""
-		if on {
-			h.mounter.failOn = "busy"
+// TestOpenFileAcrossRotation: a container holds a file of the volume open
+// across a refresh (an app holding its CA bundle). The old design remounted
+// the tmpfs read-write for the swap and could not remount it read-only
+// again (EBUSY on the replaced, still open file): root in any container on
+// the volume could then plant or replace files. Containers now get a
+// read-only view that is never remounted: before and after the swap,
+// every write through it fails with EROFS, and the new content is served.
+func TestOpenFileAcrossRotation(t *testing.T) {
+	h := newKernelHarness(t, 30*time.Millisecond)
+	h.backend.set("rot", "v1")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	mp := h.mount("rot", "c1")
+	held, err := os.Open(filepath.Join(mp, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	writes := func(when string) {
+		t.Helper()
+		for what, try := range map[string]func() error{
+			"plant a file":     func() error { return os.WriteFile(filepath.Join(mp, "planted"), []byte("x"), 0o644) },
+			"replace the link": func() error { return os.Remove(filepath.Join(mp, "secret")) },
+			"rewrite the file": func() error {
+				f, err := os.OpenFile(filepath.Join(mp, "secret"), os.O_WRONLY, 0)
+				if err == nil {
+					f.Close()
+				}
+				return err
+			},
+		} {
+			if err := try(); !errors.Is(err, syscall.EROFS) {
+				t.Errorf("%s: %s through the view: err = %v, want EROFS", when, what, err)
+			}
 		}
 	}
-	status := func(h *harness, name string) map[string]any {
-		g, _ := h.drv.Get(&volume.GetRequest{Name: name})
-		return g.Volume.Status
+	writes("before the swap")
+	h.backend.set("rot", "v2")
+	eventually(t, 3*time.Second, "v2 swapped in while v1 is held open", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+		return string(b) == "v2"
+	})
+	writes("after the swap")
+	b := make([]byte, 8)
+	if n, _ := held.Read(b); string(b[:n]) != "v1" {
+		t.Errorf("the held file reads %q, want the version it opened", b[:n])
 	}
+	if st := h.status("rot"); st["lastError"] != nil {
+		t.Errorf("status after the swap: %v", st)
+	}
+}
 
-	t.Run("swap stands, then sealed", func(t *testing.T) {
-		h := newHarnessWith(t, 30*time.Millisecond)
-		h.backend.set("rot", "v1")
-		h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
-		mp := h.mount("rot", "c1")
-		busy(h, true)
-		h.backend.set("rot", "v2")
-		eventually(t, 3*time.Second, "v2 swapped in despite EBUSY", func() bool {
+// TestViewNeverWritable: containers mount what is under Root; nothing there
+// is ever writable, at mount or at any swap (the old design mounted the
+// tmpfs there read-write, then remounted it read-only after each write).
+func TestViewNeverWritable(t *testing.T) {
+	h := newHarnessWith(t, 20*time.Millisecond)
+	h.backend.set("rot", "v0")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	h.create("static", map[string]string{"secret": "rot", "refresh": "0"})
+	mp := h.mount("rot", "c1")
+	h.mount("static", "c1")
+	for i := 1; i <= 3; i++ {
+		v := fmt.Sprintf("v%d", i)
+		h.backend.set("rot", v)
+		eventually(t, 3*time.Second, v+" swapped in", func() bool {
 			b, _ := os.ReadFile(filepath.Join(mp, "secret"))
-			return string(b) == "v2"
+			return string(b) == v
 		})
-		eventually(t, time.Second, "Status says the tmpfs is writable, with no error", func() bool {
-			st := status(h, "rot")
-			return st["readOnly"] != nil && st["lastError"] == nil
-		})
-		busy(h, false)
-		eventually(t, 3*time.Second, "sealed read-only by a refresh of unchanged content", func() bool {
-			h.mounter.mu.Lock()
-			ro := h.mounter.mounted[mp]
-			h.mounter.mu.Unlock()
-			return ro && status(h, "rot")["readOnly"] == nil
-		})
-	})
+	}
+	if w := h.mounter.everWritable(h.root); len(w) > 0 {
+		t.Fatalf("mounted read-write where containers see it: %v", w)
+	}
+}
 
-	t.Run("the served content's lease is kept", func(t *testing.T) {
-		h := newHarnessWith(t, 0)
-		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*"})
-		mp := h.mount("creds", "c1")
-		busy(h, true)
-		h.leased.mu.Lock()
-		h.leased.renewErr = errors.New("lease is not renewable") // forces a fresh read and a swap
-		h.leased.mu.Unlock()
-		eventually(t, 3*time.Second, "fresh credentials swapped in despite EBUSY", func() bool {
-			b, _ := os.ReadFile(filepath.Join(mp, "username"))
-			return string(b) == "u2"
-		})
-		_, revoked, _ := h.leased.snapshot()
-		if revoked["database/creds/app/lease-2"] {
-			t.Fatalf("the lease of the content being served was revoked: %v", revoked)
-		}
+// TestSwapKeepsServedLease: the lease of the content being served is kept
+// when a swap replaces content whose lease could not be renewed.
+func TestSwapKeepsServedLease(t *testing.T) {
+	h := newHarnessWith(t, 0)
+	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*"})
+	mp := h.mount("creds", "c1")
+	h.leased.set(func(b *leaseBackend) { b.renewErr = errors.New("lease is not renewable") }) // forces a fresh read and a swap
+	eventually(t, 3*time.Second, "fresh credentials swapped in", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "username"))
+		return string(b) == "u2"
 	})
+	_, revoked, _ := h.leased.snapshot()
+	if revoked["database/creds/app/lease-2"] {
+		t.Fatalf("the lease of the content being served was revoked: %v", revoked)
+	}
 }
 
 // TestRenewalFailureBacksOff: a lease that cannot be renewed, whose fresh
@@ -446,7 +476,7 @@ func TestRemoveEndsLeasesFromBeforeRestart(t *testing.T) {
 	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir"})
 	h.mount("creds", "c1")
 	h.stopAll()
-	h.mounter = newFakeMounter() // dockerd restarted: the tmpfs is gone
+	h.mounter = newFakeMounter(t.TempDir()) // dockerd restarted: the tmpfs is gone
 	h.drv = h.start()
 	if err := h.drv.Remove(&volume.RemoveRequest{Name: "creds"}); err != nil {
 		t.Fatal(err)
@@ -480,5 +510,63 @@ func TestIssuerEndedReplacesLeases(t *testing.T) {
 	eventually(t, time.Second, "the ended lease revoked", func() bool {
 		_, revoked, _ := h.leased.snapshot()
 		return revoked["database/creds/app/lease-1"]
+	})
+}
+
+// TestLeaseGrace: when new credentials replace a volume's content, the old
+// lease (the database user the app's open connections use) is kept for the
+// grace period, then revoked; with lease-grace=0 it is revoked at once; the
+// last unmount revokes a lease still in its grace; a restart keeps it.
+func TestLeaseGrace(t *testing.T) {
+	revoked := func(h *harness, id string) bool {
+		_, r, _ := h.leased.snapshot()
+		return r[id]
+	}
+	replace := func(h *harness, mp string) {
+		t.Helper()
+		h.leased.set(func(b *leaseBackend) { b.renewErr = errors.New("lease is not renewable") })
+		eventually(t, 3*time.Second, "fresh credentials swapped in", func() bool {
+			b, _ := os.ReadFile(filepath.Join(mp, "username"))
+			return string(b) == "u2"
+		})
+		h.leased.set(func(b *leaseBackend) { b.renewErr = nil })
+	}
+	const first = "database/creds/app/lease-1"
+
+	t.Run("kept for its grace, then revoked", func(t *testing.T) {
+		h := newHarness(t)
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "1s"})
+		mp := h.mount("creds", "c1")
+		replace(h, mp)
+		if revoked(h, first) {
+			t.Fatal("the replaced lease was revoked at once, under the app's open connections")
+		}
+		if st := h.status("creds"); fmt.Sprint(st["retiringLeases"]) != "1" {
+			t.Errorf("status retiringLeases = %v, want 1", st["retiringLeases"])
+		}
+		eventually(t, 5*time.Second, "the replaced lease revoked after its grace", func() bool { return revoked(h, first) })
+	})
+	t.Run("lease-grace=0 revokes at once", func(t *testing.T) {
+		h := newHarness(t)
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "0"})
+		mp := h.mount("creds", "c1")
+		replace(h, mp)
+		eventually(t, time.Second, "the replaced lease revoked", func() bool { return revoked(h, first) })
+	})
+	t.Run("kept across a restart, revoked by the last unmount", func(t *testing.T) {
+		h := newHarness(t)
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "1h"})
+		mp := h.mount("creds", "c1")
+		replace(h, mp)
+		h.stopAll()
+		h.drv = h.start()
+		if revoked(h, first) {
+			t.Fatal("a restart revoked a lease in its grace")
+		}
+		h.unmount("creds", "c1")
+		if !revoked(h, first) || !revoked(h, "database/creds/app/lease-2") {
+			_, r, _ := h.leased.snapshot()
+			t.Fatalf("after the last unmount, revoked = %v; want both leases", r)
+		}
 	})
 }

@@ -20,12 +20,52 @@ const stateVersion = 2
 type volumeRecord struct {
 	Options   Options   `json:"options"`
 	CreatedAt time.Time `json:"createdAt"`
-	MountIDs  []string  `json:"mountIds,omitempty"`
+	// MountIDs are the IDs that hold the volume; Mounts counts the mounts
+	// of those that hold it more than once (docker cp reuses a running
+	// container's ID). An ID listed without a count holds it once, as in
+	// state written before the counts.
+	MountIDs []string       `json:"mountIds,omitempty"`
+	Mounts   map[string]int `json:"mounts,omitempty"`
 	// Leases are the ids and terms of the leases the volume holds, so that
 	// a restarted plugin can renew or revoke them. Never a value.
 	Leases []heldLease `json:"leases,omitempty"`
 	// Dynamic: the content read was dynamic (see vol.dynamic).
 	Dynamic bool `json:"dynamic,omitempty"`
+	// Retiring are leases of replaced content, revoked at their time.
+	Retiring []retiredLease `json:"retiring,omitempty"`
+}
+
+// retiredLease is a lease of content that was replaced, kept until
+// RevokeAt: the app's open connections may still use it.
+type retiredLease struct {
+	heldLease
+	RevokeAt time.Time `json:"revokeAt"`
+}
+
+// newRecord is what is persisted of v. d.mu must be held.
+func newRecord(v *vol) volumeRecord {
+	r := volumeRecord{Options: v.opts, CreatedAt: v.created, Leases: v.leases, Dynamic: v.dynamic, Retiring: v.retiring}
+	for _, m := range []map[string]int{v.ids, v.stale} {
+		for id, n := range m {
+			r.MountIDs = append(r.MountIDs, id)
+			if n > 1 {
+				if r.Mounts == nil {
+					r.Mounts = map[string]int{}
+				}
+				r.Mounts[id] += n
+			}
+		}
+	}
+	return r
+}
+
+// mountCounts is the mounts of each ID.
+func (r volumeRecord) mountCounts() map[string]int {
+	out := make(map[string]int, len(r.MountIDs))
+	for _, id := range r.MountIDs {
+		out[id] = max(r.Mounts[id], 1)
+	}
+	return out
 }
 
 type stateFile struct {

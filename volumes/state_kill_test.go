@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -60,6 +61,11 @@ func writeStateForever(path string) error {
 		if err := store.Save(vols); err != nil {
 			return err
 		}
+		// Tells the test that a generation is saved: it kills on events,
+		// not after a guessed time.
+		if _, err := fmt.Println(gen); err != nil {
+			return err
+		}
 	}
 }
 
@@ -101,14 +107,27 @@ func TestStateKilledDuringSave(t *testing.T) {
 	for i := range 25 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), envStateWriter+"="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+rand.IntN(60)) * time.Millisecond)
+		// Kill once the writer has saved 1 to 3 generations: it is then
+		// inside the next save, or between two, however slow the machine.
+		lines := bufio.NewScanner(out)
+		for range 1 + rand.IntN(3) {
+			if !lines.Scan() {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("kill %d: the writer stopped before saving: %v", i, lines.Err())
+			}
+		}
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 			t.Fatalf("kill %d: the writer ended on its own: %v", i, err)
 		}
@@ -136,8 +155,8 @@ func TestStateKilledDuringSave(t *testing.T) {
 		}
 		last = gen
 	}
-	// The kills must have hit a writer at work, not only at start-up.
-	if progressed < 10 {
+	// Every writer saved before its kill: the state moved on each time.
+	if progressed < 25 {
 		t.Fatalf("only %d of 25 writers saved a generation before the kill: the test proves little", progressed)
 	}
 	t.Logf("25 kills; the state reached generation %d, always whole", last)

@@ -28,10 +28,12 @@ import (
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
+	"github.com/dsv-plugin/dsv/tmpfs"
 	"github.com/dsv-plugin/dsv/volumes"
 )
 
@@ -64,12 +66,15 @@ func main() {
 
 // settings are the plugin-wide values from config.json's settable env.
 type settings struct {
-	LogLevel  zerolog.Level
-	Backend   string
-	Timeout   time.Duration
-	CacheTTL  time.Duration
-	Refresh   time.Duration
-	AWSRegion string
+	LogLevel zerolog.Level
+	Backend  string
+	Timeout  time.Duration
+	CacheTTL time.Duration
+	Refresh  time.Duration
+	// LeaseGrace is LEASE_GRACE: how long a lease of replaced content is
+	// kept before it is revoked.
+	LeaseGrace time.Duration
+	AWSRegion  string
 	// Allow is the ALLOW setting as written; run parses it once the
 	// backends are known.
 	Allow string
@@ -78,14 +83,20 @@ type settings struct {
 	SwarmIdentityFromServiceName bool
 	// Vault holds the vault backend's settings (VAULT_*).
 	Vault vault.Config
+	// Azure holds the azure backend's settings (AZURE_*).
+	Azure azure.Config
 }
+
+// defaultLeaseGrace keeps a replaced lease (the database user an app's
+// open connections use) long enough for a connection pool to move on.
+const defaultLeaseGrace = 5 * time.Minute
 
 // loadSettings reads the environment and reports every bad value at once.
 // settingsErrPrefix starts the error that lists every bad setting.
 const settingsErrPrefix = "invalid plugin settings: "
 
 func loadSettings(getenv func(string) string) (settings, error) {
-	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second}
+	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: defaultLeaseGrace}
 	var problems []string
 	if v := getenv("LOG_LEVEL"); v != "" {
 		l, err := zerolog.ParseLevel(strings.ToLower(v))
@@ -125,6 +136,14 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			s.Refresh = d
 		}
 	}
+	if v := getenv("LEASE_GRACE"); v != "" {
+		d, err := volumes.ParseLeaseGrace(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("LEASE_GRACE: %v", err))
+		} else {
+			s.LeaseGrace = d
+		}
+	}
 	if v := getenv("SWARM_IDENTITY_FROM_SERVICE_NAME"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -143,6 +162,9 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	s.Vault = vc
+	if s.Azure, err = azure.ConfigFromEnv(getenv); err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
 	if len(problems) > 0 {
 		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
@@ -171,7 +193,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs := flag.NewFlagSet("dsv", flag.ContinueOnError)
 	socket := fs.String("socket", "/run/docker/plugins/dsv.sock", "unix socket to serve the plugin API on; its base name is the driver name")
 	statePath := fs.String("state", "/var/lib/dsv/state.json", "file that persists volumes across restarts")
-	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume gets its tmpfs (the managed plugin's PropagatedMount)")
+	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume's read-only view is mounted (the managed plugin's PropagatedMount)")
+	writerRoot := fs.String("writer", "/run/dsv/rw", "directory under which each volume's tmpfs is mounted read-write for the plugin alone (made a private mount; never under -mounts)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
 	templatesDir := fs.String("templates", "/run/dsv/templates", "folder of named templates (template-file option)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -198,13 +221,18 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	// Stdout: dockerd logs a plugin's stderr at level error, its stdout at info.
 	log := zerolog.New(os.Stdout).Level(s.LogLevel).With().Timestamp().Logger()
 
+	s.Vault.Timeout = s.Timeout // also ALLOW's lookups, logins and token renewals
 	vd, err := vault.New(s.Vault, log)
 	if err != nil {
 		problems = append(problems, err.Error())
 	} else {
 		defer vd.Close()
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, file.Name, ssm.Name, vault.Name})
+	azd, err := azure.New(s.Azure, log)
+	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
+		problems = append(problems, err.Error())
+	}
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, ssm.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -219,6 +247,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		ssm.New(ssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
+		azd,
 	)
 	if err != nil {
 		return err
@@ -232,16 +261,18 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	drv, err := volumes.New(volumes.Config{
-		Root:      *mountRoot,
-		Store:     store,
-		Registry:  reg,
-		Defaults:  volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
-		Allow:     allow,
-		Refresh:   s.Refresh,
-		Fetcher:   fetcher,
-		TmpfsSize: tmpfsSize,
-		Mounter:   volumes.KernelMounter{},
-		Logger:    log,
+		Root:       *mountRoot,
+		Writer:     *writerRoot,
+		LeaseGrace: s.LeaseGrace,
+		Store:      store,
+		Registry:   reg,
+		Defaults:   volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
+		Allow:      allow,
+		Refresh:    s.Refresh,
+		Fetcher:    fetcher,
+		TmpfsSize:  tmpfsSize,
+		Mounter:    tmpfs.Kernel{},
+		Logger:     log,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 )
 
@@ -22,19 +23,19 @@ func TestLoadSettings(t *testing.T) {
 		{
 			name: "defaults",
 			env:  map[string]string{},
-			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 30 * time.Second},
+			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: 5 * time.Minute},
 		},
 		{
 			name: "every setting",
 			env: map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "CACHE_TTL": "0", "REFRESH": "1m", "AWS_REGION": "eu-west-1",
-				"SWARM_IDENTITY_FROM_SERVICE_NAME": "true"},
+				"SWARM_IDENTITY_FROM_SERVICE_NAME": "true", "LEASE_GRACE": "0"},
 			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, Refresh: time.Minute, AWSRegion: "eu-west-1",
 				SwarmIdentityFromServiceName: true},
 		},
 		{
 			name:    "every bad value at once",
-			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "CACHE_TTL": "-1s", "REFRESH": "10ms", "AWS_REGION": "useast1", "SWARM_IDENTITY_FROM_SERVICE_NAME": "yes"},
-			wantErr: []string{`REFRESH "10ms": the minimum is 1s`, `LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`, `SWARM_IDENTITY_FROM_SERVICE_NAME "yes": use true or false`},
+			env:     map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "CACHE_TTL": "-1s", "REFRESH": "10ms", "AWS_REGION": "useast1", "SWARM_IDENTITY_FROM_SERVICE_NAME": "yes", "LEASE_GRACE": "48h"},
+			wantErr: []string{`LEASE_GRACE: "48h" is longer than the maximum of 24h0m0s`, `REFRESH "10ms": the minimum is 1s`, `LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`, `SWARM_IDENTITY_FROM_SERVICE_NAME "yes": use true or false`},
 		},
 		{
 			name:    "negative timeout",
@@ -63,6 +64,7 @@ func TestLoadSettings(t *testing.T) {
 				t.Errorf("VAULT_AUTH default = %q, want token", got.Vault.Auth)
 			}
 			got.Vault = vault.Config{} // the vault package tests its own settings
+			got.Azure = azure.Config{} // the azure package tests its own settings
 			if got != tt.want {
 				t.Fatalf("loadSettings() = %+v, want %+v", got, tt.want)
 			}

@@ -56,8 +56,8 @@ func (s *session) label() string {
 	return s.name
 }
 
-// get returns the current token, logging in when there is none. The login
-// runs under the context of the caller that started it.
+// get returns the current token, logging in when there is none. Each
+// caller waits for the login no longer than its own context allows.
 func (s *session) get(ctx context.Context) (string, uint64, error) {
 	s.mu.Lock()
 	if s.token != "" {
@@ -65,7 +65,11 @@ func (s *session) get(ctx context.Context) (string, uint64, error) {
 		return s.token, s.gen, nil
 	}
 	s.mu.Unlock()
-	ch := s.group.DoChan("login", func() (any, error) { return s.login(ctx) })
+	ch := s.group.DoChan("login", func() (any, error) {
+		lctx, cancel := s.loginContext(ctx)
+		defer cancel()
+		return s.login(lctx)
+	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -76,6 +80,19 @@ func (s *session) get(ctx context.Context) (string, uint64, error) {
 	case <-ctx.Done():
 		return "", 0, ctx.Err()
 	}
+}
+
+// loginContext is the context of a login that ctx's caller starts. Every
+// caller that needs a token meanwhile waits for this one login, so with
+// the TIMEOUT setting it runs under that, not under the context of the
+// caller that happened to start it: one that gives up early (or that
+// never would) decides for none of the others. Without the setting it is
+// the starter's context.
+func (s *session) loginContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.d.cfg.Timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), s.d.cfg.Timeout)
 }
 
 // held is a token and its generation.
@@ -94,6 +111,11 @@ func (s *session) login(ctx context.Context) (held, error) {
 
 	a, err := s.auth.login(ctx, s.d)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The callers still waiting have time left; theirs is not
+			// the deadline that passed.
+			err = authFail(secrets.ErrTimeout, "vault did not answer the login within the TIMEOUT plugin setting; check that vault is reachable from the host, or raise TIMEOUT", nil)
+		}
 		s.log.Debug().Err(err).Msg("vault login failed")
 		return held{}, err
 	}
@@ -255,6 +277,10 @@ func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error
 				loginCause(err))
 		}
 		return nil, loginError(d, err)
+	}
+	if sec == nil {
+		// An empty answer (a proxy's, say): no evidence the token is good.
+		return nil, authFail(secrets.ErrUnavailable, "vault answered the token lookup with nothing", nil)
 	}
 	ttl, err := sec.TokenTTL()
 	if err != nil {

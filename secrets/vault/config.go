@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -79,6 +80,12 @@ type Config struct {
 	// IdentitiesDir holds one directory per identity, each with a role-id
 	// and a secret-id file (VAULT_IDENTITIES_DIR).
 	IdentitiesDir string
+	// Timeout is the TIMEOUT plugin setting: it bounds each call (Fetch,
+	// Canonical, Renew, Revoke) whatever its caller's context says, each
+	// login, and each request of the token's renewal in the background.
+	// 0 leaves calls to their caller's context and logins to that of the
+	// caller that started them.
+	Timeout time.Duration
 	// API is the Vault client configuration. Nil means api.DefaultConfig(),
 	// which reads VAULT_ADDR, VAULT_CACERT and the other client settings.
 	API *api.Config
@@ -153,6 +160,9 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(f.path) {
 			errs = append(errs, fmt.Errorf("setting %s: %q is not an absolute path", f.name, quoted(f.path)))
 		}
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("setting TIMEOUT: %s is negative", c.Timeout))
 	}
 	if !appRolePathRE.MatchString(strings.TrimSuffix(c.AppRolePath, "/")) || strings.HasPrefix(c.AppRolePath, "auth/") {
 		errs = append(errs, fmt.Errorf("setting %s: %q is not an auth mount path (e.g. approle, without auth/)", EnvAppRolePath, quoted(c.AppRolePath)))

@@ -3,6 +3,7 @@ package vault
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -114,5 +115,16 @@ func TestNewBadClientSettings(t *testing.T) {
 func TestNewInvalidConfig(t *testing.T) {
 	if _, err := New(Config{Auth: "ldap"}, zerolog.Nop()); err == nil {
 		t.Fatal("New() with an invalid config = nil error")
+	}
+}
+
+func TestNewNegativeTimeout(t *testing.T) {
+	cfg, err := ConfigFromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Timeout = -time.Second
+	if _, err := New(cfg, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "TIMEOUT") {
+		t.Fatalf("New() with a negative timeout = %v, want an error naming TIMEOUT", err)
 	}
 }

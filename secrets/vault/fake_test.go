@@ -30,6 +30,14 @@ type fakeVault struct {
 	// noMounts answers 404 to sys/internal/ui/mounts, like a Vault (or a
 	// proxy) without the endpoint.
 	noMounts bool
+	// emptyLookup answers auth/token/lookup-self with 200 and no body.
+	emptyLookup bool
+	// stall, when set, picks requests (by API path) that get no answer:
+	// they are held until their client goes away, as by a Vault that
+	// accepted the connection and hangs.
+	stall func(path string) bool
+	// released ends the stalled requests, at the test's end.
+	released chan struct{}
 }
 
 type fakeMount struct {
@@ -58,8 +66,10 @@ func newFakeVault(t *testing.T) *fakeVault {
 		roles:   map[string]string{},
 		wrapped: map[string]map[string]any{},
 	}
+	f.released = make(chan struct{})
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
+	t.Cleanup(func() { close(f.released) }) // before srv.Close, which waits for them
 	return f
 }
 
@@ -67,6 +77,13 @@ func (f *fakeVault) answer(method, path string, status int, body string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.answers[method+" "+path] = fakeAnswer{status: status, body: body}
+}
+
+// stallWhere makes the requests that pick chooses stall (see fakeVault.stall).
+func (f *fakeVault) stallWhere(pick func(path string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stall = pick
 }
 
 func (f *fakeVault) setValid(token string, ok bool) {
@@ -118,7 +135,15 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		Token: token, WrapTTL: r.Header.Get("X-Vault-Wrap-TTL"), Body: body,
 	})
 	valid := f.valid[token]
+	stall := f.stall
 	f.mu.Unlock()
+	if stall != nil && stall(path) {
+		select {
+		case <-r.Context().Done():
+		case <-f.released:
+		}
+		return
+	}
 
 	switch {
 	case path == "auth/approle/login":
@@ -152,6 +177,9 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case path == "auth/token/lookup-self" && f.emptyLookup:
+		w.WriteHeader(200)
+		return
 	case path == "auth/token/lookup-self":
 		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": 0, "renewable": false}})
 		return

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/test/faultproxy"
 	"github.com/dsv-plugin/dsv/test/pgtest"
 	"github.com/dsv-plugin/dsv/test/vaulttest"
 )
@@ -733,4 +734,81 @@ func TestIntegrationLeaseIssuer(t *testing.T) {
 			t.Fatalf("Renew() after a re-login with the same token = %v", err)
 		}
 	})
+}
+
+// TestIntegrationStalledVault: a real Vault behind a proxy that holds every
+// request (a Vault that accepts connections and hangs). With the TIMEOUT
+// setting, each call returns a timeout by it even when its caller gives no
+// deadline (ALLOW's lookup during a refresh): a mount lookup, a read, an
+// identity's login, a lease's renewal and revocation. Once Vault answers
+// again, so does the backend.
+func TestIntegrationStalledVault(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t)
+	s.PutKV2(t, "secret", "app", map[string]any{"a": "b"})
+	s.EnableKV(t, "other", 2)
+	s.PutKV2(t, "other", "app", map[string]any{"a": "c"})
+	s.EnableAuth(t, "approle", "approle")
+	s.PutPolicy(t, "app", `path "secret/data/app" { capabilities = ["read"] }`)
+	roleID := s.CreateAppRole(t, "approle", "web", vaulttest.RoleOptions{Policies: []string{"app"}, TokenTTL: time.Hour})
+	proxy, err := faultproxy.Start(s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	const timeout = 500 * time.Millisecond
+	d, _ := realDriver(t, s, func(c *Config) {
+		c.API.Address = proxy.URL()
+		c.API.MaxRetries = 2 // the api's default
+		c.Timeout = timeout
+		writeIdentity(t, c.IdentitiesDir, "web", roleID, s.SecretID(t, "approle", "web"))
+	})
+	ref := secrets.Ref{Backend: Name, Name: "secret/app"}
+	if _, err := d.Fetch(fetchCtx(t), ref); err != nil { // logged in, mount known
+		t.Fatal(err)
+	}
+
+	if err := proxy.Delay(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	lease := secrets.Ref{Backend: Name, Name: "database/creds/app"}
+	calls := []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{name: "canonical name of an unknown mount", call: func(ctx context.Context) error {
+			_, err := d.Canonical(ctx, secrets.Ref{Backend: Name, Name: "other/app"})
+			return err
+		}},
+		{name: "read", call: func(ctx context.Context) error { _, err := d.Fetch(ctx, ref); return err }},
+		{name: "identity login", call: func(ctx context.Context) error {
+			_, err := d.Fetch(ctx, secrets.Ref{Backend: Name, Name: "secret/app", Params: map[string]string{"identity": "web"}})
+			return err
+		}},
+		{name: "renewal", call: func(ctx context.Context) error {
+			_, err := d.Renew(ctx, lease, secrets.Lease{ID: "database/creds/app/x", Duration: time.Minute})
+			return err
+		}},
+		{name: "revocation", call: func(ctx context.Context) error { return d.Revoke(ctx, lease, "database/creds/app/x") }},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			before := proxy.Requests()
+			err := callWithin(t, timeout+callLimit, func() error { return c.call(context.Background()) })
+			if !errors.Is(err, secrets.ErrTimeout) {
+				t.Fatalf("error = %v, want a timeout", err)
+			}
+			if proxy.Requests() == before {
+				t.Fatal("no request reached the proxy")
+			}
+		})
+	}
+
+	if err := proxy.Pass(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Fetch(fetchCtx(t), secrets.Ref{Backend: Name, Name: "secret/app", Params: map[string]string{"identity": "web"}})
+	if err != nil || !strings.Contains(string(got.Value), `"a":"b"`) {
+		t.Fatalf("Fetch() once vault answers = %v", err)
+	}
 }

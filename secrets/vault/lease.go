@@ -16,6 +16,8 @@ import (
 // maximum TTL: a shorter duration than asked means the end is near. A lease
 // that has expired or was revoked is ErrNotFound: read the secret again.
 func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease) (secrets.Lease, error) {
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	ctx = withAttempts(ctx)
 	req, err := parseRequest(ref)
 	if err != nil {
@@ -69,6 +71,8 @@ var errIssuerEnded = errors.New("the vault token that read this lease has ended,
 // leases of one path only (sys/leases/revoke/database/creds/app/*). An
 // unknown or expired lease is not an error.
 func (d *Driver) Revoke(ctx context.Context, ref secrets.Ref, leaseID string) error {
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	ctx = withAttempts(ctx)
 	req, err := parseRequest(ref)
 	if err != nil {

@@ -62,6 +62,23 @@ func (d *Driver) mount(ctx context.Context, ref secrets.Ref, s *session, ns, pat
 	return m, nil
 }
 
+// reservedEngine returns the reserved mount (see reservedMounts) of a
+// mount of type engine, or "": Vault's own mounts have types of their own,
+// with an ns_ prefix in a child namespace of Vault Enterprise.
+func reservedEngine(engine string) string {
+	switch strings.TrimPrefix(engine, "ns_") {
+	case "system":
+		return "sys"
+	case "token":
+		return "auth"
+	case "cubbyhole":
+		return "cubbyhole"
+	case "identity":
+		return "identity"
+	}
+	return ""
+}
+
 // cachedMount finds the longest cached mount prefix of path.
 func (d *Driver) cachedMount(ns, path string) (mountInfo, bool) {
 	d.mu.Lock()

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,7 +25,7 @@ const sentinel = "hunter2-SENTINEL-value"
 
 // fakeDriver returns a driver for f that logs in with the token in its
 // token file, "tok", which f accepts. logs receives the driver's debug log.
-func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *bytes.Buffer) {
+func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *syncBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -49,13 +48,13 @@ func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *bytes.
 	if mod != nil {
 		mod(&cfg)
 	}
-	var logs bytes.Buffer
-	d, err := New(cfg, zerolog.New(&logs).Level(zerolog.DebugLevel))
+	logs := &syncBuffer{} // a login may log after its caller has returned
+	d, err := New(cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	return d, &logs
+	return d, logs
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -367,6 +366,15 @@ func TestLogin(t *testing.T) {
 			wantKind: secrets.ErrAccessDenied, want: "VAULT_TOKEN setting: it is invalid or expired",
 		},
 		{
+			// Vault (or a proxy) answers 200 with no body: no token, and
+			// no panic.
+			name: "empty token lookup",
+			setup: func(t *testing.T, f *fakeVault, c *Config) {
+				f.emptyLookup = true
+			},
+			wantKind: secrets.ErrUnavailable, want: "token lookup with nothing",
+		},
+		{
 			name: "approle",
 			setup: func(t *testing.T, f *fakeVault, c *Config) {
 				c.Auth = AuthAppRole
@@ -652,4 +660,29 @@ func TestFetchRetriesUntilTimeout(t *testing.T) {
 			t.Fatalf("Fetch() = %v, want a timeout", err)
 		}
 	})
+}
+
+// TestFetchRefusesVaultsOwnMounts: a path that passes validPath but that
+// Vault places in one of its own mounts (however a proxy or a future Vault
+// spells it) is refused before it is read, and for ALLOW's lookup too.
+func TestFetchRefusesVaultsOwnMounts(t *testing.T) {
+	for _, engine := range []string{"system", "ns_system", "token", "ns_token", "cubbyhole", "ns_cubbyhole", "identity", "ns_identity"} {
+		t.Run(engine, func(t *testing.T) {
+			f := newFakeVault(t)
+			f.mounts["ops/"] = fakeMount{engine: engine}
+			f.answer("GET", "ops/x", 200, `{"data":{"token":"`+sentinel+`"}}`)
+			d, _ := fakeDriver(t, f, nil)
+			ref := secrets.Ref{Backend: Name, Name: "ops/x"}
+			_, err := d.Fetch(ctxFor(t), ref)
+			if !errors.Is(err, secrets.ErrBadValue) || !strings.Contains(err.Error(), "dsv does not serve") {
+				t.Fatalf("Fetch() = %v, want a refusal", err)
+			}
+			if _, err := d.Canonical(ctxFor(t), ref); !errors.Is(err, secrets.ErrBadValue) {
+				t.Fatalf("Canonical() = %v, want a refusal", err)
+			}
+			if n := len(f.requestsTo("ops/x")); n != 0 {
+				t.Fatalf("%d reads of ops/x, want none", n)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -161,13 +162,37 @@ func parseRequest(ref secrets.Ref) (request, error) {
 	return req, errors.Join(errs...)
 }
 
-// validPath checks a Vault path as users write it: secret/app/db.
-// reservedMounts are Vault's own mounts. Read or written with the plugin's
-// token they would hand it out (auth/token/lookup-self), mint children
-// (auth/token/create), or show Vault's configuration: never a volume's
-// secret, whatever ALLOW says.
-var reservedMounts = map[string]bool{"auth": true, "sys": true, "cubbyhole": true}
+// reservedMounts are Vault's own mounts, present in every namespace. Read
+// or written with the plugin's token they would hand it out
+// (auth/token/lookup-self), mint children (auth/token/create) or OIDC
+// tokens in its name (identity/oidc/token/ROLE), open its wrapped answers
+// (sys/wrapping/unwrap), or show Vault's configuration: never a volume's
+// secret, whatever ALLOW says. Each maps to what it reaches, for errors.
+var reservedMounts = map[string]string{
+	"auth":      "logins and tokens: auth/token/lookup-self shows the plugin's own token, auth/token/create mints new ones",
+	"sys":       "Vault's configuration, and the plugin's own wrapped answers and leases",
+	"cubbyhole": "the private storage of the plugin's own token",
+	"identity":  "the plugin's identity: identity/oidc/token/ROLE mints OIDC tokens in its name",
+}
 
+// reservedList names the reserved mounts in errors.
+const reservedList = "auth/, sys/, cubbyhole/ and identity/"
+
+// reservedMount returns the reserved mount that the path segment seg
+// names, or "". Vault's mount paths are case-sensitive, but a case or a
+// space does not make a path a secret: matched loosely, to refuse
+// whatever a proxy or a future Vault might fold.
+func reservedMount(seg string) string {
+	seg = strings.TrimSpace(seg)
+	for m := range reservedMounts {
+		if strings.EqualFold(seg, m) {
+			return m
+		}
+	}
+	return ""
+}
+
+// validPath checks a Vault path as users write it: secret/app/db.
 func validPath(p string) error {
 	switch {
 	case p == "":
@@ -186,9 +211,6 @@ func validPath(p string) error {
 			return fmt.Errorf("%q: control characters are not allowed", quoted(p))
 		}
 	}
-	if first, _, _ := strings.Cut(p, "/"); reservedMounts[first] {
-		return fmt.Errorf("%q: paths under auth/, sys/ and cubbyhole/ reach the plugin's own Vault token and Vault's configuration, not secrets; dsv does not serve them", quoted(p))
-	}
 	for _, seg := range strings.Split(p, "/") {
 		switch seg {
 		case "":
@@ -196,6 +218,31 @@ func validPath(p string) error {
 		case ".", "..":
 			return fmt.Errorf("%q: %q segments are not allowed", quoted(p), seg)
 		}
+	}
+	return reservedPath(p)
+}
+
+// reservedPath refuses a path that reaches one of Vault's own mounts. The
+// path is judged as the api client sends it (cleaned, as path.Join does).
+// Vault Enterprise (and OpenBao) read leading segments that name a
+// namespace as that namespace, so team-a/auth/token/create is the token
+// store of namespace team-a: a reserved mount is refused at any depth,
+// except as the last segment (secret/app/auth is a secret; team-a/sys
+// alone reaches no endpoint).
+func reservedPath(p string) error {
+	segs := strings.Split(strings.TrimPrefix(path.Clean("/"+p), "/"), "/")
+	for i, seg := range segs {
+		m := reservedMount(seg)
+		if m == "" || (i > 0 && i == len(segs)-1) {
+			continue
+		}
+		if i == 0 {
+			return fmt.Errorf("%q: paths under %s reach the plugin's own Vault token, its identity and Vault's configuration, not secrets (%s/ is %s); dsv does not serve them",
+				quoted(p), reservedList, m, reservedMounts[m])
+		}
+		ns := strings.Join(segs[:i], "/")
+		return fmt.Errorf("%q: Vault Enterprise reads %q as a namespace when one has that name, and this is then the %s/ of that namespace (%s); dsv serves none of %s in any namespace, so no path holds one of those names before its last segment (a KV folder so named cannot be read through dsv)",
+			quoted(p), quoted(ns), m, reservedMounts[m], reservedList)
 	}
 	return nil
 }
@@ -214,6 +261,11 @@ func validNamespace(ns string) error {
 			if unicode.IsSpace(r) || unicode.IsControl(r) || r == '+' || r == '*' {
 				return fmt.Errorf("%q: namespace names hold no spaces, control characters, + or *", quoted(ns))
 			}
+		}
+		// The namespace goes in front of the path: team-a/sys would make
+		// every path one under namespace team-a's sys/.
+		if m := reservedMount(seg); m != "" {
+			return fmt.Errorf("%q: %s is Vault's own mount in every namespace (%s), not a namespace; dsv does not serve it", quoted(ns), m, reservedMounts[m])
 		}
 	}
 	return nil

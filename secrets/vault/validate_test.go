@@ -115,6 +115,29 @@ func TestValidate(t *testing.T) {
 		{name: "minting tokens", ref: secrets.Ref{Name: "auth/token/create", Params: map[string]string{"method": "write"}}, want: []string{`option "secret"`, "auth/"}},
 		{name: "vault's configuration", ref: secrets.Ref{Name: "sys/config/state/sanitized"}, want: []string{`option "secret"`, "sys/"}},
 		{name: "the token's cubbyhole", ref: secrets.Ref{Name: "cubbyhole/x"}, want: []string{`option "secret"`, "cubbyhole/"}},
+		{name: "identity oidc token", ref: secrets.Ref{Name: "identity/oidc/token/web", Key: "token"}, want: []string{`option "secret"`, "identity/", "OIDC tokens in its name"}},
+		{name: "identity oidc authorize", ref: secrets.Ref{Name: "identity/oidc/provider/default/authorize", Params: map[string]string{"param.client_id": "x"}}, want: []string{`option "secret"`, "identity/"}},
+		{name: "identity entity", ref: secrets.Ref{Name: "identity/entity/name/plugin"}, want: []string{`option "secret"`, "identity/"}},
+		// Vault Enterprise (and OpenBao) read leading segments that name a
+		// namespace as the namespace: these are namespace team-a's own
+		// mounts.
+		{name: "namespaced sys", ref: secrets.Ref{Name: "team-a/sys/config/state/sanitized"}, want: []string{`option "secret"`, `reads "team-a" as a namespace`, "sys/ of that namespace"}},
+		{name: "namespaced token minting", ref: secrets.Ref{Name: "team-a/auth/token/create", Params: map[string]string{"method": "write"}}, want: []string{`option "secret"`, `"team-a"`, "auth/", "mints new ones"}},
+		{name: "namespaced lookup-self", ref: secrets.Ref{Name: "team-a/app/auth/token/lookup-self", Key: "id"}, want: []string{`option "secret"`, `"team-a/app" as a namespace`}},
+		{name: "namespaced unwrap", ref: secrets.Ref{Name: "team-a/sys/wrapping/unwrap", Params: map[string]string{"method": "write", "param.token": "x"}}, want: []string{`option "secret"`, "sys/"}},
+		{name: "namespaced oidc token", ref: secrets.Ref{Name: "team-a/identity/oidc/token/web"}, want: []string{`option "secret"`, "identity/"}},
+		{name: "namespaced cubbyhole", ref: secrets.Ref{Name: "team-a/cubbyhole/x"}, want: []string{`option "secret"`, "cubbyhole/"}},
+		{name: "namespace option then sys", ref: secrets.Ref{Name: "sys/config/state/sanitized", Params: map[string]string{"namespace": "team-a"}}, want: []string{`option "secret"`, "sys/"}},
+		{name: "namespace option ending in sys", ref: secrets.Ref{Name: "config/state/sanitized", Params: map[string]string{"namespace": "team-a/sys"}}, want: []string{`option "namespace"`, "sys is Vault's own mount"}},
+		{name: "namespace option auth", ref: secrets.Ref{Name: "token/create", Params: map[string]string{"namespace": "auth/", "method": "write"}}, want: []string{`option "namespace"`, "auth is Vault's own mount"}},
+		{name: "upper case", ref: secrets.Ref{Name: "SYS/config/state/sanitized"}, want: []string{`option "secret"`, "sys/"}},
+		{name: "mixed case namespaced", ref: secrets.Ref{Name: "team-a/Auth/token/create"}, want: []string{`option "secret"`, "auth/"}},
+		{name: "space around the mount", ref: secrets.Ref{Name: "team-a/ sys /raw/x"}, want: []string{`option "secret"`, "sys/"}},
+		{name: "dot before sys", ref: secrets.Ref{Name: "./sys/raw/x"}, want: []string{`option "secret"`}},
+		{name: "dotdot to sys", ref: secrets.Ref{Name: "team-a/x/../sys/raw"}, want: []string{`option "secret"`}},
+		{name: "a secret named auth", ref: secrets.Ref{Name: "secret/app/auth"}},
+		{name: "a namespaced secret named sys", ref: secrets.Ref{Name: "team-a/secret/sys"}},
+		{name: "a secret named like a mount", ref: secrets.Ref{Name: "secret/authors/system"}},
 		{name: "double slash", ref: secrets.Ref{Name: "secret//x"}, want: []string{`option "secret"`, "empty path segment"}},
 		{name: "trailing slash", ref: secrets.Ref{Name: "secret/x/"}, want: []string{`option "secret"`, "empty path segment"}},
 		{name: "newline", ref: secrets.Ref{Name: "secret/x\ny"}, want: []string{`option "secret"`, "control"}},
@@ -178,9 +201,11 @@ func TestParseTTL(t *testing.T) {
 // valid path has no traversal, and that errors do not flood: each value
 // is quoted at most once, shortened.
 func FuzzValidate(f *testing.F) {
-	for _, s := range []string{"secret/app/db", "/x", "a/../b", "a//b", "database/creds/app", "\x00", "v1/x", strings.Repeat("a/", 600)} {
+	for _, s := range []string{"secret/app/db", "/x", "a/../b", "a//b", "database/creds/app", "\x00", "v1/x", strings.Repeat("a/", 600),
+		"team-a/sys/config/state", "team-a/auth/token/create", "identity/oidc/token/web", "a/b/Identity/oidc/token/x", "x/./sys/y", "Cubbyhole/x", "secret/app/auth"} {
 		f.Add(s, "1", "read", "60s", "web", "team-a")
 	}
+	f.Add("config/state", "1", "read", "60s", "web", "team-a/SYS")
 	d := testDriver(f)
 	f.Fuzz(func(t *testing.T, path, version, method, wrap, identity, namespace string) {
 		ref := secrets.Ref{Backend: "vault", Name: path, VersionID: version, Params: map[string]string{
@@ -195,6 +220,24 @@ func FuzzValidate(f *testing.F) {
 			}
 			if strings.HasPrefix(path, "/") {
 				t.Fatalf("validPath(%q) = nil with a leading /", path)
+			}
+			// Whatever namespaces lead it, the path reaches none of
+			// Vault's own mounts: none is named before its last segment.
+			segs := strings.Split(path, "/")
+			for i, seg := range segs[:len(segs)-1] {
+				if reservedMount(seg) != "" {
+					t.Fatalf("validPath(%q) = nil with %q at segment %d", path, seg, i)
+				}
+			}
+			if reservedMount(segs[0]) != "" {
+				t.Fatalf("validPath(%q) = nil under a reserved mount", path)
+			}
+		}
+		if validNamespace(namespace) == nil {
+			for _, seg := range strings.Split(namespace, "/") {
+				if reservedMount(seg) != "" {
+					t.Fatalf("validNamespace(%q) = nil with %q", namespace, seg)
+				}
 			}
 		}
 		if err != nil && len(err.Error()) > 4096 {

@@ -87,6 +87,11 @@ func New(cfg Config, log zerolog.Logger) (*Driver, error) {
 	// process environment; the backend sets each request's own.
 	base.ClearToken()
 	base.ClearNamespace()
+	if cfg.Timeout > 0 {
+		// The api's own bound is 60 s per request; the token's renewal
+		// runs without a caller, under this bound only.
+		base.SetClientTimeout(cfg.Timeout)
+	}
 	base.SetWrappingLookupFunc(func(string, string) string { return "" })
 	return &Driver{
 		cfg:      cfg,
@@ -123,6 +128,16 @@ func (d *Driver) Close() {
 	for _, s := range d.sessions {
 		s.close()
 	}
+}
+
+// bound gives a call the TIMEOUT setting (Config.Timeout), or the
+// caller's deadline if that comes first: ALLOW's lookup during a refresh,
+// say, has no deadline of its own.
+func (d *Driver) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d.cfg.Timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d.cfg.Timeout)
 }
 
 // client returns a client for one request: the shared configuration with
@@ -205,6 +220,8 @@ var _ secrets.Canonicalizer = (*Driver)(nil)
 // data/), for the ALLOW setting: secret/data/db is the object secret/db.
 // It looks the mount up (cached), with the volume's identity.
 func (d *Driver) Canonical(ctx context.Context, ref secrets.Ref) (string, error) {
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	t, err := d.locate(withAttempts(ctx), ref)
 	if err != nil {
 		return "", err
@@ -229,12 +246,22 @@ func (d *Driver) locate(ctx context.Context, ref secrets.Ref) (target, error) {
 		return target{}, secrets.Fail(ref, secrets.ErrBadValue, "recreate the volume with valid options", err)
 	}
 	t := target{req: req, s: d.session(req.identity), ns: d.namespace(req)}
-	t.m, err = d.mount(ctx, ref, t.s, t.ns, req.path)
-	return t, err
+	if t.m, err = d.mount(ctx, ref, t.s, t.ns, req.path); err != nil {
+		return t, err
+	}
+	// What validPath cannot see, Vault says: a path that reaches one of
+	// its own mounts however it is spelled.
+	if m := reservedEngine(t.m.engine); m != "" {
+		return t, secrets.Fail(ref, secrets.ErrBadValue,
+			fmt.Sprintf("vault says the path is in its %s/ mount (%s); dsv does not serve %s", m, reservedMounts[m], reservedList), nil)
+	}
+	return t, nil
 }
 
 // Fetch reads a secret. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	ctx = withAttempts(ctx)
 	t, err := d.locate(ctx, ref)
 	if err != nil {

@@ -224,7 +224,7 @@ func Cases() []Case {
 		{Name: "volume name not ASCII", Volume: "dépôt", Options: file(), Want: []string{`volume name "dépôt" is invalid`}},
 
 		// Backends.
-		{Name: "unknown backend", Options: file("backend", "gcp"), Want: []string{`option "backend": unknown backend "gcp"`, "aws, file, ssm, vault"}},
+		{Name: "unknown backend", Options: file("backend", "gcp"), Want: []string{`option "backend": unknown backend "gcp"`, "aws, azure, file, ssm, vault"}},
 		{Name: "backend names are lower-case", Options: aws("backend", "AWS"), Want: []string{`option "backend": unknown backend "AWS"`}},
 		{Name: "backend with a trailing space", Options: file("backend", "file "), Want: []string{`option "backend": unknown backend "file "`}},
 		{Name: "unknown backend in a file spec", Options: map[string]string{"file.db": "backend=gcp,secret=db"}, Want: []string{`option "file.db": option "backend": unknown backend "gcp"`}},
@@ -271,9 +271,14 @@ func Cases() []Case {
 		{Name: "vault path with a trailing /", Options: vault("secret", "secret/app/"), Want: []string{`option "secret": "secret/app/": empty path segment`}},
 		{Name: "vault key with wrap-ttl", Options: vault("key", "password", "wrap-ttl", "5m"), Want: []string{`option "key": cannot be used with "wrap-ttl"`}},
 		{Name: "vault version-id with method=write", Options: vault("secret", "pki/issue/web", "method", "write", "version-id", "2"), Want: []string{`option "version-id": only for reads`}},
-		{Name: "vault: the plugin's own token", Options: vault("secret", "auth/token/lookup-self", "key", "id"), Want: []string{`option "secret": "auth/token/lookup-self": paths under auth/, sys/ and cubbyhole/ reach the plugin's own Vault token`}},
+		{Name: "vault: the plugin's own token", Options: vault("secret", "auth/token/lookup-self", "key", "id"), Want: []string{`option "secret": "auth/token/lookup-self": paths under auth/, sys/, cubbyhole/ and identity/ reach the plugin's own Vault token`}},
 		{Name: "vault: minting a token", Options: vault("secret", "auth/token/create", "method", "write"), Want: []string{`option "secret": "auth/token/create": paths under auth/`}},
-		{Name: "vault: sys/ in a template", Options: map[string]string{"template": `{{ secret "vault" "sys/config/state/sanitized" }}`}, Want: []string{`"sys/config/state/sanitized": paths under auth/, sys/ and cubbyhole/`}},
+		{Name: "vault: sys/ in a template", Options: map[string]string{"template": `{{ secret "vault" "sys/config/state/sanitized" }}`}, Want: []string{`"sys/config/state/sanitized": paths under auth/, sys/, cubbyhole/ and identity/`}},
+		{Name: "vault: an OIDC token of the plugin's identity", Options: vault("secret", "identity/oidc/token/web", "key", "token"), Want: []string{`option "secret": "identity/oidc/token/web": paths under auth/, sys/, cubbyhole/ and identity/`, "mints OIDC tokens in its name"}},
+		{Name: "vault: a namespace's sys/", Options: vault("secret", "team-a/sys/config/state/sanitized"), Want: []string{`option "secret": "team-a/sys/config/state/sanitized": Vault Enterprise reads "team-a" as a namespace`, "the sys/ of that namespace"}},
+		{Name: "vault: minting a token in a namespace", Options: vault("secret", "team-a/auth/token/create", "method", "write"), Want: []string{`option "secret": "team-a/auth/token/create": Vault Enterprise reads "team-a" as a namespace`, "the auth/ of that namespace"}},
+		{Name: "vault: a namespace option ending in sys", Options: vault("secret", "config/state/sanitized", "namespace", "team-a/sys"), Want: []string{`option "namespace": "team-a/sys": sys is Vault's own mount in every namespace`}},
+		{Name: "vault: SYS/ in capitals", Options: vault("secret", "SYS/config/state/sanitized"), Want: []string{`option "secret": "SYS/config/state/sanitized": paths under auth/, sys/`}},
 		{Name: "vault option in a file spec", Options: map[string]string{"file.db": "backend=vault,secret=secret/app/db,method=erase"}, Want: []string{`option "file.db": option "method": "erase" is not read or write`}},
 
 		// Conflicting options.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
@@ -25,7 +26,7 @@ import (
 	"github.com/dsv-plugin/dsv/volumes"
 )
 
-// noMounts is a volumes.Mounter that fails the test on any mount: Create
+// noMounts is a tmpfs.Mounter that fails the test on any mount: Create
 // must not mount anything.
 type noMounts struct {
 	mu    sync.Mutex
@@ -40,7 +41,8 @@ func (m *noMounts) record(call string) error {
 }
 
 func (m *noMounts) MountTmpfs(dir string, _ int64, _ int) error { return m.record("MountTmpfs " + dir) }
-func (m *noMounts) SetReadOnly(dir string, _ bool) error        { return m.record("SetReadOnly " + dir) }
+func (m *noMounts) Bind(src, dst string, _ bool) error          { return m.record("Bind " + src + " " + dst) }
+func (m *noMounts) MakePrivate(string) error                    { return nil }
 func (m *noMounts) Unmount(dir string) error                    { return m.record("Unmount " + dir) }
 func (m *noMounts) MountsUnder(string) ([]string, error)        { return nil, nil }
 
@@ -79,11 +81,16 @@ func newPlugin(t *testing.T) *plugin {
 		t.Fatal(err)
 	}
 	t.Cleanup(vd.Close)
+	azd, err := azure.New(azure.Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg, err := secrets.NewRegistry(
 		file.New(filepath.Join(dir, "files"), log),
 		awssm.New(awssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		ssm.New(ssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		vd,
+		azd,
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +106,7 @@ func newPlugin(t *testing.T) *plugin {
 	}
 	p.drv, err = volumes.New(volumes.Config{
 		Root:      filepath.Join(dir, "mnt"),
+		Writer:    filepath.Join(dir, "rw"),
 		Store:     store,
 		Registry:  reg,
 		Defaults:  volumes.Defaults{Backend: file.Name, Templates: volumes.DirTemplates(filepath.Join(dir, "templates"))},

@@ -3,18 +3,19 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // commandTimeout bounds one docker command; docker run of a failing mount
@@ -331,57 +332,30 @@ func wantMounts(t testing.TB, vol string, n int) {
 	})
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
+// mountEntry is one mount of the host's mount table.
 type mountEntry struct {
 	mountPoint string
 	fsType     string
+	readOnly   bool // the mount's own flag (a read-only view)
 	line       string
 }
 
+// hostMounts reads the host's mount table (github.com/moby/sys/mountinfo).
 func hostMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		e := mountEntry{mountPoint: unescapeOctal(fields[4]), line: line}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				e.fsType = fields[i+1]
-				break
-			}
-		}
-		out = append(out, e)
+	out := make([]mountEntry, 0, len(infos))
+	for _, m := range infos {
+		out = append(out, mountEntry{
+			mountPoint: m.Mountpoint,
+			fsType:     m.FSType,
+			readOnly:   slices.Contains(strings.Split(m.Options, ","), "ro"),
+			line:       fmt.Sprintf("%s %s %s - %s", m.Mountpoint, m.Options, m.FSType, m.VFSOptions),
+		})
 	}
-	return out, sc.Err()
-}
-
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var n int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &n); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // volumeHostMounts lists the host's mounts of a volume's tmpfs under any

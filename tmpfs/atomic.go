@@ -1,4 +1,4 @@
-package volumes
+package tmpfs
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The atomic writer publishes a directory volume's files the way the kubelet
@@ -21,10 +23,10 @@ const (
 	dataDirTmpName = "..data_tmp"
 )
 
-// fileEntry is one file to write: a path relative to the volume, of one
-// segment or more (a key=* object of a multi-object volume is a directory,
-// a collection's objects can be in folders).
-type fileEntry struct {
+// File is one file to write: a path relative to the volume, of one segment
+// or more (a key=* object of a multi-object volume is a directory, a
+// collection's objects can be in folders).
+type File struct {
 	Path string
 	Data []byte
 	UID  int
@@ -32,22 +34,25 @@ type fileEntry struct {
 	Mode os.FileMode
 }
 
-// writeSteps names the points where a test can interrupt writeAtomic.
+// The points where a test can interrupt WriteAtomic.
 const (
-	stepPayload = "payload" // the new ..<timestamp> directory is complete
-	stepSwap    = "swap"    // ..data points at it
-	stepLinks   = "links"   // the visible names point into ..data
+	StepPayload = "payload" // the new ..<timestamp> directory is complete
+	StepSwap    = "swap"    // ..data points at it
+	StepLinks   = "links"   // the visible names point into ..data
 )
 
-// writeAtomic publishes files in dir. crash, when not nil, is called after
+// WriteAtomic publishes files in dir. crash, when not nil, is called after
 // each step and stops the write when it returns an error (tests only).
-func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step string) error) error {
+// swapped reports whether ..data points at the new files, even when err
+// is set: from then on readers see them, and what they depend on (leases)
+// must be kept.
+func WriteAtomic(dir string, files []File, now time.Time, crash func(step string) error) (swapped bool, err error) {
 	if crash == nil {
 		crash = func(string) error { return nil }
 	}
 	// Leftovers of an interrupted write.
 	if err := os.Remove(filepath.Join(dir, dataDirTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("atomic write: %w", err)
+		return false, fmt.Errorf("atomic write: %w", err)
 	}
 	oldTarget, _ := os.Readlink(filepath.Join(dir, dataDirName))
 
@@ -57,30 +62,30 @@ func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step s
 	}
 	tsDir := filepath.Join(dir, tsName)
 	if err := mkdirReadable(tsDir); err != nil {
-		return fmt.Errorf("atomic write: %w", err)
+		return false, fmt.Errorf("atomic write: %w", err)
 	}
 	for _, f := range files {
 		if err := writeEntry(tsDir, f); err != nil {
 			_ = os.RemoveAll(tsDir)
-			return err
+			return false, err
 		}
 	}
-	if err := crash(stepPayload); err != nil {
-		return err
+	if err := crash(StepPayload); err != nil {
+		return false, err
 	}
 
 	tmpLink := filepath.Join(dir, dataDirTmpName)
 	if err := os.Symlink(tsName, tmpLink); err != nil {
 		_ = os.RemoveAll(tsDir)
-		return fmt.Errorf("atomic write: %w", err)
+		return false, fmt.Errorf("atomic write: %w", err)
 	}
 	if err := os.Rename(tmpLink, filepath.Join(dir, dataDirName)); err != nil {
 		_ = os.Remove(tmpLink)
 		_ = os.RemoveAll(tsDir)
-		return fmt.Errorf("atomic write: %w", err)
+		return false, fmt.Errorf("atomic write: %w", err)
 	}
-	if err := crash(stepSwap); err != nil {
-		return err
+	if err := crash(StepSwap); err != nil {
+		return true, err
 	}
 
 	// Visible names: one symlink per top-level entry, into ..data.
@@ -95,23 +100,28 @@ func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step s
 		if got, err := os.Readlink(link); err == nil && got == want {
 			continue
 		}
+		// A plain directory (a volume first written plain, see WritePlain)
+		// cannot be renamed over.
+		if st, err := os.Lstat(link); err == nil && st.IsDir() {
+			_ = os.RemoveAll(link)
+		}
 		tmp := filepath.Join(dir, dataDirTmpName)
 		if err := os.Symlink(want, tmp); err != nil {
-			return fmt.Errorf("atomic write: %w", err)
+			return true, fmt.Errorf("atomic write: %w", err)
 		}
 		if err := os.Rename(tmp, link); err != nil {
 			_ = os.Remove(tmp)
-			return fmt.Errorf("atomic write: %w", err)
+			return true, fmt.Errorf("atomic write: %w", err)
 		}
 	}
-	if err := crash(stepLinks); err != nil {
-		return err
+	if err := crash(StepLinks); err != nil {
+		return true, err
 	}
 
 	// Names that left the set, and old payload directories.
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("atomic write: %w", err)
+		return true, fmt.Errorf("atomic write: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
@@ -124,6 +134,51 @@ func writeAtomic(dir string, files []fileEntry, now time.Time, crash func(step s
 				_ = os.Remove(filepath.Join(dir, name))
 			}
 		}
+	}
+	return true, nil
+}
+
+// WritePlain writes files as they are, for content that never changes once
+// mounted (no refresh, no lease): what a container sees (and `docker cp`
+// copies) is a file, not a symlink into ..data, as with Swarm's secrets.
+// Each file is written under a temporary name and renamed, so no reader
+// sees a partial one.
+func WritePlain(dir string, files []File) error {
+	for _, f := range files {
+		final := filepath.Join(dir, f.Path)
+		tmp := f
+		tmp.Path = filepath.Join(filepath.Dir(f.Path), ".."+filepath.Base(f.Path)+".tmp")
+		if err := writeEntry(dir, tmp); err != nil {
+			_ = os.Remove(filepath.Join(dir, tmp.Path))
+			return err
+		}
+		if err := os.Rename(filepath.Join(dir, tmp.Path), final); err != nil {
+			_ = os.Remove(filepath.Join(dir, tmp.Path))
+			return fmt.Errorf("write %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// WriteInPlace writes the single file of a file-layout volume: under a
+// temporary name, then renamed, so no reader sees a partial file. Once the
+// file is bind-mounted into a container a rename no longer reaches it, so a
+// later rewrite (a lease that ended) truncates and rewrites the same inode.
+func WriteInPlace(dir string, f File) error {
+	final := filepath.Join(dir, f.Path)
+	if _, err := os.Lstat(final); err != nil {
+		return WritePlain(dir, []File{f})
+	}
+	fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("rewrite secret file: %w", err)
+	}
+	_, werr := fh.Write(f.Data)
+	if cerr := fh.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("rewrite secret file: %w", werr)
 	}
 	return nil
 }
@@ -140,7 +195,7 @@ func mkdirReadable(path string) error {
 
 // writeEntry writes one file with its owner and mode, creating the folders
 // of its path.
-func writeEntry(root string, f fileEntry) error {
+func writeEntry(root string, f File) error {
 	path := filepath.Join(root, f.Path)
 	dir := root
 	for _, seg := range strings.Split(filepath.Dir(f.Path), "/") {
@@ -152,19 +207,21 @@ func writeEntry(root string, f fileEntry) error {
 			return fmt.Errorf("write %s: %w", f.Path, err)
 		}
 	}
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", f.Path, err)
 	}
+	// Owner and mode are set on the open file (fchown, fchmod), never by
+	// path: the path could name something else by then.
 	_, werr := fh.Write(f.Data)
+	if werr == nil {
+		werr = fh.Chown(f.UID, f.GID)
+	}
+	if werr == nil {
+		werr = fh.Chmod(f.Mode)
+	}
 	if cerr := fh.Close(); werr == nil {
 		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chown(path, f.UID, f.GID)
-	}
-	if werr == nil {
-		werr = os.Chmod(path, f.Mode)
 	}
 	if werr != nil {
 		return fmt.Errorf("write %s: %w", f.Path, werr)

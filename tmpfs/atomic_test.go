@@ -1,4 +1,4 @@
-package volumes
+package tmpfs
 
 import (
 	"errors"
@@ -47,10 +47,10 @@ func visible(t testing.TB, dir string) map[string]string {
 	return out
 }
 
-func files(kv ...string) []fileEntry {
-	var out []fileEntry
+func files(kv ...string) []File {
+	var out []File
 	for i := 0; i < len(kv); i += 2 {
-		out = append(out, fileEntry{Path: kv[i], Data: []byte(kv[i+1]), UID: os.Getuid(), GID: os.Getgid(), Mode: 0o440})
+		out = append(out, File{Path: kv[i], Data: []byte(kv[i+1]), UID: os.Getuid(), GID: os.Getgid(), Mode: 0o440})
 	}
 	return out
 }
@@ -71,7 +71,7 @@ func hidden(t testing.TB, dir string) []string {
 func TestAtomicWriter(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	if err := writeAtomic(dir, files("a", "1", "b", "2", "keys/x", "3"), now, nil); err != nil {
+	if _, err := WriteAtomic(dir, files("a", "1", "b", "2", "keys/x", "3"), now, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(visible(t, dir)); got != "map[a:1 b:2 keys/x:3]" {
@@ -86,7 +86,7 @@ func TestAtomicWriter(t *testing.T) {
 	}
 
 	// Second write: b changes, a goes away, c arrives; old payload removed.
-	if err := writeAtomic(dir, files("b", "20", "c", "30", "keys/x", "3"), now.Add(time.Second), nil); err != nil {
+	if _, err := WriteAtomic(dir, files("b", "20", "c", "30", "keys/x", "3"), now.Add(time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(visible(t, dir)); got != "map[b:20 c:30 keys/x:3]" {
@@ -98,15 +98,15 @@ func TestAtomicWriter(t *testing.T) {
 }
 
 func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
-	for _, step := range []string{stepPayload, stepSwap, stepLinks} {
+	for _, step := range []string{StepPayload, StepSwap, StepLinks} {
 		t.Run(step, func(t *testing.T) {
 			dir := t.TempDir()
 			now := time.Now()
-			if err := writeAtomic(dir, files("a", "old", "b", "old"), now, nil); err != nil {
+			if _, err := WriteAtomic(dir, files("a", "old", "b", "old"), now, nil); err != nil {
 				t.Fatal(err)
 			}
 			crash := errors.New("crash")
-			err := writeAtomic(dir, files("a", "new", "b", "new", "c", "new"), now.Add(time.Second), func(s string) error {
+			swapped, err := WriteAtomic(dir, files("a", "new", "b", "new", "c", "new"), now.Add(time.Second), func(s string) error {
 				if s == step {
 					return crash
 				}
@@ -115,6 +115,11 @@ func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
 			if !errors.Is(err, crash) {
 				t.Fatalf("err = %v", err)
 			}
+			// Whoever holds what the files depend on (leases) must know
+			// whether readers see the new set.
+			if want := step != StepPayload; swapped != want {
+				t.Errorf("after a crash at %s: swapped = %t, want %t", step, swapped, want)
+			}
 			// Whatever the step, a reader sees one consistent set.
 			got := visible(t, dir)
 			a, b := got["a"], got["b"]
@@ -122,7 +127,7 @@ func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
 				t.Fatalf("after a crash at %s a reader sees a mix: %v", step, got)
 			}
 			// The next write recovers and cleans up.
-			if err := writeAtomic(dir, files("a", "next", "b", "next"), now.Add(2*time.Second), nil); err != nil {
+			if _, err := WriteAtomic(dir, files("a", "next", "b", "next"), now.Add(2*time.Second), nil); err != nil {
 				t.Fatalf("write after a crash at %s: %v", step, err)
 			}
 			if got := fmt.Sprint(visible(t, dir)); got != "map[a:next b:next]" {
@@ -140,7 +145,7 @@ func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
 func TestAtomicWriterNoTornReads(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	if err := writeAtomic(dir, files("one", "0", "two", "0"), now, nil); err != nil {
+	if _, err := WriteAtomic(dir, files("one", "0", "two", "0"), now, nil); err != nil {
 		t.Fatal(err)
 	}
 	var stop atomic.Bool
@@ -170,7 +175,7 @@ func TestAtomicWriterNoTornReads(t *testing.T) {
 	}
 	for i := 1; i <= 300; i++ {
 		v := fmt.Sprint(i)
-		if err := writeAtomic(dir, files("one", v, "two", v), now.Add(time.Duration(i)*time.Millisecond), nil); err != nil {
+		if _, err := WriteAtomic(dir, files("one", v, "two", v), now.Add(time.Duration(i)*time.Millisecond), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -187,11 +192,11 @@ func TestAtomicWriterDirsUnderUmask(t *testing.T) {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
 	dir := t.TempDir()
-	files := []fileEntry{
+	files := []File{
 		{Path: "a", Data: []byte("1"), Mode: 0o444},
 		{Path: "db/user", Data: []byte("u"), Mode: 0o444},
 	}
-	if err := writeAtomic(dir, files, time.Now(), nil); err != nil {
+	if _, err := WriteAtomic(dir, files, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	data, err := filepath.EvalSymlinks(filepath.Join(dir, dataDirName))

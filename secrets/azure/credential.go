@@ -1,0 +1,219 @@
+package azure
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+)
+
+// Credentials says where the backend finds its identity. The parts are
+// those of the SDK's DefaultAzureCredential that can run in a plugin, in
+// its order: a service principal's client secret or certificate (files in
+// the plugin's credentials mount, never a plugin setting), workload
+// identity (a federated token file), and the host's managed identity
+// (IMDS, reached over the host network).
+type Credentials struct {
+	// TenantID and ClientID identify the service principal (and, for a
+	// user-assigned managed identity, ClientID names it). They are not
+	// secrets.
+	TenantID string
+	ClientID string
+	// SecretFile holds a client secret; CertificateFile a PEM (certificate
+	// and unencrypted key) or a PKCS#12 file without password;
+	// FederatedTokenFile a workload identity token. A file that does not
+	// exist is skipped.
+	SecretFile         string
+	CertificateFile    string
+	FederatedTokenFile string
+	// DisableInstanceDiscovery skips Microsoft Entra's instance discovery,
+	// which only the public clouds' login hosts answer: set for an
+	// authority host of one's own (AZURE_AUTHORITY_HOST).
+	DisableInstanceDiscovery bool
+}
+
+// Sources, as errors and logs name them.
+const (
+	sourceSecret      = "client secret"
+	sourceCertificate = "client certificate"
+	sourceWorkload    = "workload identity"
+	sourceManaged     = "managed identity"
+)
+
+// chain is the backend's azcore.TokenCredential. At each token request it
+// looks at the credential files (a stat each) and uses the first one
+// present, or the managed identity when there is none; a file that changes
+// is read again. The SDK's own chain reads its environment once, so a
+// secret rotated in the credentials mount, or a file put there after the
+// plugin started, would otherwise need a plugin restart.
+type chain struct {
+	creds Credentials
+	opts  azcore.ClientOptions
+
+	mu      sync.Mutex
+	stamp   string // the files' identity when current was built
+	current azcore.TokenCredential
+	source  string // what current is, for errors
+	file    string // the file it was built from, "" for managed identity
+	managed azcore.TokenCredential
+}
+
+var _ azcore.TokenCredential = (*chain)(nil)
+
+func newChain(creds Credentials, opts azcore.ClientOptions) *chain {
+	return &chain{creds: creds, opts: opts}
+}
+
+// CredentialError is a failure to get a token, tagged with the source
+// that failed, so that it is told apart from a failure of the vault.
+type CredentialError struct {
+	Source string // sourceSecret, ...
+	File   string // the credential file, "" for managed identity
+	Err    error
+}
+
+func (e *CredentialError) Error() string {
+	if e.File != "" {
+		return fmt.Sprintf("%s (%s): %v", e.Source, e.File, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", e.Source, e.Err)
+}
+
+func (e *CredentialError) Unwrap() error { return e.Err }
+
+// GetToken gets a token from the current source.
+func (c *chain) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	cred, source, file, err := c.credential()
+	if err != nil {
+		return azcore.AccessToken{}, &CredentialError{Source: source, File: file, Err: err}
+	}
+	tok, err := cred.GetToken(ctx, opts)
+	if err != nil {
+		return tok, &CredentialError{Source: source, File: file, Err: err}
+	}
+	return tok, nil
+}
+
+// files are the credential files in the order they are tried, with their
+// source names.
+func (c *chain) files() [3][2]string {
+	return [3][2]string{
+		{sourceSecret, c.creds.SecretFile},
+		{sourceCertificate, c.creds.CertificateFile},
+		{sourceWorkload, c.creds.FederatedTokenFile},
+	}
+}
+
+// stampFiles identifies the files' current contents: inode, size and
+// modification time of each, or its absence.
+func (c *chain) stampFiles() string {
+	var b strings.Builder
+	for _, f := range c.files() {
+		fi, err := os.Stat(f[1])
+		if f[1] == "" || err != nil {
+			b.WriteString("-;")
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&b, "%d,%d,%d;", ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+// credential returns the credential of the first source present, building
+// it when the files changed.
+func (c *chain) credential() (azcore.TokenCredential, string, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stamp := c.stampFiles()
+	if c.current != nil && stamp == c.stamp {
+		return c.current, c.source, c.file, nil
+	}
+	source, file := sourceManaged, ""
+	for _, f := range c.files() {
+		if f[1] == "" {
+			continue
+		}
+		if _, err := os.Stat(f[1]); err == nil {
+			source, file = f[0], f[1]
+			break
+		}
+	}
+	cred, err := c.build(source, file)
+	if err != nil {
+		// A file caught half written, or broken: say so, and try again
+		// at the next request.
+		return nil, source, file, err
+	}
+	c.stamp, c.current, c.source, c.file = stamp, cred, source, file
+	return cred, source, file, nil
+}
+
+// errNoIdentity is the cause when a service principal's file is present
+// but the settings that name the principal are not.
+var errNoIdentity = errors.New("the AZURE_TENANT_ID and AZURE_CLIENT_ID plugin settings must name the service principal")
+
+func (c *chain) build(source, file string) (azcore.TokenCredential, error) {
+	if source == sourceManaged {
+		// Built once: it holds no file, and keeps its token cache.
+		if c.managed == nil {
+			o := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: c.opts}
+			if c.creds.ClientID != "" {
+				o.ID = azidentity.ClientID(c.creds.ClientID)
+			}
+			m, err := azidentity.NewManagedIdentityCredential(o)
+			if err != nil {
+				return nil, err
+			}
+			c.managed = m
+		}
+		return c.managed, nil
+	}
+	if c.creds.TenantID == "" || c.creds.ClientID == "" {
+		return nil, errNoIdentity
+	}
+	switch source {
+	case sourceSecret:
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		secret := string(bytes.TrimSpace(b))
+		if secret == "" {
+			return nil, errors.New("the file is empty")
+		}
+		return azidentity.NewClientSecretCredential(c.creds.TenantID, c.creds.ClientID, secret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: c.opts, DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery})
+	case sourceCertificate:
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		certs, key, err := azidentity.ParseCertificates(b, nil)
+		if err != nil {
+			// The parser's message never quotes the file.
+			return nil, fmt.Errorf("not a PEM certificate and unencrypted key, nor a PKCS#12 file without password: %w", err)
+		}
+		return azidentity.NewClientCertificateCredential(c.creds.TenantID, c.creds.ClientID, certs, key,
+			&azidentity.ClientCertificateCredentialOptions{ClientOptions: c.opts, DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery})
+	default:
+		return azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+			ClientOptions:            c.opts,
+			ClientID:                 c.creds.ClientID,
+			TenantID:                 c.creds.TenantID,
+			TokenFilePath:            file,
+			DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery,
+		})
+	}
+}

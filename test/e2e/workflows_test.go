@@ -1,0 +1,427 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The engine's call patterns beyond run and rm, each on the real daemon: what
+// Docker and its users do to a container that holds a dsv volume.
+
+// workflowVolume is a volume under test and how to check it from a
+// container: the path of a file in it and the value that file must hold.
+type workflowVolume struct {
+	name  string
+	path  string // in a container that mounts the volume at /s
+	value string
+	// alive, when set, checks what the value stands for outside the
+	// container (a database user can log in).
+	alive func(t *testing.T) string
+}
+
+// fileWorkflowVolume is a directory volume of the file backend holding a
+// fresh value at /s/pw.
+func fileWorkflowVolume(t *testing.T, sc *scope, label string, opts ...string) workflowVolume {
+	t.Helper()
+	file := env.name(label)
+	value := "wf-" + randomHex(12)
+	if err := env.writeFile(file, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	vol := sc.createVolume(label, append([]string{"backend=file", "secret=" + file, "layout=dir", "filename=pw"}, opts...)...)
+	return workflowVolume{name: vol, path: "/s/pw", value: value}
+}
+
+// wantReads fails unless the running container reads the volume's value.
+func (w workflowVolume) wantReads(t *testing.T, container, when string) {
+	t.Helper()
+	r := docker(t, "exec", container, "cat", w.path)
+	if r.err != nil || strings.TrimSpace(r.stdout) != w.value {
+		t.Fatalf("%s: the running container no longer reads its secret: %v", when, r)
+	}
+	if w.alive != nil {
+		if msg := w.alive(t); msg != "" {
+			t.Fatalf("%s: %s", when, msg)
+		}
+	}
+}
+
+// TestDockerCp: Docker reuses a running container's mount ID for the extra
+// mount `docker cp` makes, and unmounts it after (moby #37314, #47964). Out
+// of the volume, into the container, again and again: the running container
+// keeps its secret (and a database user its lease), and the volume's mount
+// count comes back to one. A volume whose content never changes holds plain
+// files, so `docker cp` copies the secret, not a symlink into ..data.
+func TestDockerCp(t *testing.T) {
+	sc := newScope(t)
+	w := fileWorkflowVolume(t, sc, "cp")
+	c := sc.start("cp", "-v", w.name+":/s")
+	w.wantReads(t, c, "before docker cp")
+	dockerCpChecks(t, w, c)
+	out := t.TempDir()
+	mustDocker(t, "cp", c+":/s/pw", filepath.Join(out, "pw"))
+	st, err := os.Lstat(filepath.Join(out, "pw"))
+	if err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("docker cp out of a static volume gave %v (%v), want a regular file", st, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "pw")); string(b) != w.value {
+		t.Fatalf("docker cp out of the volume copied %q", b)
+	}
+	mustDocker(t, "rm", "-f", c)
+	wantNoHostMount(t, w.name)
+}
+
+// TestDockerCpRefreshed: a volume that refreshes holds the ..data scheme;
+// `docker cp -L` copies the secret the link points to, and the container
+// keeps its secret after it.
+func TestDockerCpRefreshed(t *testing.T) {
+	sc := newScope(t)
+	w := fileWorkflowVolume(t, sc, "cp-refresh", "refresh=1h")
+	c := sc.start("cp-refresh", "-v", w.name+":/s")
+	w.wantReads(t, c, "before docker cp")
+	out := t.TempDir()
+	r := docker(t, "cp", "-L", c+":/s/pw", filepath.Join(out, "pw"))
+	if r.err != nil {
+		t.Fatalf("docker cp -L out of a refreshed volume: %v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "pw")); string(b) != w.value {
+		t.Errorf("docker cp -L out of a refreshed volume copied %q", b)
+	}
+	w.wantReads(t, c, "after docker cp -L")
+	wantMounts(t, w.name, 1)
+}
+
+// dockerCpChecks copies out of the volume and into the container three
+// times each, checking after each that the container reads its secret and
+// that the volume is mounted once.
+func dockerCpChecks(t *testing.T, w workflowVolume, c string) {
+	t.Helper()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := os.WriteFile(in, []byte("not a secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		mustDocker(t, "cp", "-L", c+":"+w.path, filepath.Join(dir, "out"))
+		w.wantReads(t, c, "after docker cp out of the volume")
+		mustDocker(t, "cp", in, c+":/tmp/in")
+		w.wantReads(t, c, "after docker cp into the container")
+		wantMounts(t, w.name, 1)
+		if i == 0 {
+			if b, _ := os.ReadFile(filepath.Join(dir, "out")); strings.TrimSpace(string(b)) != w.value {
+				t.Fatalf("docker cp -L out of the volume copied %q", b)
+			}
+		}
+	}
+}
+
+// TestReadOnlyViewAcrossRotation: a container keeps a secret file open
+// across a refresh (an app that holds its CA bundle). The old design
+// remounted the tmpfs read-only after the swap, which failed (EBUSY) while
+// the replaced file was open, and left every container on the volume able
+// to plant or replace files. Containers now get a read-only view that is
+// never remounted: root in another container cannot write, before or after
+// the swap.
+func TestReadOnlyViewAcrossRotation(t *testing.T) {
+	sc := newScope(t)
+	file := env.name("ro-view")
+	if err := env.writeFile(file, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	vol := sc.createVolume("ro-view", "backend=file", "secret="+file, "layout=dir", "filename=ca.pem", "refresh=1s")
+	holder := sc.container("ro-holder")
+	mustDocker(t, sc.runArgs(holder, true, []string{"-v", vol + ":/s"}, "sh", "-c", "exec 3</s/ca.pem; sleep 300")...)
+	other := sc.start("ro-other", "-v", vol+":/s")
+	writes := func(when string) {
+		t.Helper()
+		for _, script := range []string{
+			"echo planted > /s/planted",
+			"echo replaced > /s/ca.pem",
+			"rm -f /s/ca.pem",
+			"echo replaced > /s/..data/ca.pem",
+			"mkdir /s/d",
+		} {
+			r := docker(t, "exec", other, "sh", "-c", script)
+			if r.err == nil {
+				t.Fatalf("%s: root in a container wrote to the volume with %q", when, script)
+			}
+			wantContains(t, script, r.stderr, "Read-only file system")
+		}
+	}
+	writes("before the rotation")
+	// A third container tries to write all the time, across the swaps: the
+	// old design opened a writable window at every swap (remount
+	// read-write, write, remount read-only).
+	racer := sc.container("ro-racer")
+	mustDocker(t, sc.runArgs(racer, true, []string{"-v", vol + ":/s"},
+		"sh", "-c", "while :; do if echo x 2>/dev/null >/s/planted; then echo WROTE; exit 0; fi; done")...)
+	for i := 2; i <= 6; i++ {
+		want := "v" + strconv.Itoa(i)
+		if err := replaceFile(file, []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the rotated value in the container", func() string {
+			if got := readInContainer(t, other, "/s/ca.pem"); got != want {
+				return "reads " + got
+			}
+			return ""
+		})
+	}
+	if logs := mustDocker(t, "logs", racer); strings.Contains(logs, "WROTE") {
+		t.Errorf("a container wrote into the volume during a swap")
+	}
+	writes("after the rotations, with the first file held open")
+	st := inspectVolume(t, vol).Status
+	if st["lastError"] != nil {
+		t.Errorf("status after the rotation: %v", st)
+	}
+	for _, m := range volumeHostMounts(t, vol) {
+		if !strings.Contains(strings.Fields(m)[1], "ro") {
+			t.Errorf("the host's mount of the volume is not read-only: %s", m)
+		}
+	}
+}
+
+// TestContainerLifecycle: restart, --restart=always with a crashing
+// process, a command that cannot start, create then start, --read-only and
+// --user containers.
+func TestContainerLifecycle(t *testing.T) {
+	sc := newScope(t)
+
+	t.Run("docker restart", func(t *testing.T) {
+		w := fileWorkflowVolume(t, sc, "restart")
+		c := sc.start("restart", "--stop-timeout", "1", "-v", w.name+":/s")
+		for range 2 {
+			mustDocker(t, "restart", "-t", "1", c)
+			w.wantReads(t, c, "after docker restart")
+			wantMounts(t, w.name, 1)
+		}
+		mustDocker(t, "rm", "-f", c)
+		wantMounts(t, w.name, 0)
+		wantNoHostMount(t, w.name)
+	})
+
+	t.Run("restart=always with a crashing process", func(t *testing.T) {
+		w := fileWorkflowVolume(t, sc, "crash")
+		c := sc.container("crash")
+		mustDocker(t, sc.runArgs(c, true, []string{"--restart=always", "-v", w.name + ":/s"},
+			"sh", "-c", "cat /s/pw > /dev/null && echo read-ok && exit 3")...)
+		eventually(t, 60*time.Second, "the crashing container restarted twice, reading its secret each time", func() string {
+			n := strings.Count(mustDocker(t, "logs", c), "read-ok")
+			if n < 3 {
+				return "read-ok logged " + strings.Repeat("I", n)
+			}
+			return ""
+		})
+		mustDocker(t, "rm", "-f", c)
+		wantMounts(t, w.name, 0)
+		wantNoHostMount(t, w.name)
+	})
+
+	t.Run("a command that cannot start", func(t *testing.T) {
+		w := fileWorkflowVolume(t, sc, "nostart")
+		r := sc.run([]string{"-v", w.name + ":/s"}, "/no/such/command")
+		if r.err == nil {
+			t.Fatalf("docker run of a missing command succeeded: %v", r)
+		}
+		wantMounts(t, w.name, 0)
+		wantNoHostMount(t, w.name)
+	})
+
+	t.Run("create, then start later", func(t *testing.T) {
+		w := fileWorkflowVolume(t, sc, "created")
+		c := sc.container("created")
+		mustDocker(t, "create", "--name", c, "--label", containerLabel, "--network", "none", "-v", w.name+":/s", env.image, "sleep", "300")
+		if ms := volumeHostMounts(t, w.name); len(ms) > 0 {
+			t.Errorf("docker create mounted the volume: %v", ms)
+		}
+		mustDocker(t, "start", c)
+		w.wantReads(t, c, "after docker start")
+		mustDocker(t, "stop", "-t", "1", c)
+		wantMounts(t, w.name, 0)
+		mustDocker(t, "start", c)
+		w.wantReads(t, c, "after a second docker start")
+		mustDocker(t, "rm", "-f", c)
+		wantNoHostMount(t, w.name)
+	})
+
+	t.Run("read-only root and a non-root user", func(t *testing.T) {
+		w := fileWorkflowVolume(t, sc, "ro-user", "uid=1000", "gid=1000", "mode=0400")
+		out := sc.mustRun([]string{"--read-only", "--user", "1000:1000", "-v", w.name + ":/s"}, "cat", "/s/pw")
+		if strings.TrimSpace(out) != w.value {
+			t.Fatalf("a --read-only --user 1000 container read %q", out)
+		}
+		r := sc.run([]string{"--user", "1001:1001", "-v", w.name + ":/s"}, "cat", "/s/pw")
+		if r.err == nil {
+			t.Fatalf("user 1001 read a 0400 secret of uid 1000: %v", r)
+		}
+		wantNoHostMount(t, w.name)
+	})
+}
+
+// TestImagesHoldNoSecret: docker commit, save and export of a container
+// that holds a dsv volume carry no byte of the secret: a volume is not
+// part of a container's filesystem.
+func TestImagesHoldNoSecret(t *testing.T) {
+	sc := newScope(t)
+	w := fileWorkflowVolume(t, sc, "commit")
+	c := sc.start("commit", "-v", w.name+":/s")
+	w.wantReads(t, c, "before commit")
+	image := "dsv-e2e/commit:" + env.runID
+	mustDocker(t, "commit", c, image)
+	t.Cleanup(func() { docker(t, "rmi", "-f", image) })
+
+	for _, args := range [][]string{{"save", image}, {"export", c}} {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		var out bytes.Buffer
+		cmd := exec.CommandContext(ctx, "docker", args...)
+		cmd.Stdout = &out
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			t.Fatalf("docker %s: %v", strings.Join(args, " "), err)
+		}
+		if out.Len() < 1024 {
+			t.Fatalf("docker %s wrote only %d bytes", strings.Join(args, " "), out.Len())
+		}
+		if bytes.Contains(out.Bytes(), []byte(w.value)) {
+			t.Errorf("docker %s holds the secret", strings.Join(args, " "))
+		}
+	}
+	// The committed image's filesystem has the mount point, not the file.
+	out := sc.mustRunImage(image, "sh", "-c", "ls -A /s 2>/dev/null | wc -l")
+	if strings.TrimSpace(out) != "0" {
+		t.Errorf("the committed image holds %s entries under the volume's mount point", strings.TrimSpace(out))
+	}
+	w.wantReads(t, c, "after commit, save and export")
+}
+
+// mustRunImage runs image (not the suite's) to completion with cmd.
+func (sc *scope) mustRunImage(image string, cmd ...string) string {
+	sc.t.Helper()
+	name := sc.container("image")
+	args := append([]string{"run", "--rm", "--name", name, "--label", containerLabel, "--network", "none", image}, cmd...)
+	return mustDocker(sc.t, args...)
+}
+
+// TestVolumePruneKeepsVolumes: `docker volume prune` keeps named dsv
+// volumes that no container uses (Engine 20.10 prunes volumes of every
+// driver; the filter keeps the test to its own volume).
+func TestVolumePruneKeepsVolumes(t *testing.T) {
+	sc := newScope(t)
+	label := "dsv-e2e-prune=" + env.runID
+	file := env.name("prune")
+	if err := env.writeFile(file, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	vol := sc.volume("prune")
+	mustDocker(t, "volume", "create", "-d", env.plugin, "--label", label, "-o", "secret="+file, vol)
+	sc.mustRun([]string{"-v", vol + ":/s"}, "true")
+	r := docker(t, "volume", "prune", "-f", "--filter", "label="+label)
+	if r.err != nil {
+		t.Fatalf("docker volume prune: %v", r)
+	}
+	if strings.Contains(r.stdout, vol) {
+		t.Logf("docker volume prune removed %s: Engine %s prunes named volumes of any driver", vol, serverVersion(t))
+		if volumeExists(t, vol) {
+			t.Fatalf("prune reported %s removed, yet it exists", vol)
+		}
+		return
+	}
+	if !volumeExists(t, vol) {
+		t.Fatalf("docker volume prune removed the named volume %s: %v", vol, r)
+	}
+}
+
+func serverVersion(t *testing.T) string {
+	return strings.TrimSpace(mustDocker(t, "version", "--format", "{{.Server.Version}}"))
+}
+
+// TestLiveRestore: with "live-restore": true, dockerd restarts under a
+// running container. The container keeps reading its secret, new mounts of
+// the volume work, and once the container is gone no tmpfs is left.
+func TestLiveRestore(t *testing.T) {
+	setLiveRestore(t, true)
+	sc := newScope(t)
+	w := fileWorkflowVolume(t, sc, "live")
+	c := sc.start("live", "-v", w.name+":/s")
+	w.wantReads(t, c, "before dockerd's restart")
+	if err := env.daemon.restart(env.plugin); err != nil {
+		t.Fatal(err)
+	}
+	if st := strings.TrimSpace(mustDocker(t, "inspect", "--format", "{{.State.Running}}", c)); st != "true" {
+		t.Fatalf("with live-restore the container stopped with dockerd: running=%s", st)
+	}
+	w.wantReads(t, c, "after dockerd's restart")
+	out := sc.mustRun([]string{"-v", w.name + ":/s"}, "cat", "/s/pw")
+	if strings.TrimSpace(out) != w.value {
+		t.Fatalf("a new container after dockerd's restart read %q", out)
+	}
+	w.wantReads(t, c, "after a second container came and went")
+	mustDocker(t, "rm", "-f", c)
+	wantMounts(t, w.name, 0)
+	wantNoHostMount(t, w.name)
+}
+
+// setLiveRestore turns dockerd's live-restore on or off through its config
+// file and SIGHUP (a reloadable option), and puts the file back after the
+// test.
+func setLiveRestore(t *testing.T, on bool) {
+	t.Helper()
+	const path = "/etc/docker/daemon.json"
+	old, err := os.ReadFile(path)
+	existed := err == nil
+	cfg := map[string]any{}
+	if existed && len(bytes.TrimSpace(old)) > 0 {
+		if err := json.Unmarshal(old, &cfg); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	cfg["live-restore"] = on
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload := func(want string) {
+		t.Helper()
+		if err := syscall.Kill(env.daemon.pid, syscall.SIGHUP); err != nil {
+			t.Fatalf("reload dockerd: %v", err)
+		}
+		eventually(t, 20*time.Second, "dockerd's live-restore is "+want, func() string {
+			if got := strings.TrimSpace(mustDocker(t, "info", "--format", "{{.LiveRestoreEnabled}}")); got != want {
+				return "it is " + got
+			}
+			return ""
+		})
+	}
+	t.Cleanup(func() {
+		if existed {
+			_ = os.WriteFile(path, old, 0o644)
+		} else {
+			_ = os.Remove(path)
+		}
+		reload(strings.TrimSpace(strings.ToLower(boolString(existed && bytes.Contains(old, []byte(`"live-restore": true`))))))
+	})
+	reload(boolString(on))
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
