@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
-
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/test/moto"
@@ -45,17 +43,17 @@ func TestIntegrationFetch(t *testing.T) {
 	srv.SetEnv(t)
 	t.Setenv("AWS_REGION", "") // only Config.DefaultRegion names it
 
-	srv.PutParameter(t, "/prod/db/password", "s3cr3t", types.ParameterTypeSecureString)
-	srv.PutParameter(t, "/prod/db/user", "app", types.ParameterTypeString)
-	srv.PutParameter(t, "/prod/db/hosts", "a,b,c", types.ParameterTypeStringList)
-	srv.PutParameter(t, "/prod/db/json", `{"user":"app","port":5432}`, types.ParameterTypeSecureString)
-	srv.PutParameter(t, "/prod/db/tls/ca", "CA", types.ParameterTypeString)
-	srv.PutParameter(t, "/rot", "v1", types.ParameterTypeSecureString)
-	srv.PutParameter(t, "/rot", "v2", types.ParameterTypeSecureString)
-	srv.PutParameter(t, "/rot", "v3", types.ParameterTypeSecureString)
+	srv.PutParameter(t, "/prod/db/password", "s3cr3t", moto.ParameterSecureString)
+	srv.PutParameter(t, "/prod/db/user", "app", moto.ParameterString)
+	srv.PutParameter(t, "/prod/db/hosts", "a,b,c", moto.ParameterStringList)
+	srv.PutParameter(t, "/prod/db/json", `{"user":"app","port":5432}`, moto.ParameterSecureString)
+	srv.PutParameter(t, "/prod/db/tls/ca", "CA", moto.ParameterString)
+	srv.PutParameter(t, "/rot", "v1", moto.ParameterSecureString)
+	srv.PutParameter(t, "/rot", "v2", moto.ParameterSecureString)
+	srv.PutParameter(t, "/rot", "v3", moto.ParameterSecureString)
 	srv.LabelParameter(t, "/rot", 2, "blue")
 	for i := range 23 {
-		srv.PutParameter(t, fmt.Sprintf("/many/p%02d", i), fmt.Sprint(i), types.ParameterTypeSecureString)
+		srv.PutParameter(t, fmt.Sprintf("/many/p%02d", i), fmt.Sprint(i), moto.ParameterSecureString)
 	}
 
 	tests := []struct {
@@ -162,7 +160,7 @@ func TestIntegrationAccessDenied(t *testing.T) {
 func TestIntegrationStoppedServer(t *testing.T) {
 	srv := moto.Start(t)
 	srv.SetEnv(t)
-	srv.PutParameter(t, "/db", "v", types.ParameterTypeSecureString)
+	srv.PutParameter(t, "/db", "v", moto.ParameterSecureString)
 	d := ssm.New(ssm.Config{DefaultRegion: moto.Region})
 	ref := secrets.Ref{Backend: ssm.Name, Name: "/db"}
 	if _, err := d.Fetch(fetchContext(t), ref); err != nil {

@@ -28,7 +28,6 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -51,10 +50,10 @@ const maxPathBytes = 1 << 20
 const pageSize = 10
 
 // API is the SSM client narrowed to the two calls the backend makes, so
-// that tests can inject a fake.
+// that tests can inject a fake; Client is the real one.
 type API interface {
-	GetParameter(ctx context.Context, in *awsssm.GetParameterInput, optFns ...func(*awsssm.Options)) (*awsssm.GetParameterOutput, error)
-	GetParametersByPath(ctx context.Context, in *awsssm.GetParametersByPathInput, optFns ...func(*awsssm.Options)) (*awsssm.GetParametersByPathOutput, error)
+	GetParameter(ctx context.Context, in *GetParameterInput) (*GetParameterOutput, error)
+	GetParametersByPath(ctx context.Context, in *GetParametersByPathInput) (*GetParametersByPathOutput, error)
 }
 
 // Config configures the backend.
@@ -100,16 +99,6 @@ func New(cfg Config) *Driver {
 		d.newClient = NewClient
 	}
 	return d
-}
-
-// NewClient is the default client factory: awsauth's configuration for a
-// region, or for the SDK's own region when region is "".
-func NewClient(ctx context.Context, region string) (API, error) {
-	cfg, err := awsauth.LoadConfig(ctx, region)
-	if err != nil {
-		return nil, err
-	}
-	return awsssm.NewFromConfig(cfg), nil
 }
 
 // Name returns "ssm".
@@ -173,7 +162,7 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 }
 
 func (d *Driver) fetchParameter(ctx context.Context, client API, ref secrets.Ref, region string) (secrets.Secret, error) {
-	out, err := client.GetParameter(ctx, &awsssm.GetParameterInput{
+	out, err := client.GetParameter(ctx, &GetParameterInput{
 		Name:           aws.String(selectorName(ref)),
 		WithDecryption: aws.Bool(true),
 	})
@@ -190,17 +179,18 @@ func (d *Driver) fetchParameter(ctx context.Context, client API, ref secrets.Ref
 // object from relative name to value.
 func (d *Driver) fetchPath(ctx context.Context, client API, ref secrets.Ref, region string) (secrets.Secret, error) {
 	rec := recursive(ref)
-	p := awsssm.NewGetParametersByPathPaginator(client, &awsssm.GetParametersByPathInput{
+	in := &GetParametersByPathInput{
 		Path:           aws.String(apiPath(ref.Name)),
 		Recursive:      aws.Bool(rec),
 		WithDecryption: aws.Bool(true),
 		MaxResults:     aws.Int32(pageSize),
-	})
+	}
 	values := map[string]string{}
 	versions := map[string]int64{}
 	size := 0
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
+	seen := map[string]bool{}
+	for {
+		out, err := client.GetParametersByPath(ctx, in)
 		if err != nil {
 			return secrets.Secret{}, classify(ctx, ref, region, "ssm:GetParametersByPath", err)
 		}
@@ -219,6 +209,19 @@ func (d *Driver) fetchPath(ctx context.Context, client API, ref secrets.Ref, reg
 			values[rel] = *prm.Value
 			versions[rel] = prm.Version
 		}
+		next := aws.ToString(out.NextToken)
+		if next == "" {
+			break
+		}
+		// A token answered twice would read the same pages until the
+		// deadline.
+		if seen[next] {
+			return secrets.Secret{}, secrets.Fail(ref, secrets.ErrUnavailable, "AWS answered a page token it had already given; try again later", nil)
+		}
+		seen[next] = true
+		page := *in
+		page.NextToken = aws.String(next)
+		in = &page
 	}
 	if len(values) == 0 {
 		hint := "no parameter under the path; check the path and the region (" + regionText(region) + ")"

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
-	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/rs/zerolog"
@@ -30,27 +28,27 @@ const sentinel = "hunter2-SENTINEL-value"
 // fakeAPI answers GetParameter with param or err, and GetParametersByPath
 // with pages of byPath (pageSize each) or err; it records its inputs.
 type fakeAPI struct {
-	param  *types.Parameter
-	byPath []types.Parameter
+	param  *Parameter
+	byPath []Parameter
 	err    error
 
 	mu     sync.Mutex
-	gets   []*awsssm.GetParameterInput
-	lists  []*awsssm.GetParametersByPathInput
+	gets   []*GetParameterInput
+	lists  []*GetParametersByPathInput
 	tokens []string
 }
 
-func (f *fakeAPI) GetParameter(_ context.Context, in *awsssm.GetParameterInput, _ ...func(*awsssm.Options)) (*awsssm.GetParameterOutput, error) {
+func (f *fakeAPI) GetParameter(_ context.Context, in *GetParameterInput) (*GetParameterOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets = append(f.gets, in)
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &awsssm.GetParameterOutput{Parameter: f.param}, nil
+	return &GetParameterOutput{Parameter: f.param}, nil
 }
 
-func (f *fakeAPI) GetParametersByPath(_ context.Context, in *awsssm.GetParametersByPathInput, _ ...func(*awsssm.Options)) (*awsssm.GetParametersByPathOutput, error) {
+func (f *fakeAPI) GetParametersByPath(_ context.Context, in *GetParametersByPathInput) (*GetParametersByPathOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists = append(f.lists, in)
@@ -64,7 +62,7 @@ func (f *fakeAPI) GetParametersByPath(_ context.Context, in *awsssm.GetParameter
 	}
 	n := int(aws.ToInt32(in.MaxResults))
 	end := min(start+n, len(f.byPath))
-	out := &awsssm.GetParametersByPathOutput{Parameters: f.byPath[start:end]}
+	out := &GetParametersByPathOutput{Parameters: f.byPath[start:end]}
 	if end < len(f.byPath) {
 		out.NextToken = aws.String(strconv.Itoa(end))
 	}
@@ -87,11 +85,11 @@ func (f *factory) newClient(_ context.Context, region string) (API, error) {
 	return f.api, f.err
 }
 
-func param(name, value string, version int64) types.Parameter {
-	return types.Parameter{Name: aws.String(name), Value: aws.String(value), Version: version, Type: types.ParameterTypeSecureString}
+func param(name, value string, version int64) Parameter {
+	return Parameter{Name: aws.String(name), Value: aws.String(value), Version: version, Type: "SecureString"}
 }
 
-func paramPtr(name, value string, version int64) *types.Parameter {
+func paramPtr(name, value string, version int64) *Parameter {
 	p := param(name, value, version)
 	return &p
 }
@@ -164,18 +162,18 @@ func TestFetchRequest(t *testing.T) {
 func TestFetchValue(t *testing.T) {
 	tests := []struct {
 		name        string
-		param       *types.Parameter
+		param       *Parameter
 		key         string
 		want        string
 		wantVersion string
 		wantErr     error
 	}{
 		{name: "secure string", param: paramPtr("/db", "s3cr3t\n", 3), want: "s3cr3t\n", wantVersion: "3"},
-		{name: "string list", param: &types.Parameter{Name: aws.String("/l"), Value: aws.String("a,b,c"), Version: 1, Type: types.ParameterTypeStringList}, want: "a,b,c", wantVersion: "1"},
+		{name: "string list", param: &Parameter{Name: aws.String("/l"), Value: aws.String("a,b,c"), Version: 1, Type: "StringList"}, want: "a,b,c", wantVersion: "1"},
 		{name: "empty", param: paramPtr("/db", "", 1), want: "", wantVersion: "1"},
 		{name: "key", param: paramPtr("/db", `{"user":"app","pass":"pw"}`, 2), key: "pass", want: "pw", wantVersion: "2"},
 		{name: "missing key", param: paramPtr("/db", `{"user":"app"}`, 2), key: "pass", wantErr: secrets.ErrBadValue},
-		{name: "no value", param: &types.Parameter{Name: aws.String("/db")}, wantErr: secrets.ErrBadValue},
+		{name: "no value", param: &Parameter{Name: aws.String("/db")}, wantErr: secrets.ErrBadValue},
 		{name: "no parameter", wantErr: secrets.ErrBadValue},
 	}
 	for _, tt := range tests {
@@ -200,14 +198,14 @@ func TestFetchValue(t *testing.T) {
 }
 
 func TestFetchPath(t *testing.T) {
-	var many []types.Parameter
+	var many []Parameter
 	for i := range 23 {
 		many = append(many, param(fmt.Sprintf("/app/p%02d", i), fmt.Sprintf("v%d", i), int64(i+1)))
 	}
 	tests := []struct {
 		name          string
 		ref           secrets.Ref
-		byPath        []types.Parameter
+		byPath        []Parameter
 		wantPath      string
 		wantRecursive bool
 		want          string // JSON, or the key's value
@@ -219,25 +217,25 @@ func TestFetchPath(t *testing.T) {
 		{
 			name:     "one level",
 			ref:      secrets.Ref{Name: "/app/"},
-			byPath:   []types.Parameter{param("/app/db", "pw", 3), param("/app/user", "u", 1)},
+			byPath:   []Parameter{param("/app/db", "pw", 3), param("/app/user", "u", 1)},
 			wantPath: "/app", want: `{"db":"pw","user":"u"}`, wantVersion: "db@3 user@1", wantCalls: 1,
 		},
 		{
 			name:     "recursive",
 			ref:      secrets.Ref{Name: "/app/", Params: map[string]string{OptRecursive: "true"}},
-			byPath:   []types.Parameter{param("/app/db/pass", "pw", 1), param("/app/top", "t", 2)},
+			byPath:   []Parameter{param("/app/db/pass", "pw", 1), param("/app/top", "t", 2)},
 			wantPath: "/app", wantRecursive: true, want: `{"db/pass":"pw","top":"t"}`, wantVersion: "db/pass@1 top@2", wantCalls: 1,
 		},
 		{
 			name:     "recursive=false",
 			ref:      secrets.Ref{Name: "/app/", Params: map[string]string{OptRecursive: "false"}},
-			byPath:   []types.Parameter{param("/app/db", "pw", 1)},
+			byPath:   []Parameter{param("/app/db", "pw", 1)},
 			wantPath: "/app", want: `{"db":"pw"}`, wantVersion: "db@1", wantCalls: 1,
 		},
 		{
 			name:     "root",
 			ref:      secrets.Ref{Name: "/"},
-			byPath:   []types.Parameter{param("/db", "pw", 1)},
+			byPath:   []Parameter{param("/db", "pw", 1)},
 			wantPath: "/", want: `{"db":"pw"}`, wantVersion: "db@1", wantCalls: 1,
 		},
 		{
@@ -249,13 +247,13 @@ func TestFetchPath(t *testing.T) {
 		{
 			name:     "key picks one parameter",
 			ref:      secrets.Ref{Name: "/app/", Key: "db"},
-			byPath:   []types.Parameter{param("/app/db", "pw", 3), param("/app/user", "u", 1)},
+			byPath:   []Parameter{param("/app/db", "pw", 3), param("/app/user", "u", 1)},
 			wantPath: "/app", want: "pw", wantVersion: "db@3 user@1", wantCalls: 1,
 		},
 		{
 			name:     "a name not under the path is skipped",
 			ref:      secrets.Ref{Name: "/app/"},
-			byPath:   []types.Parameter{param("/app/db", "pw", 3), param("/other/x", "x", 1)},
+			byPath:   []Parameter{param("/app/db", "pw", 3), param("/other/x", "x", 1)},
 			wantPath: "/app", want: `{"db":"pw"}`, wantVersion: "db@3", wantCalls: 1,
 		},
 		{
@@ -266,7 +264,7 @@ func TestFetchPath(t *testing.T) {
 		{
 			name:     "too large",
 			ref:      secrets.Ref{Name: "/app/"},
-			byPath:   []types.Parameter{param("/app/a", strings.Repeat("x", 600<<10), 1), param("/app/b", strings.Repeat("x", 600<<10), 1)},
+			byPath:   []Parameter{param("/app/a", strings.Repeat("x", 600<<10), 1), param("/app/b", strings.Repeat("x", 600<<10), 1)},
 			wantPath: "/app", wantCalls: 1, wantErr: secrets.ErrBadValue, wantHint: "narrower path",
 		},
 	}
@@ -324,15 +322,15 @@ func TestFetchErrors(t *testing.T) {
 		wantKind error
 		wantHint string
 	}{
-		{name: "not found", apiErr: opErr(&types.ParameterNotFound{}), wantKind: secrets.ErrNotFound, wantHint: `region ("us-east-1")`},
-		{name: "no such version", apiErr: opErr(&types.ParameterVersionNotFound{}), wantKind: secrets.ErrNotFound, wantHint: "version-id"},
+		{name: "not found", apiErr: opErr(&smithy.GenericAPIError{Code: "ParameterNotFound"}), wantKind: secrets.ErrNotFound, wantHint: `region ("us-east-1")`},
+		{name: "no such version", apiErr: opErr(&smithy.GenericAPIError{Code: "ParameterVersionNotFound"}), wantKind: secrets.ErrNotFound, wantHint: "version-id"},
 		{name: "denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "User: arn:aws:iam::1:user/x is not authorized to perform: ssm:GetParameter"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParameter on the parameter"},
 		{name: "denied on a path", path: true, apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: ssm:GetParametersByPath"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow ssm:GetParametersByPath on the path"},
 		{name: "kms denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: kms:Decrypt"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow kms:Decrypt"},
-		{name: "kms key", apiErr: opErr(&types.InvalidKeyId{}), wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
+		{name: "kms key", apiErr: opErr(&smithy.GenericAPIError{Code: "InvalidKeyId"}), wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "unknown key id", apiErr: opErr(&smithy.GenericAPIError{Code: "UnrecognizedClientException"}), wantKind: secrets.ErrAccessDenied, wantHint: "access key id is unknown"},
-		{name: "throttled", apiErr: opErr(&types.ThrottlingException{}), wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
-		{name: "server", apiErr: opErr(&types.InternalServerError{}), wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
+		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException"}), wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
+		{name: "server", apiErr: opErr(&smithy.GenericAPIError{Code: "InternalServerError"}), wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
 		{name: "credentials", apiErr: opErr(fmt.Errorf("get identity: %w", &awsauth.CredentialsError{What: "none", Hint: awsauth.HintNoCredentials})), wantKind: secrets.ErrAccessDenied, wantHint: "credentials mount"},
 		{name: "connection refused", apiErr: opErr(&smithyhttp.RequestSendError{Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}), wantKind: secrets.ErrUnavailable, wantHint: "could not reach SSM Parameter Store"},
 		{name: "deadline", ctx: expired, apiErr: opErr(&smithyhttp.RequestSendError{Err: context.DeadlineExceeded}), wantKind: secrets.ErrTimeout, wantHint: "TIMEOUT"},
@@ -400,17 +398,17 @@ func TestFetchClientErrors(t *testing.T) {
 func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	tests := []struct {
 		name   string
-		param  *types.Parameter
-		byPath []types.Parameter
+		param  *Parameter
+		byPath []Parameter
 		ref    secrets.Ref
 	}{
 		{name: "missing key", param: paramPtr("/db", `{"user":"`+sentinel+`"}`, 1), ref: secrets.Ref{Name: "/db", Key: "pass"}},
 		{name: "not json", param: paramPtr("/db", sentinel, 1), ref: secrets.Ref{Name: "/db", Key: "pass"}},
 		{name: "broken json", param: paramPtr("/db", `{"pass":"`+sentinel, 1), ref: secrets.Ref{Name: "/db", Key: "pass"}},
-		{name: "path, missing key", byPath: []types.Parameter{param("/app/db", sentinel, 1)}, ref: secrets.Ref{Name: "/app/", Key: "nope"}},
-		{name: "path, too large", byPath: []types.Parameter{param("/app/db", sentinel+strings.Repeat("x", maxPathBytes), 1)}, ref: secrets.Ref{Name: "/app/"}},
+		{name: "path, missing key", byPath: []Parameter{param("/app/db", sentinel, 1)}, ref: secrets.Ref{Name: "/app/", Key: "nope"}},
+		{name: "path, too large", byPath: []Parameter{param("/app/db", sentinel+strings.Repeat("x", maxPathBytes), 1)}, ref: secrets.Ref{Name: "/app/"}},
 		{name: "success", param: paramPtr("/db", sentinel, 1), ref: secrets.Ref{Name: "/db"}},
-		{name: "path success", byPath: []types.Parameter{param("/app/db", sentinel, 1)}, ref: secrets.Ref{Name: "/app/"}},
+		{name: "path success", byPath: []Parameter{param("/app/db", sentinel, 1)}, ref: secrets.Ref{Name: "/app/"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
-
 	"github.com/dsv-plugin/dsv/test/moto"
 )
 
@@ -21,11 +18,11 @@ import (
 
 var (
 	ssmOnce   sync.Once
-	ssmClient *ssm.Client
+	ssmClient *moto.SSM
 )
 
 // putParameter stores a version of a parameter in moto and returns it.
-func putParameter(t testing.TB, name, value string, typ types.ParameterType) int64 {
+func putParameter(t testing.TB, name, value string, typ moto.ParameterType) int64 {
 	t.Helper()
 	ssmOnce.Do(func() { ssmClient = moto.SSMClient(env.moto.URL) })
 	v, err := moto.PutParameter(awsCtx(t), ssmClient, name, value, typ)
@@ -45,7 +42,7 @@ func TestSSMBackend(t *testing.T) {
 		sc := newScope(t)
 		name := ssmPath("ssm") + "db/password"
 		pw := "ssm-pw-" + randomHex(6)
-		putParameter(t, name, pw, types.ParameterTypeSecureString)
+		putParameter(t, name, pw, moto.ParameterSecureString)
 		vol := sc.createVolume("ssmpw", "backend=ssm", "secret="+name)
 		if got := sc.mustRun([]string{"-v", vol + ":/run/secrets/db"}, "cat", "/run/secrets/db"); got != pw {
 			t.Errorf("cat = %q, want %q", got, pw)
@@ -60,8 +57,8 @@ func TestSSMBackend(t *testing.T) {
 		sc := newScope(t)
 		name := ssmPath("ssm") + "rotated"
 		old, cur := "old-"+randomHex(4), "new-"+randomHex(4)
-		putParameter(t, name, old, types.ParameterTypeSecureString)
-		putParameter(t, name, cur, types.ParameterTypeSecureString)
+		putParameter(t, name, old, moto.ParameterSecureString)
+		putParameter(t, name, cur, moto.ParameterSecureString)
 		v1 := sc.createVolume("ssmv1", "backend=ssm", "secret="+name+":1")
 		if got := sc.mustRun([]string{"-v", v1 + ":/run/secrets/s"}, "cat", "/run/secrets/s"); got != old {
 			t.Errorf("secret=%s:1 reads %q, want %q", name, got, old)
@@ -85,11 +82,11 @@ func TestSSMBackend(t *testing.T) {
 			"tls/ca.pem":    "ca-" + randomHex(4),
 			"tls/deep/x.js": "x-" + randomHex(4),
 		}
-		putParameter(t, path+"db-password", want["db-password"], types.ParameterTypeSecureString)
-		putParameter(t, path+"db-user", want["db-user"], types.ParameterTypeString)
-		putParameter(t, path+"hosts", want["hosts"], types.ParameterTypeStringList)
-		putParameter(t, path+"tls/ca.pem", want["tls/ca.pem"], types.ParameterTypeSecureString)
-		putParameter(t, path+"tls/deep/x.js", want["tls/deep/x.js"], types.ParameterTypeSecureString)
+		putParameter(t, path+"db-password", want["db-password"], moto.ParameterSecureString)
+		putParameter(t, path+"db-user", want["db-user"], moto.ParameterString)
+		putParameter(t, path+"hosts", want["hosts"], moto.ParameterStringList)
+		putParameter(t, path+"tls/ca.pem", want["tls/ca.pem"], moto.ParameterSecureString)
+		putParameter(t, path+"tls/deep/x.js", want["tls/deep/x.js"], moto.ParameterSecureString)
 
 		// One level: the parameters directly under the path.
 		flat := sc.createVolume("ssmflat", "backend=ssm", "secret="+path, "layout=dir")
@@ -117,9 +114,9 @@ func TestSSMBackend(t *testing.T) {
 	t.Run("a name that cannot be a file", func(t *testing.T) {
 		sc := newScope(t)
 		path := ssmPath("bad")
-		putParameter(t, path+"ok", "fine", types.ParameterTypeString)
-		putParameter(t, path+"a", "file", types.ParameterTypeString)
-		putParameter(t, path+"a/b", "and folder", types.ParameterTypeString)
+		putParameter(t, path+"ok", "fine", moto.ParameterString)
+		putParameter(t, path+"a", "file", moto.ParameterString)
+		putParameter(t, path+"a/b", "and folder", moto.ParameterString)
 		vol := sc.createVolume("ssmbad", "backend=ssm", "secret="+path, "recursive=true")
 		r := sc.runFail([]string{"-v", vol + ":/run/secrets/app"}, "ls", "/run/secrets/app")
 		wantContains(t, "docker run's error", r.stderr, `"a" cannot be both a file and the folder of "a/b"`, "no file was written")
@@ -142,8 +139,8 @@ func TestSSMRotation(t *testing.T) {
 	sc := newScope(t)
 	path := ssmPath("rot")
 	first := "first-" + randomHex(6)
-	putParameter(t, path+"x", first, types.ParameterTypeSecureString)
-	putParameter(t, path+"y", "steady", types.ParameterTypeString)
+	putParameter(t, path+"x", first, moto.ParameterSecureString)
+	putParameter(t, path+"y", "steady", moto.ParameterString)
 	vol := sc.createVolume("ssmrot", "backend=ssm", "secret="+path, "refresh="+rotationRefresh.String())
 	c := sc.start("ssmrot", "-v", vol+":/run/secrets")
 	if got := mustDocker(t, "exec", c, "cat", "/run/secrets/x"); got != first {
@@ -153,7 +150,7 @@ func TestSSMRotation(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		want := fmt.Sprintf("rotated-%d-%s", i, randomHex(6))
 		start := time.Now()
-		putParameter(t, path+"x", want, types.ParameterTypeSecureString)
+		putParameter(t, path+"x", want, moto.ParameterSecureString)
 		lat, polls, _ := waitForValue(t, c, "/run/secrets/x", want, start, 10*time.Second)
 		t.Logf("rotation %d: the container read the new version %s after moto got it (%d polls)", i, lat.Round(time.Millisecond), polls)
 		if bound := rotationRefresh + swapAllowance + execAllowance; lat > bound {
@@ -178,8 +175,8 @@ func TestSSMSwarmSecret(t *testing.T) {
 	sw := joinSwarm(t)
 	path := ssmPath("swarm")
 	pw := "swarm-ssm-" + randomHex(6)
-	putParameter(t, path+"db/password", pw, types.ParameterTypeSecureString)
-	putParameter(t, path+"token", "tok-"+pw, types.ParameterTypeSecureString)
+	putParameter(t, path+"db/password", pw, moto.ParameterSecureString)
+	putParameter(t, path+"token", "tok-"+pw, moto.ParameterSecureString)
 
 	one := sw.secret("ssmone", "dsv.backend=ssm", "dsv.secret="+path+"db/password")
 	fromPath := sw.secret("ssmpath", "dsv.backend=ssm", "dsv.secret="+path, "dsv.key=token")

@@ -20,7 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -111,7 +110,7 @@ func StartAuthWith(t testing.TB, a AuthSetup) (*Server, AccessKey) {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		s.PutParameter(t, n, a.Parameters[n], ssmtypes.ParameterTypeSecureString)
+		s.PutParameter(t, n, a.Parameters[n], ParameterSecureString)
 	}
 
 	// From here on moto checks keys: the fake ones must be refused, or
