@@ -20,7 +20,7 @@ CI_FUZZTIME ?= 50000x
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
 
-.PHONY: vault-bin install-legacy build plugin demo test lint unit e2e e2e-deps bench fuzz clean
+.PHONY: vault-bin install-legacy build plugin push demo test lint unit e2e e2e-deps bench fuzz clean under-load
 
 ## build: the static binary bin/dsv
 build:
@@ -29,6 +29,12 @@ build:
 ## plugin: build and install the managed plugin (disabled; see build-plugin.sh)
 plugin:
 	./build-plugin.sh
+
+## push: publish the plugin: linux/amd64 as REF, linux/arm64 as REF-arm64 (make push REF=registry.example.com/dsv:1.0)
+push:
+	@[[ "$(REF)" =~ :[^/]+$$ ]] || { echo "make push: give REF with a tag, e.g. make push REF=registry.example.com/dsv:1.0" >&2; exit 2; }
+	./build-plugin.sh --push "$(REF)" --arch amd64
+	./build-plugin.sh --push "$(REF)-arm64" --arch arm64
 
 ## install-legacy: binary + systemd unit for hosts that run dsv unmanaged
 install-legacy: build
@@ -74,6 +80,10 @@ e2e-deps:
 	test/dockerd.sh ensure
 	./build-plugin.sh --enable --name $(DSV_E2E_PLUGIN)
 	test/busybox-image.sh
+
+## under-load: make unit and make e2e twice each beside two CPU hogs (test/under-load.sh)
+under-load:
+	test/under-load.sh unit e2e
 
 ## bench: the benchmarks in test/bench.sh
 bench:

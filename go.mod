@@ -3,6 +3,7 @@ module github.com/dsv-plugin/dsv
 go 1.26.8
 
 require (
+	cloud.google.com/go/compute/metadata v0.10.0
 	github.com/Azure/azure-sdk-for-go/sdk/azcore v1.23.3
 	github.com/Azure/azure-sdk-for-go/sdk/azidentity v1.15.0
 	github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets v1.5.1
@@ -17,6 +18,7 @@ require (
 	github.com/hashicorp/vault/api/auth/approle v0.12.0
 	github.com/moby/sys/mountinfo v0.7.3
 	github.com/rs/zerolog v1.35.1
+	golang.org/x/oauth2 v0.38.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.50.0
 )

@@ -7,24 +7,28 @@
 # /sbin, /usr/bin and /usr/sbin as links to /bin, /etc/passwd and /etc/group
 # with root (0), nobody (65534) and app (1000:1000), /tmp (1777) and /run.
 #
-# Usage: test/busybox-image.sh [--force]
-#   --force  rebuild even when the image exists
+# Usage: test/busybox-image.sh [--force] [--podman]
+#   --force   rebuild even when the image exists
+#   --podman  build it for Podman (`podman import`), whose configuration and
+#             storage follow CONTAINERS_CONF and CONTAINERS_STORAGE_CONF
 # Environment:
 #   DSV_TEST_IMAGE  image name (default: dsv-test/busybox:latest)
 set -euo pipefail
 
 image=${DSV_TEST_IMAGE:-dsv-test/busybox:latest}
 force=0
+engine=docker
 while (($#)); do
 	case $1 in
 	--force) force=1 ;;
+	--podman) engine=podman ;;
 	-h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "busybox-image.sh: unknown argument: $1" >&2; exit 2 ;;
 	esac
 	shift
 done
 
-old_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+old_id=$($engine image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 if ((!force)) && [[ -n $old_id ]]; then
 	echo "busybox-image.sh: $image exists (--force rebuilds it)"
 	exit 0
@@ -71,20 +75,20 @@ chmod 0644 "$root/etc/passwd" "$root/etc/group"
 chown 1000:1000 "$root/home/app"
 
 tar --numeric-owner -C "$root" -cf - . |
-	docker import \
+	$engine import \
 		--change 'ENV PATH=/bin:/usr/bin:/sbin:/usr/sbin' \
 		--change 'CMD ["/bin/sh"]' \
 		--change 'LABEL org.opencontainers.image.description="dsv end-to-end test image: Debian busybox-static"' \
 		- "$image" >/dev/null
 
 # Smoke test: a shell, an applet and the app user resolve in the new image.
-if ! out=$(docker run --rm --network none --user app "$image" sh -c 'id -u; id -g; ls /bin/sh >/dev/null' 2>&1) ||
+if ! out=$($engine run --rm --network none --user app "$image" sh -c 'id -u; id -g; ls /bin/sh >/dev/null' 2>&1) ||
 	[[ $out != $'1000\n1000' ]]; then
 	echo "busybox-image.sh: smoke test of $image failed: $out" >&2
 	exit 1
 fi
 # The image replaced by --force is left untagged: drop it unless a container uses it.
-if [[ -n $old_id && $old_id != "$(docker image inspect --format '{{.Id}}' "$image")" ]]; then
-	docker image rm "$old_id" >/dev/null 2>&1 || true
+if [[ -n $old_id && $old_id != "$($engine image inspect --format '{{.Id}}' "$image")" ]]; then
+	$engine image rm "$old_id" >/dev/null 2>&1 || true
 fi
-echo "busybox-image.sh: built $image ($("$root/bin/busybox" --list | wc -l) applets)"
+echo "busybox-image.sh: built $image for $engine ($("$root/bin/busybox" --list | wc -l) applets)"

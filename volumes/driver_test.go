@@ -3,6 +3,7 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -471,5 +472,32 @@ func TestStateMigratesVersion1(t *testing.T) {
 		Ref: secrets.Ref{Backend: "aws", Name: "prod/db", Key: "pw"}}}}
 	if !reflect.DeepEqual(got.Options, want) || len(got.MountIDs) != 1 {
 		t.Fatalf("migrated record = %+v", got)
+	}
+}
+
+// TestCreateIdenticalAfterRestart: `docker volume create` with the options
+// a volume has is accepted after a plugin restart, for every kind of
+// volume (a template volume's empty maps were saved as absent and reloaded
+// as nil, and the identical create was refused).
+func TestCreateIdenticalAfterRestart(t *testing.T) {
+	for name, opts := range map[string]map[string]string{
+		"single":   {"secret": "a"},
+		"template": {"template": `{{ secret "fake" "a" }}`, "filename": "t"},
+		"multi":    {"file.a": "secret=a", "template.b": `{{ secret "fake" "a" }}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			h.create(name, opts)
+			h.stopAll()
+			h.drv = h.start()
+			if err := h.drv.Create(&volume.CreateRequest{Name: name, Options: opts}); err != nil {
+				t.Fatalf("identical create after a restart: %v", err)
+			}
+			changed := maps.Clone(opts)
+			changed["mode"] = "0400"
+			if err := h.drv.Create(&volume.CreateRequest{Name: name, Options: changed}); err == nil {
+				t.Fatal("create with other options accepted")
+			}
+		})
 	}
 }

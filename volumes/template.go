@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/template"
 	"text/template/parse"
 
@@ -47,6 +49,9 @@ type TemplateSource interface {
 	ReadTemplate(name string) (string, error)
 }
 
+// maxTemplateSize bounds a template file.
+const maxTemplateSize = 64 << 10
+
 // DirTemplates reads templates below a folder; os.Root keeps reads inside.
 type DirTemplates string
 
@@ -60,7 +65,10 @@ func (d DirTemplates) ReadTemplate(name string) (string, error) {
 		return "", fmt.Errorf("template file %q: the templates folder is not available; set it with: docker plugin set dsv templates.source=/path/on/host", name)
 	}
 	defer root.Close()
-	f, err := root.Open(name)
+	// O_NONBLOCK: a FIFO planted in the folder must not hang docker volume
+	// create and the volume's lock; it is refused below, as the file
+	// backend refuses one.
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("template file %q does not exist in the templates folder", name)
@@ -68,12 +76,21 @@ func (d DirTemplates) ReadTemplate(name string) (string, error) {
 		return "", fmt.Errorf("template file %q: %w", name, errors.Unwrap(err))
 	}
 	defer f.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
+	st, err := f.Stat()
+	if err != nil {
 		return "", fmt.Errorf("template file %q: %w", name, err)
 	}
-	if buf.Len() > 64<<10 {
-		return "", fmt.Errorf("template file %q is larger than 64 KiB", name)
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("template file %q is not a regular file", name)
+	}
+	// Read at most one byte past the limit: a huge file is refused, not
+	// read whole first.
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxTemplateSize+1)); err != nil {
+		return "", fmt.Errorf("template file %q: %w", name, err)
+	}
+	if buf.Len() > maxTemplateSize {
+		return "", fmt.Errorf("template file %q is larger than %d KiB", name, maxTemplateSize>>10)
 	}
 	return buf.String(), nil
 }

@@ -1,10 +1,13 @@
 package volumes
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -205,5 +208,34 @@ func TestDirTemplatesStayInside(t *testing.T) {
 		if _, err := DirTemplates(dir).ReadTemplate(name); err == nil {
 			t.Errorf("ReadTemplate(%q) read outside the folder", name)
 		}
+	}
+}
+
+// TestDirTemplatesRefuseSpecialAndHuge: a FIFO in the templates folder is
+// refused at once (it hung docker volume create and the volume's lock), and
+// a huge file is refused after reading one byte past the limit, not whole.
+func TestDirTemplatesRefuseSpecialAndHuge(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("x"), maxTemplateSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := DirTemplates(dir).ReadTemplate("fifo")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("ReadTemplate(fifo) = %v, want a refusal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadTemplate of a FIFO blocks")
+	}
+	if _, err := DirTemplates(dir).ReadTemplate("big"); err == nil || !strings.Contains(err.Error(), "larger than 64 KiB") {
+		t.Errorf("ReadTemplate(big) = %v, want a size refusal", err)
 	}
 }

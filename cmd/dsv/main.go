@@ -31,6 +31,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
@@ -85,6 +86,8 @@ type settings struct {
 	Vault vault.Config
 	// Azure holds the azure backend's settings (AZURE_*).
 	Azure azure.Config
+	// GCP holds the gcp backend's settings (GCP_*, GOOGLE_APPLICATION_CREDENTIALS).
+	GCP gcp.Config
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -165,6 +168,11 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	if s.Azure, err = azure.ConfigFromEnv(getenv); err != nil {
 		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	gc, err := gcp.ConfigFromEnv(getenv)
+	if err != nil {
+		problems = append(problems, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	s.GCP = gc
 	if len(problems) > 0 {
 		return s, errors.New(settingsErrPrefix + strings.Join(problems, "; "))
 	}
@@ -192,7 +200,9 @@ func backendSettings(s settings, backends []string) (*allowlist.List, error) {
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	fs := flag.NewFlagSet("dsv", flag.ContinueOnError)
 	socket := fs.String("socket", "/run/docker/plugins/dsv.sock", "unix socket to serve the plugin API on; its base name is the driver name")
-	statePath := fs.String("state", "/var/lib/dsv/state.json", "file that persists volumes across restarts")
+	// The managed plugin's state lives in its PropagatedMount, which
+	// `docker plugin upgrade` keeps: the upgrade replaces the whole rootfs.
+	statePath := fs.String("state", "/mnt/dsv/.state/state.json", "file that persists volumes across restarts and upgrades")
 	mountRoot := fs.String("mounts", "/mnt/dsv", "directory under which each volume's read-only view is mounted (the managed plugin's PropagatedMount)")
 	writerRoot := fs.String("writer", "/run/dsv/rw", "directory under which each volume's tmpfs is mounted read-write for the plugin alone (made a private mount; never under -mounts)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
@@ -232,7 +242,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
 		problems = append(problems, err.Error())
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, ssm.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, ssm.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -248,6 +258,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		ssm.New(ssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 		azd,
+		gcp.New(s.GCP, log),
 	)
 	if err != nil {
 		return err

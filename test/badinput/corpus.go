@@ -180,7 +180,7 @@ func Cases() []Case {
 		{Name: "template secret with a variable", Options: tmpl(`{{ $x := "db" }}{{ secret "file" $x }}`), Want: []string{`option "template"`, "secret takes quoted strings"}},
 		{Name: "template secret with a call", Options: tmpl(`{{ secret "file" (print "d" "b") }}`), Want: []string{`option "template"`, "secret takes quoted strings"}},
 		{Name: "template secret with one argument", Options: tmpl(`{{ secret "file" }}`), Want: []string{`option "template"`, "secret takes 2 or 3 arguments"}},
-		{Name: "template secret of an unknown backend", Options: tmpl(`{{ secret "gcp" "db" }}`), Want: []string{`option "template"`, `unknown backend "gcp"`}},
+		{Name: "template secret of an unknown backend", Options: tmpl(`{{ secret "nosuch" "db" }}`), Want: []string{`option "template"`, `unknown backend "nosuch"`}},
 		{Name: "template reads no secret", Options: tmpl("static text"), Want: []string{`option "template"`, "reads no secret"}},
 		{Name: "template uses data", Options: tmpl(`{{ .Password }}{{ secret "file" "db" }}`), Want: []string{`option "template"`, ".Password", "templates have no data"}},
 		{Name: "template calls an undefined template", Options: tmpl(`{{ template "nope" }}{{ secret "file" "db" }}`), Want: []string{`option "template"`, `template "nope" is not defined`}},
@@ -224,10 +224,10 @@ func Cases() []Case {
 		{Name: "volume name not ASCII", Volume: "dépôt", Options: file(), Want: []string{`volume name "dépôt" is invalid`}},
 
 		// Backends.
-		{Name: "unknown backend", Options: file("backend", "gcp"), Want: []string{`option "backend": unknown backend "gcp"`, "aws, azure, file, ssm, vault"}},
+		{Name: "unknown backend", Options: file("backend", "nosuch"), Want: []string{`option "backend": unknown backend "nosuch"`, "aws, azure, file, gcp, ssm, vault"}},
 		{Name: "backend names are lower-case", Options: aws("backend", "AWS"), Want: []string{`option "backend": unknown backend "AWS"`}},
 		{Name: "backend with a trailing space", Options: file("backend", "file "), Want: []string{`option "backend": unknown backend "file "`}},
-		{Name: "unknown backend in a file spec", Options: map[string]string{"file.db": "backend=gcp,secret=db"}, Want: []string{`option "file.db": option "backend": unknown backend "gcp"`}},
+		{Name: "unknown backend in a file spec", Options: map[string]string{"file.db": "backend=nosuch,secret=db"}, Want: []string{`option "file.db": option "backend": unknown backend "nosuch"`}},
 		{Name: "file backend with version-id", Options: file("version-id", "1"), Want: []string{`option "version-id" is not supported by the file backend`}},
 		{Name: "file backend with region", Options: file("region", "us-east-1"), Want: []string{`option "region" is not supported by the file backend`}},
 

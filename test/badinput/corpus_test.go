@@ -20,6 +20,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/test/badinput"
@@ -91,6 +92,7 @@ func newPlugin(t *testing.T) *plugin {
 		ssm.New(ssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		vd,
 		azd,
+		gcp.New(gcp.Config{CredentialsFile: filepath.Join(dir, "gcp/credentials.json")}, log),
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -126,7 +126,7 @@ func (s *suite) checkCanary() error {
 		problems = append(problems, fmt.Sprintf("walk %s: %v", s.dockerRoot, err))
 	}
 
-	state := filepath.Join(s.dockerRoot, "plugins", s.pluginID, "rootfs", "var", "lib", "dsv", "state.json")
+	state := s.stateFile()
 	if fi, err := os.Stat(state); err != nil {
 		problems = append(problems, fmt.Sprintf("the plugin's state file: %v", err))
 	} else {

@@ -21,7 +21,7 @@ import (
 // vol: a failed mount must not be remembered as one.
 func wantNoMountIDs(t testing.TB, vol string) {
 	t.Helper()
-	state := filepath.Join(env.dockerRoot, "plugins", env.pluginID, "rootfs", "var", "lib", "dsv", "state.json")
+	state := env.stateFile()
 	b, err := os.ReadFile(state)
 	if err != nil {
 		t.Fatalf("read the plugin's state: %v", err)

@@ -319,6 +319,12 @@ func (s *suite) sweep() {
 	}
 }
 
+// stateFile is the plugin's state file on the host: in its PropagatedMount,
+// which `docker plugin upgrade` keeps.
+func (s *suite) stateFile() string {
+	return filepath.Join(s.dockerRoot, "plugins", s.pluginID, "propagated-mount", ".state", "state.json")
+}
+
 // writeFile puts a secret into the file backend's folder.
 func (s *suite) writeFile(name string, value []byte) error {
 	p := filepath.Join(s.filesDir, filepath.FromSlash(name))

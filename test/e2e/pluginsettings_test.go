@@ -14,7 +14,16 @@ import (
 // takes them: env entries as KEY, mount sources as NAME.source.
 func pluginSettings(t testing.TB) map[string]string {
 	t.Helper()
-	out := mustDocker(t, "plugin", "inspect", "--format", "{{json .Settings}}", env.plugin)
+	return pluginSettingsOf(t, env.plugin)
+}
+
+// pluginSettingsOf reads the settings of the plugin named name. A mount's
+// source is read from Config.Mounts, the one dockerd mounts and `docker
+// plugin set` changes: Settings.Mounts stops following it once dockerd
+// reloads the plugin (a restart, an upgrade).
+func pluginSettingsOf(t testing.TB, name string) map[string]string {
+	t.Helper()
+	out := mustDocker(t, "plugin", "inspect", "--format", `{"Env":{{json .Settings.Env}},"Mounts":{{json .Config.Mounts}}}`, name)
 	var s struct {
 		Env    []string
 		Mounts []struct {
@@ -23,7 +32,7 @@ func pluginSettings(t testing.TB) map[string]string {
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Fatalf("docker plugin inspect %s: %v: %q", env.plugin, err, out)
+		t.Fatalf("docker plugin inspect %s: %v: %q", name, err, out)
 	}
 	m := map[string]string{}
 	for _, kv := range s.Env {

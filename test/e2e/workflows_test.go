@@ -425,3 +425,76 @@ func boolString(b bool) string {
 	}
 	return "false"
 }
+
+// TestVaultWorkflows: the same engine verbs on a Vault database-credential
+// volume: docker cp keeps the running container's database user (its lease
+// is not revoked by the end of the copy); docker restart reads a new user
+// and drops the old one; a refresh that issues a new user keeps the old one
+// for the volume's lease-grace (the app's open connections use it), and the
+// last unmount revokes both.
+func TestVaultWorkflows(t *testing.T) {
+	f := newVaultFixture(t)
+	sc := newScope(t)
+	before := len(f.leases(t))
+	login := func(user, password string) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := f.pg.CanLogin(ctx, user, password); err != nil {
+				return "the database user " + user + " no longer logs in: " + err.Error()
+			}
+			return ""
+		}
+	}
+
+	t.Run("docker cp and docker restart", func(t *testing.T) {
+		vol, c, user, password, _ := f.mountDBCreds(t, sc, "vault-cp")
+		w := workflowVolume{name: vol, path: "/run/secrets/db/username", value: user, alive: login(user, password)}
+		dockerCpChecks(t, w, c)
+		mustDocker(t, "restart", "-t", "1", c)
+		user2 := readInContainer(t, c, "/run/secrets/db/username")
+		password2 := readInContainer(t, c, "/run/secrets/db/password")
+		if user2 == user {
+			t.Fatalf("docker restart kept database user %s: the volume was not mounted anew", user)
+		}
+		if msg := login(user2, password2)(t); msg != "" {
+			t.Fatal(msg)
+		}
+		eventually(t, 10*time.Second, "the old user dropped after docker restart", func() string {
+			if f.pg.RoleExists(t, user) {
+				return "role " + user + " still exists"
+			}
+			return ""
+		})
+		f.removeWantRevoked(t, c, user2, before)
+	})
+
+	t.Run("a refresh keeps the replaced user for its grace", func(t *testing.T) {
+		vol := sc.createVolume("vault-grace", "backend=vault", "secret=database/creds/app", "key=*", "refresh=2s", "lease-grace=1h")
+		c := sc.start("vault-grace", "-v", vol+":/run/secrets/db")
+		user1 := readInContainer(t, c, "/run/secrets/db/username")
+		password1 := readInContainer(t, c, "/run/secrets/db/password")
+		var user2 string
+		eventually(t, 30*time.Second, "a new database user swapped in by the refresh", func() string {
+			if user2 = readInContainer(t, c, "/run/secrets/db/username"); user2 == user1 {
+				return "still " + user1
+			}
+			return ""
+		})
+		if msg := login(user1, password1)(t); msg != "" {
+			t.Fatalf("the replaced user was dropped at the swap, under the app's open connections: %s", msg)
+		}
+		if st := inspectVolume(t, vol).Status; st["retiringLeases"] == nil {
+			t.Errorf("status does not count the retiring lease: %v", st)
+		}
+		mustDocker(t, "rm", "-f", c)
+		eventually(t, 10*time.Second, "every user of the volume dropped after the last unmount", func() string {
+			for _, u := range []string{user1, user2} {
+				if f.pg.RoleExists(t, u) {
+					return "role " + u + " still exists"
+				}
+			}
+			return ""
+		})
+	})
+}

@@ -1,0 +1,236 @@
+package gcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+
+	"github.com/dsv-plugin/dsv/secrets"
+)
+
+// scope is the OAuth scope of Secret Manager's API.
+const scope = "https://www.googleapis.com/auth/cloud-platform"
+
+// maxCredentialsFile caps the credentials file read.
+const maxCredentialsFile = 64 << 10
+
+// metadataEarlyExpiry renews a metadata server token this long before it
+// expires, as Google's own token source does.
+const metadataEarlyExpiry = 225 * time.Second
+
+// credentialTypes are the ADC file types accepted, by their "type" field.
+var credentialTypes = []google.CredentialsType{
+	google.ServiceAccount,
+	google.ExternalAccount,
+	google.AuthorizedUser,
+	google.ImpersonatedServiceAccount,
+	google.ExternalAccountAuthorizedUser,
+}
+
+// CredentialsError is a failure to get an access token: the credentials
+// file is unusable, its token endpoint refused or did not answer, or no
+// metadata server gave one.
+type CredentialsError struct {
+	// File is the credentials file; with Metadata, the one that was absent.
+	File string
+	// Metadata is set when the token came from the metadata server.
+	Metadata bool
+	// Load is set when the file could not be read or understood.
+	Load bool
+	Err  error
+}
+
+func (e *CredentialsError) Error() string {
+	// The libraries' messages can run over lines (a token endpoint's
+	// answer) and hundreds of characters (an ASN.1 parse error).
+	cause := secrets.Clip(strings.Join(strings.Fields(e.Err.Error()), " "), 300)
+	switch {
+	case e.Metadata:
+		return "metadata server: " + cause
+	case e.Load:
+		return "credentials file " + e.File + ": " + cause
+	}
+	return "token for the credentials in " + e.File + ": " + cause
+}
+
+func (e *CredentialsError) Unwrap() error { return e.Err }
+
+// adc is Application Default Credentials as the plugin finds them: the
+// file, read again whenever it changes (a rotated key needs no restart),
+// else the metadata server.
+type adc struct {
+	file      string
+	tokenHTTP *http.Client // the token endpoints' client
+	meta      *metadata.Client
+
+	mu       sync.Mutex
+	stamp    string             // the file's identity at the last load
+	loaded   bool               // src belongs to stamp
+	src      oauth2.TokenSource // of the file; nil: the metadata server
+	metaTok  *oauth2.Token      // the metadata server's last token
+	metaLock sync.Mutex         // one metadata token request at a time
+}
+
+func newADC(file string, timeout time.Duration) *adc {
+	c := &http.Client{Timeout: timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	return &adc{file: file, tokenHTTP: c, meta: metadata.NewClient(c)}
+}
+
+// token returns a valid access token, or a *CredentialsError.
+func (a *adc) token(ctx context.Context) (*oauth2.Token, error) {
+	src, err := a.source()
+	if err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return a.metadataToken(ctx)
+	}
+	// oauth2's token sources take no context: the request runs on, bounded
+	// by tokenHTTP's timeout, while the fetch returns at its deadline.
+	type result struct {
+		tok *oauth2.Token
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		t, err := src.Token()
+		ch <- result{t, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, &CredentialsError{File: a.file, Err: r.err}
+		}
+		return r.tok, nil
+	case <-ctx.Done():
+		return nil, &CredentialsError{File: a.file, Err: ctx.Err()}
+	}
+}
+
+// source returns the token source of the file as it is now, loading it
+// again when it changed; nil when the file does not exist.
+func (a *adc) source() (oauth2.TokenSource, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	stamp := stampFile(a.file)
+	if a.loaded && stamp == a.stamp {
+		return a.src, nil
+	}
+	src, err := a.load()
+	if err != nil {
+		// A file caught half written, or broken: try again next time.
+		a.loaded = false
+		return nil, err
+	}
+	a.stamp, a.loaded, a.src = stamp, true, src
+	return src, nil
+}
+
+// load reads the credentials file; nil, nil when there is none.
+func (a *adc) load() (oauth2.TokenSource, error) {
+	fail := func(err error) error { return &CredentialsError{File: a.file, Load: true, Err: err} }
+	f, err := os.Open(a.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer func() { _ = f.Close() }()
+	data, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
+	if err != nil {
+		return nil, fail(err)
+	}
+	if len(data) > maxCredentialsFile {
+		return nil, fail(fmt.Errorf("larger than %d bytes", maxCredentialsFile))
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(data, &head) != nil {
+		// The decoder's message is dropped: it could quote the key.
+		return nil, fail(errors.New("not a JSON object"))
+	}
+	known := false
+	for _, t := range credentialTypes {
+		known = known || google.CredentialsType(head.Type) == t
+	}
+	if !known {
+		return nil, fail(fmt.Errorf("type %q is not one of service_account, external_account, authorized_user, impersonated_service_account, external_account_authorized_user", quoted(head.Type)))
+	}
+	// The context is the token source's for good: it carries the client of
+	// every token request, never a deadline.
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, a.tokenHTTP)
+	creds, err := google.CredentialsFromJSONWithTypeAndParams(ctx, data, google.CredentialsType(head.Type), google.CredentialsParams{Scopes: []string{scope}})
+	if err != nil {
+		return nil, fail(err)
+	}
+	return creds.TokenSource, nil
+}
+
+// stampFile identifies a file's contents: inode, size and modification
+// time, or its absence.
+func stampFile(name string) string {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "-"
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	return fmt.Sprintf("%d,%d,%d", ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+// metadataToken returns the metadata server's token of the instance's
+// default service account, cached until shortly before it expires.
+func (a *adc) metadataToken(ctx context.Context) (*oauth2.Token, error) {
+	fail := func(err error) error { return &CredentialsError{File: a.file, Metadata: true, Err: err} }
+	valid := func(t *oauth2.Token) bool { return t != nil && time.Until(t.Expiry) > metadataEarlyExpiry }
+	a.mu.Lock()
+	t := a.metaTok
+	a.mu.Unlock()
+	if valid(t) {
+		return t, nil
+	}
+	// One request at a time; the others wait for its token.
+	a.metaLock.Lock()
+	defer a.metaLock.Unlock()
+	a.mu.Lock()
+	t = a.metaTok
+	a.mu.Unlock()
+	if valid(t) {
+		return t, nil
+	}
+	body, err := a.meta.GetWithContext(ctx, "instance/service-accounts/default/token?scopes="+url.QueryEscape(scope))
+	if err != nil {
+		return nil, fail(err)
+	}
+	var r struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		TokenType   string `json:"token_type"`
+	}
+	if json.Unmarshal([]byte(body), &r) != nil || r.AccessToken == "" || r.ExpiresIn <= 0 {
+		return nil, fail(errors.New("the token answer is not a token"))
+	}
+	t = &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, Expiry: time.Now().Add(time.Duration(r.ExpiresIn) * time.Second)}
+	a.mu.Lock()
+	a.metaTok = t
+	a.mu.Unlock()
+	return t, nil
+}

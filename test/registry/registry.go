@@ -1,0 +1,243 @@
+// Package registry runs a real image registry for the end-to-end suite:
+// Debian's docker-registry (the distribution registry, package
+// docker-registry) on 127.0.0.1, with its own configuration and storage in
+// a folder of the caller's, so that the suite can publish the plugin with
+// `docker plugin push` and install it with `docker plugin install` as
+// users do. dockerd talks plain HTTP to a registry on 127.0.0.0/8.
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dsv-plugin/dsv/test/testproc"
+)
+
+// EnvBinary names the registry executable to run instead of the one on
+// PATH.
+const EnvBinary = "DOCKER_REGISTRY"
+
+// startTimeout bounds the wait for a new registry to answer.
+const startTimeout = 30 * time.Second
+
+// Binary finds the registry: $DOCKER_REGISTRY, or docker-registry on PATH.
+func Binary() (string, error) {
+	if p := os.Getenv(EnvBinary); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%s=%q: %w", EnvBinary, p, err)
+		}
+		return p, nil
+	}
+	p, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return "", fmt.Errorf("docker-registry not found (apt-get install docker-registry, or set %s): %w", EnvBinary, err)
+	}
+	return p, nil
+}
+
+// Process is a running registry.
+type Process struct {
+	// Addr is the registry's host:port, 127.0.0.1:PORT: the first part of
+	// an image reference.
+	Addr string
+
+	cmd    *exec.Cmd
+	output *testproc.TailBuffer
+	exited chan struct{} // closed when the process has been waited for
+	once   sync.Once
+	client *http.Client
+}
+
+// Start runs bin (see Binary) on a free port of 127.0.0.1 with its
+// configuration and storage in dir, and returns once it answers. The
+// caller must call Stop.
+func Start(ctx context.Context, bin, dir string) (*Process, error) {
+	// A free port can be taken between choosing and binding it: try again.
+	var err error
+	for range 3 {
+		var port int
+		if port, err = testproc.FreePort(); err != nil {
+			return nil, err
+		}
+		var p *Process
+		if p, err = startOnce(ctx, bin, dir, port); err == nil {
+			return p, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+func startOnce(ctx context.Context, bin, dir string, port int) (*Process, error) {
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// JSON is YAML: no quoting rules to get wrong.
+	cfg, err := json.Marshal(map[string]any{
+		"version": 0.1,
+		"log":     map[string]any{"level": "warn", "accesslog": map[string]any{"disabled": true}},
+		"storage": map[string]any{
+			"filesystem": map[string]any{"rootdirectory": filepath.Join(dir, "storage")},
+			"delete":     map[string]any{"enabled": true},
+		},
+		"http": map[string]any{"addr": addr, "secret": hex.EncodeToString(secret)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, err
+	}
+	p := &Process{
+		Addr:   addr,
+		output: &testproc.TailBuffer{Max: 8 << 10},
+		exited: make(chan struct{}),
+		client: &http.Client{Timeout: 30 * time.Second},
+	}
+	p.cmd = exec.Command(bin, "serve", cfgPath)
+	p.cmd.Stdout = p.output
+	p.cmd.Stderr = p.output
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if p.ready(ctx) {
+			return p, nil
+		}
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("docker-registry on %s exited before answering: %s", addr, p.Output())
+		case <-ctx.Done():
+			_ = p.Stop()
+			return nil, fmt.Errorf("docker-registry on %s did not answer: %w: %s", addr, ctx.Err(), p.Output())
+		case <-tick.C:
+		}
+	}
+}
+
+// ready reports whether the registry answers its API's base endpoint.
+func (p *Process) ready(ctx context.Context) bool {
+	resp, err := p.get(ctx, "/v2/", "")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Stop kills the registry and waits for it to exit. It is safe to call more
+// than once; later calls do nothing.
+func (p *Process) Stop() error {
+	var err error
+	p.once.Do(func() {
+		if kerr := p.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+			err = fmt.Errorf("kill docker-registry: %w", kerr)
+		}
+		<-p.exited
+	})
+	return err
+}
+
+// Output returns the tail of the registry's log, for failure messages.
+func (p *Process) Output() string {
+	return p.output.String()
+}
+
+// Descriptor points at a blob: an image's config or one of its layers.
+type Descriptor struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+}
+
+// Manifest is an image manifest, schema 2: what `docker plugin push`
+// writes.
+type Manifest struct {
+	MediaType string       `json:"mediaType"`
+	Config    Descriptor   `json:"config"`
+	Layers    []Descriptor `json:"layers"`
+}
+
+// manifestType is the media type of a schema 2 manifest.
+const manifestType = "application/vnd.docker.distribution.manifest.v2+json"
+
+// Manifest fetches the manifest of repo:tag.
+func (p *Process) Manifest(ctx context.Context, repo, tag string) (Manifest, error) {
+	var m Manifest
+	b, err := p.fetch(ctx, "/v2/"+repo+"/manifests/"+tag, manifestType)
+	if err != nil {
+		return m, fmt.Errorf("manifest of %s:%s: %w", repo, tag, err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("manifest of %s:%s: %w", repo, tag, err)
+	}
+	return m, nil
+}
+
+// Blob fetches a blob of repo and checks it against its digest.
+func (p *Process) Blob(ctx context.Context, repo string, d Descriptor) ([]byte, error) {
+	b, err := p.fetch(ctx, "/v2/"+repo+"/blobs/"+d.Digest, "")
+	if err != nil {
+		return nil, fmt.Errorf("blob %s of %s: %w", d.Digest, repo, err)
+	}
+	if got := sha256.Sum256(b); "sha256:"+hex.EncodeToString(got[:]) != d.Digest {
+		return nil, fmt.Errorf("blob %s of %s: content does not match its digest", d.Digest, repo)
+	}
+	return b, nil
+}
+
+func (p *Process) fetch(ctx context.Context, path, accept string) ([]byte, error) {
+	resp, err := p.get(ctx, path, accept)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return b, nil
+}
+
+func (p *Process) get(ctx context.Context, path, accept string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	return p.client.Do(req)
+}
