@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -140,7 +141,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		}
 	}
 	if v := getenv("LEASE_GRACE"); v != "" {
-		d, err := volumes.ParseLeaseGrace(v)
+		d, err := render.ParseLeaseGrace(v)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("LEASE_GRACE: %v", err))
 		} else {
@@ -277,7 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		LeaseGrace: s.LeaseGrace,
 		Store:      store,
 		Registry:   reg,
-		Defaults:   volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
+		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir)},
 		Allow:      allow,
 		Refresh:    s.Refresh,
 		Fetcher:    fetcher,
@@ -297,8 +298,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		DefaultBackend:          s.Backend,
 		IdentityFromServiceName: s.SwarmIdentityFromServiceName,
 		Allow:                   allow,
-		Format:                  volumes.ApplyFormat,
-		Formats:                 volumes.Formats(),
+		Format:                  render.ApplyFormat,
+		Formats:                 render.Formats(),
 		Logger:                  log,
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package badinput_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"io"
 	"os"
 	"path/filepath"
@@ -111,7 +112,7 @@ func newPlugin(t *testing.T) *plugin {
 		Writer:    filepath.Join(dir, "rw"),
 		Store:     store,
 		Registry:  reg,
-		Defaults:  volumes.Defaults{Backend: file.Name, Templates: volumes.DirTemplates(filepath.Join(dir, "templates"))},
+		Defaults:  render.Defaults{Backend: file.Name, Templates: render.DirTemplates(filepath.Join(dir, "templates"))},
 		Fetcher:   fetcher,
 		TmpfsSize: 2 << 20,
 		Mounter:   p.mounter,
