@@ -82,8 +82,10 @@ type GetParametersByPathOutput struct {
 // built on the parts of the AWS SDK the plugin links anyway (configuration
 // and credential chain, signer, HTTP client, retryer). The SDK's own client
 // of the service builds a description of its whole API at program start:
-// 4.2 MiB of binary and 3.4 MB of resident memory in every plugin, whether
-// the backend is used or not.
+// measured on the plugin (test/rss, stripped static build), it cost +4.1 MiB
+// of binary and +3.3 MiB of VmRSS, idle and after 20 mounts, whether the
+// backend is used or not; this client costs +0.1 MiB of binary and no
+// measurable memory until the first read.
 //
 // Its errors are shaped as the SDK's are, so that awsauth classifies them
 // the same: a *smithy.OperationError around a *smithy.GenericAPIError (the
