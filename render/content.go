@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -185,7 +186,7 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 			value = v
 		}
 		if obj.AllKeys {
-			files, err := explode(obj, value, single)
+			files, err := explode(obj, value, single, d.Registry.IsCollection(obj.Ref))
 			if err != nil {
 				return c, err
 			}
@@ -204,7 +205,9 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 
 // explode writes each top-level key of a JSON object as a file: at the root
 // of a single-object volume, else in a directory named after the object.
-func explode(obj Object, value []byte, atRoot bool) ([]tmpfs.File, error) {
+// The keys of a collection (secrets.Collector) are relative names, and a
+// name with '/' is a file in a folder.
+func explode(obj Object, value []byte, atRoot, collection bool) ([]tmpfs.File, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(value, &m); err != nil || m == nil {
 		return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, "key=* needs a JSON object secret, one file per key", nil)
@@ -215,8 +218,22 @@ func explode(obj Object, value []byte, atRoot bool) ([]tmpfs.File, error) {
 	}
 	sort.Strings(keys)
 	var out []tmpfs.File
-	for _, k := range keys {
-		if err := validateFilename(k); err != nil {
+	for i, k := range keys {
+		if collection {
+			if err := validateRelPath(k); err != nil {
+				return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("%q cannot be a file: %v; no file was written", shorten(k), err), nil)
+			}
+			// Sorted, a folder's files follow its name at once ("a" <
+			// "a/b" < "a0"); "a-b" sorts between them and is harmless.
+			for _, next := range keys[i+1:] {
+				if !strings.HasPrefix(next, k) {
+					break
+				}
+				if next[len(k)] == '/' {
+					return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("%q cannot be both a file and the folder of %q; no file was written", shorten(k), shorten(next)), nil)
+				}
+			}
+		} else if err := validateFilename(k); err != nil {
 			return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("key %q cannot be a file name with key=*", k), nil)
 		}
 		ref := obj.Ref
@@ -235,6 +252,20 @@ func explode(obj Object, value []byte, atRoot bool) ([]tmpfs.File, error) {
 		out = append(out, tmpfs.File{Path: path, Data: v, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
 	}
 	return out, nil
+}
+
+// validateRelPath checks a relative name of a collection's object: file
+// names (see validateFilename) separated by single slashes.
+func validateRelPath(v string) error {
+	if v == "" {
+		return errors.New("the name is empty")
+	}
+	for _, seg := range strings.Split(v, "/") {
+		if err := validateFilename(seg); err != nil {
+			return fmt.Errorf("its part %v", err)
+		}
+	}
+	return nil
 }
 
 // digest identifies a set of files, so an unchanged refresh writes nothing.

@@ -290,10 +290,17 @@ func (p *optionParser) parseSingle(name string, top, raw map[string]string) (Obj
 	default:
 		ref, r, problems := secrets.ParseRef(name, top, p.def.Backend, p.reg)
 		p.problems = append(p.problems, problems...)
-		if ref.Key == AllKeys {
+		// A collection (an SSM path) without a key is one file per
+		// object, as key=* is one file per key.
+		collection := ref.Key == "" && p.reg.IsCollection(ref)
+		if ref.Key == AllKeys || collection {
 			ref.Key = ""
 			obj.AllKeys = true
-			if layoutGiven && layout == LayoutFile {
+			switch {
+			case !layoutGiven || layout != LayoutFile:
+			case collection:
+				p.bad(optLayout, "%q names a set of secrets, one file each, so the volume must be a directory; remove layout=file, or give key=NAME for one of them", shorten(ref.Name))
+			default:
 				p.bad(secrets.OptKey, "key=* writes one file per key, so the volume must be a directory; remove layout=file")
 			}
 			implied = LayoutDir
@@ -401,7 +408,7 @@ func (p *optionParser) parseMulti(top, multi map[string]string) []Object {
 			for _, pr := range problems {
 				p.problems = append(p.problems, fmt.Errorf("option %q: %w", k, pr))
 			}
-			if ref.Key == AllKeys {
+			if ref.Key == AllKeys || (ref.Key == "" && p.reg.IsCollection(ref)) {
 				ref.Key = ""
 				obj.AllKeys = true
 			}

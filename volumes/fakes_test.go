@@ -173,6 +173,10 @@ type fakeBackend struct {
 
 func (b *fakeBackend) Name() string { return b.name }
 
+// IsCollection makes a name ending in '/' a collection (secrets.Collector),
+// whose value the test sets as the JSON object of its objects.
+func (b *fakeBackend) IsCollection(ref secrets.Ref) bool { return strings.HasSuffix(ref.Name, "/") }
+
 func (b *fakeBackend) Validate(ref secrets.Ref) error {
 	if strings.HasPrefix(ref.Name, "invalid") {
 		return fmt.Errorf("option %q: %q is not a valid name", "secret", ref.Name)

@@ -33,6 +33,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
+	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
 	"github.com/dsv-plugin/dsv/volumes"
@@ -242,7 +243,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
 		problems = append(problems, err.Error())
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, ssm.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -255,6 +256,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
+		ssm.New(ssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 		azd,
 		gcp.New(s.GCP, log),
