@@ -537,7 +537,7 @@ func TestLeaseGrace(t *testing.T) {
 
 	t.Run("kept for its grace, then revoked", func(t *testing.T) {
 		h := newHarness(t)
-		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "1s"})
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "4s"})
 		mp := h.mount("creds", "c1")
 		replace(h, mp)
 		if revoked(h, first) {
@@ -546,7 +546,7 @@ func TestLeaseGrace(t *testing.T) {
 		if st := h.status("creds"); fmt.Sprint(st["retiringLeases"]) != "1" {
 			t.Errorf("status retiringLeases = %v, want 1", st["retiringLeases"])
 		}
-		eventually(t, 5*time.Second, "the replaced lease revoked after its grace", func() bool { return revoked(h, first) })
+		eventually(t, 15*time.Second, "the replaced lease revoked after its grace", func() bool { return revoked(h, first) })
 	})
 	t.Run("lease-grace=0 revokes at once", func(t *testing.T) {
 		h := newHarness(t)
