@@ -81,7 +81,7 @@ type pluginClient struct {
 
 func newPluginClient(t testing.TB) *pluginClient {
 	t.Helper()
-	sock := filepath.Join("/run/docker/plugins", env.pluginID, "dsv.sock")
+	sock := filepath.Join(env.daemon.execRoot(), "plugins", env.pluginID, "dsv.sock")
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("the plugin's socket: %v", err)
 	}
