@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +54,9 @@ func (p *composeProject) mustRun(args ...string) result {
 	}
 	return r
 }
+
+// unixNano is t as docker events --since and --until take it.
+func unixNano(t time.Time) string { return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond()) }
 
 // TestCompose declares the volume in a compose file, which prefixes its
 // name with the project's, with the Compose of the engine's leg:
@@ -155,7 +157,7 @@ volumes:
 
 	// Unchanged options: the same volume, no question (stdin is empty, so
 	// a question would fail the command), and no volume event but mounts.
-	since := time.Now().Add(-time.Second).Unix()
+	since := time.Now()
 	r = p.mustRun("up", "--abort-on-container-exit", "--exit-code-from", "app")
 	if !strings.Contains(r.stdout, "| "+want) {
 		t.Errorf("the second docker compose up shows no line %q:\n%v", want, r)
@@ -163,7 +165,7 @@ volumes:
 	if out := r.stdout + r.stderr; strings.Contains(strings.ToLower(out), "recreate") {
 		t.Errorf("the second docker compose up, with unchanged options, speaks of recreating:\n%v", r)
 	}
-	events := mustDocker(t, "events", "--since", strconv.FormatInt(since, 10), "--until", strconv.FormatInt(time.Now().Unix()+1, 10),
+	events := mustDocker(t, "events", "--since", unixNano(since), "--until", unixNano(time.Now()),
 		"--filter", "type=volume", "--filter", "volume="+vol, "--format", "{{.Action}}")
 	if strings.Contains(events, "create") || strings.Contains(events, "destroy") {
 		t.Errorf("the second docker compose up, with unchanged options, recreated volume %s; its events:\n%s", vol, events)
