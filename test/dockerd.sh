@@ -7,8 +7,10 @@
 #   current  the current engine that test/engine-build.sh builds (Engine 29,
 #            CLI 29, Compose v5), on /run/dsv-current/docker.sock, with its
 #            own containerd, data root, exec root, pid files, cgroup parent
-#            and network namespace (dsv-current), so that it shares no path,
-#            bridge or iptables rule with an engine already on the machine.
+#            and network namespace (dsv-current), so that it shares no bridge,
+#            iptables rule or path with an engine already on the machine (but
+#            /run/docker/plugins, where every dockerd keeps its managed
+#            plugins' sockets, one folder per plugin id).
 #            Its clients must use its CLI (Engine 29 refuses the API of the
 #            20.10 CLI) and run inside its network namespace when they serve
 #            the plugin on 127.0.0.1 (the plugin runs on the engine's host

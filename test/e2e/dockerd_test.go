@@ -163,15 +163,6 @@ func samePath(a, b string) bool {
 	return resolve(a) == resolve(b)
 }
 
-// execRoot is dockerd's --exec-root, under which it keeps the sockets of
-// managed plugins (plugins/ID/).
-func (d *daemonInfo) execRoot() string {
-	if v := flagValues(d.cmdline, "--exec-root"); len(v) > 0 {
-		return v[len(v)-1]
-	}
-	return "/var/run/docker"
-}
-
 func procName(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	return strings.TrimSpace(string(b))
