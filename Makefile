@@ -20,7 +20,7 @@ CI_FUZZTIME ?= 50000x
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
 
-.PHONY: vault-bin engine-bin install-legacy build plugin demo test lint unit e2e e2e-current e2e-deps bench fuzz clean
+.PHONY: vault-bin engine-bin install-legacy build plugin demo test lint unit e2e e2e-current e2e-isolated e2e-deps bench fuzz clean
 
 ## build: the static binary bin/dsv
 build:
@@ -73,19 +73,29 @@ e2e: e2e-deps
 	@[[ -d test/e2e ]] || { echo "make e2e: test/e2e does not exist: no end-to-end suite to run" >&2; exit 1; }
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/...
 
-## e2e-current: the end-to-end suite on the current engine (Engine 29, CLI 29,
-## Compose v5, built by test/engine-build.sh: cold ~5 min), which runs beside
-## any other engine in a network namespace of its own: started if needed,
-## stopped after if started here (test/dockerd.sh, DSV_ENGINE=current)
-e2e-current: vault-bin engine-bin
-	@# The suite runs inside the engine's network namespace, which reaches
-	@# no module proxy: every module is fetched before.
+# e2e_isolated,ENGINE runs the suite on an engine of its own (test/dockerd.sh,
+# DSV_ENGINE=ENGINE, isolated: own containerd, paths and network namespace),
+# beside any other engine of the machine: started if needed, stopped after if
+# started here. The suite runs inside the engine's network namespace, which
+# reaches no module proxy: every module is fetched before.
+define e2e_isolated
 	$(GO) mod download
-	export DSV_ENGINE=current; source test/dockerd.sh; \
+	export DSV_ENGINE=$(1) DSV_DOCKERD_ISOLATE=1; source test/dockerd.sh; \
 	dsv_dockerd_ensure; started=$$DSV_DOCKERD_STARTED; \
 	status=0; dsv_dockerd_exec $(MAKE) --no-print-directory e2e || status=$$?; \
 	if ((started)); then dsv_dockerd_stop; fi; \
 	exit $$status
+endef
+
+## e2e-current: the end-to-end suite on the current engine (Engine 29, CLI 29,
+## Compose v5, built by test/engine-build.sh: cold ~5 min), isolated
+e2e-current: vault-bin engine-bin
+	$(call e2e_isolated,current)
+
+## e2e-isolated: the end-to-end suite on Debian's Engine 20.10, isolated as
+## e2e-current is: for a machine whose shared engine must not be restarted
+e2e-isolated: vault-bin
+	$(call e2e_isolated,debian)
 
 ## engine-bin: the current engine's binaries, built once into ~/.cache/dsv (cold ~5 min)
 engine-bin:

@@ -11,6 +11,10 @@
 #            iptables rule or path with an engine already on the machine (but
 #            /run/docker/plugins, where every dockerd keeps its managed
 #            plugins' sockets, one folder per plugin id).
+# With DSV_DOCKERD_ISOLATE=1, Debian's engine runs isolated in the same way
+# (on /run/dsv-debian/docker.sock, network namespace dsv-debian), so that a
+# developer can run the whole suite, which restarts the engine, on a machine
+# whose shared engine must stay up.
 #            Its clients must use its CLI (Engine 29 refuses the API of the
 #            20.10 CLI) and run inside its network namespace when they serve
 #            the plugin on 127.0.0.1 (the plugin runs on the engine's host
@@ -34,34 +38,36 @@
 # the engine.
 # Environment:
 #   DSV_ENGINE           debian (default) or current
-#   DSV_DOCKERD_PIDFILE  pid file of the engine started here (default: /var/run/dsv-dockerd.pid; current: /run/dsv-current/dsv-dockerd.pid)
-#   DSV_DOCKERD_LOG      its log (default: /var/log/dsv-dockerd.log; current: /var/log/dsv-current-dockerd.log)
+#   DSV_DOCKERD_ISOLATE  1: run Debian's engine isolated too (the current one always is)
+#   DSV_DOCKERD_PIDFILE  pid file of the engine started here (default: /var/run/dsv-dockerd.pid; isolated: /run/dsv-ENGINE/dsv-dockerd.pid)
+#   DSV_DOCKERD_LOG      its log (default: /var/log/dsv-dockerd.log; isolated: /var/log/dsv-ENGINE-dockerd.log)
 #   DSV_DOCKERD_TIMEOUT  seconds to wait for it to answer (default: 60)
 #   DSV_DOCKERD_ARGS     extra dockerd arguments
 
 # shellcheck disable=SC2034 # DSV_DOCKERD_STARTED is read by the scripts that source this one
 : "${DSV_ENGINE:=debian}"
 case $DSV_ENGINE in
-debian)
-	DSV_DOCKER_SOCK=/var/run/docker.sock
-	: "${DSV_DOCKERD_PIDFILE:=/var/run/dsv-dockerd.pid}"
-	: "${DSV_DOCKERD_LOG:=/var/log/dsv-dockerd.log}"
-	DSV_DOCKERD_NETNS=
-	;;
-current)
-	# Every path of this engine is under these two folders, and its own.
-	DSV_CURRENT_RUN=/run/dsv-current
-	DSV_CURRENT_LIB=/var/lib/dsv-current
-	DSV_DOCKER_SOCK=$DSV_CURRENT_RUN/docker.sock
-	: "${DSV_DOCKERD_PIDFILE:=$DSV_CURRENT_RUN/dsv-dockerd.pid}"
-	: "${DSV_DOCKERD_LOG:=/var/log/dsv-current-dockerd.log}"
-	DSV_DOCKERD_NETNS=dsv-current
-	;;
+debian) [[ ${DSV_DOCKERD_ISOLATE:-0} == 1 ]] && DSV_ISOLATED=1 || DSV_ISOLATED=0 ;;
+current) DSV_ISOLATED=1 ;;
 *)
 	echo "dockerd.sh: DSV_ENGINE=$DSV_ENGINE: want debian or current" >&2
 	return 2 2>/dev/null || exit 2
 	;;
 esac
+if ((DSV_ISOLATED)); then
+	# Every path of an isolated engine is under these two folders, and its own.
+	DSV_ISO_RUN=/run/dsv-$DSV_ENGINE
+	DSV_ISO_LIB=/var/lib/dsv-$DSV_ENGINE
+	DSV_DOCKER_SOCK=$DSV_ISO_RUN/docker.sock
+	: "${DSV_DOCKERD_PIDFILE:=$DSV_ISO_RUN/dsv-dockerd.pid}"
+	: "${DSV_DOCKERD_LOG:=/var/log/dsv-$DSV_ENGINE-dockerd.log}"
+	DSV_DOCKERD_NETNS=dsv-$DSV_ENGINE
+else
+	DSV_DOCKER_SOCK=/var/run/docker.sock
+	: "${DSV_DOCKERD_PIDFILE:=/var/run/dsv-dockerd.pid}"
+	: "${DSV_DOCKERD_LOG:=/var/log/dsv-dockerd.log}"
+	DSV_DOCKERD_NETNS=
+fi
 : "${DSV_DOCKERD_TIMEOUT:=60}"
 DSV_DOCKERD_STARTED=0
 DSV_DOCKERD_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,6 +79,16 @@ dsv_dockerd_log() { echo "dockerd.sh: $*" >&2; }
 dsv_dockerd_bin() {
 	[[ -z ${DSV_ENGINE_BIN:-} ]] || return 0
 	DSV_ENGINE_BIN=$("$DSV_DOCKERD_REPO/test/engine-build.sh")
+}
+
+# dsv_dockerd_binary NAME prints the engine's program NAME: the current
+# engine's from its build, Debian's from the PATH.
+dsv_dockerd_binary() {
+	if [[ $DSV_ENGINE == current ]]; then
+		echo "$DSV_ENGINE_BIN/$1"
+	else
+		command -v "$1"
+	fi
 }
 
 # dsv_dockerd_cli prints the docker CLI that speaks to the engine: Engine 29
@@ -215,31 +231,34 @@ dsv_dockerd_spawn() {
 	echo "$DSV_DOCKERD_SPAWNED" >"$pidfile"
 }
 
-# The current engine's containerd: its own root (under dockerd's data root,
+# An isolated engine's containerd: its own root (under dockerd's data root,
 # so that the e2e suite's canary check reads it too), state and socket.
-dsv_containerd_pidfile() { echo "$DSV_CURRENT_RUN/dsv-containerd.pid"; }
-dsv_containerd_sock() { echo "$DSV_CURRENT_RUN/containerd/containerd.sock"; }
+dsv_containerd_pidfile() { echo "$DSV_ISO_RUN/dsv-containerd.pid"; }
+dsv_containerd_sock() { echo "$DSV_ISO_RUN/containerd/containerd.sock"; }
 dsv_containerd_answers() {
-	timeout 10 "$DSV_ENGINE_BIN/ctr" --address "$(dsv_containerd_sock)" version >/dev/null 2>&1
+	timeout 10 "$(dsv_dockerd_binary ctr)" --address "$(dsv_containerd_sock)" version >/dev/null 2>&1
 }
 
 dsv_containerd_start() {
 	local pidfile cfg log pid deadline
 	pidfile=$(dsv_containerd_pidfile)
-	log=/var/log/dsv-current-containerd.log
+	log=/var/log/dsv-$DSV_ENGINE-containerd.log
 	if dsv_dockerd_owned_pid "$pidfile" containerd >/dev/null; then
 		dsv_containerd_answers && return 0
 		dsv_containerd_stop
 	fi
-	cfg=$DSV_CURRENT_RUN/containerd.toml
-	mkdir -p "$DSV_CURRENT_RUN/containerd" "$DSV_CURRENT_LIB/docker/containerd/daemon"
-	# CRI off, as in the containerd that dockerd starts itself; NRI off: its
-	# socket is one path for the whole machine (/var/run/nri/nri.sock); opt
-	# off: /opt/containerd.
+	cfg=$DSV_ISO_RUN/containerd.toml
+	mkdir -p "$DSV_ISO_RUN/containerd" "$DSV_ISO_LIB/docker/containerd/daemon"
+	# CRI off, as in the containerd that dockerd starts itself; NRI off
+	# (containerd 2): its socket is one path for the whole machine
+	# (/var/run/nri/nri.sock); opt off: /opt/containerd. Debian's containerd
+	# 1.6 reads configuration version 2, containerd 2 version 3.
+	local version=2
+	[[ $DSV_ENGINE != current ]] || version=3
 	cat >"$cfg" <<-TOML
-		version = 3
-		root = "$DSV_CURRENT_LIB/docker/containerd/daemon"
-		state = "$DSV_CURRENT_RUN/containerd/daemon"
+		version = $version
+		root = "$DSV_ISO_LIB/docker/containerd/daemon"
+		state = "$DSV_ISO_RUN/containerd/daemon"
 		disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt"]
 
 		[grpc]
@@ -249,7 +268,7 @@ dsv_containerd_start() {
 		  address = "$(dsv_containerd_sock).ttrpc"
 	TOML
 	dsv_dockerd_log "starting containerd (log: $log)"
-	dsv_dockerd_spawn "$pidfile" "$log" "$DSV_ENGINE_BIN/containerd" --config "$cfg"
+	dsv_dockerd_spawn "$pidfile" "$log" "$(dsv_dockerd_binary containerd)" --config "$cfg"
 	pid=$DSV_DOCKERD_SPAWNED
 	deadline=$((SECONDS + DSV_DOCKERD_TIMEOUT))
 	until dsv_containerd_answers; do
@@ -284,26 +303,26 @@ dsv_dockerd_kill() {
 	kill -KILL "$pid" 2>/dev/null || true
 }
 
-# dsv_dockerd_current_args prints the current engine's own paths as dockerd
+# dsv_dockerd_isolated_args prints an isolated engine's own paths as dockerd
 # arguments, one a line.
-dsv_dockerd_current_args() {
-	local cfg=$DSV_CURRENT_RUN/daemon.json
-	mkdir -p "$DSV_CURRENT_RUN" "$DSV_CURRENT_LIB"
+dsv_dockerd_isolated_args() {
+	local cfg=$DSV_ISO_RUN/daemon.json
+	mkdir -p "$DSV_ISO_RUN" "$DSV_ISO_LIB"
 	# Its own (empty) configuration, not the machine's /etc/docker/daemon.json.
 	[[ -f $cfg ]] || echo '{}' >"$cfg"
 	printf '%s\n' --config-file "$cfg" \
 		--containerd "$(dsv_containerd_sock)" \
-		--data-root "$DSV_CURRENT_LIB/docker" \
-		--exec-root "$DSV_CURRENT_RUN/docker" \
-		--pidfile "$DSV_CURRENT_RUN/docker.pid" \
+		--data-root "$DSV_ISO_LIB/docker" \
+		--exec-root "$DSV_ISO_RUN/docker" \
+		--pidfile "$DSV_ISO_RUN/docker.pid" \
 		--host "unix://$DSV_DOCKER_SOCK" \
-		--cgroup-parent dsv-current
+		--cgroup-parent "dsv-$DSV_ENGINE"
 }
 
 # dsv_dockerd_config makes the current engine's CLI configuration folder,
 # whose cli-plugins/ holds Compose v5: DOCKER_CONFIG points there (see env).
 dsv_dockerd_config() {
-	local dir=$DSV_CURRENT_RUN/docker-config
+	local dir=$DSV_ISO_RUN/docker-config
 	mkdir -p "$dir/cli-plugins"
 	ln -sfn "$DSV_ENGINE_BIN/cli-plugins/docker-compose" "$dir/cli-plugins/docker-compose"
 }
@@ -320,14 +339,12 @@ dsv_dockerd_ensure() {
 	fi
 	dsv_dockerd_cgroups || return
 	local args=() extra pid deadline
-	if [[ $DSV_ENGINE == current ]]; then
+	args=("$(dsv_dockerd_binary dockerd)")
+	if ((DSV_ISOLATED)); then
 		dsv_dockerd_netns || return
-		dsv_dockerd_config || return
+		[[ $DSV_ENGINE != current ]] || dsv_dockerd_config || return
 		dsv_containerd_start || return
-		mapfile -t args < <(dsv_dockerd_current_args)
-		args=("$DSV_ENGINE_BIN/dockerd" "${args[@]}")
-	else
-		args=(dockerd)
+		mapfile -t -O 1 args < <(dsv_dockerd_isolated_args)
 	fi
 	read -ra extra <<<"$(dsv_dockerd_iptables_args) ${DSV_DOCKERD_ARGS:-}"
 	args+=("${extra[@]}")
@@ -363,7 +380,7 @@ dsv_dockerd_stop() {
 		dsv_dockerd_kill "$pid" dockerd
 		rm -f "$DSV_DOCKERD_PIDFILE"
 	fi
-	[[ $DSV_ENGINE != current ]] || dsv_containerd_stop
+	((!DSV_ISOLATED)) || dsv_containerd_stop
 }
 
 dsv_dockerd_status() {
@@ -381,19 +398,19 @@ dsv_dockerd_status() {
 # dsv_dockerd_env prints the exports that point docker, docker compose and
 # the e2e suite (which restarts the engine with this script) at the engine.
 dsv_dockerd_env() {
-	case $DSV_ENGINE in
-	debian)
-		printf 'export DSV_ENGINE=debian DSV_DOCKERD_PIDFILE=%q\n' "$DSV_DOCKERD_PIDFILE"
-		echo 'unset DOCKER_HOST DOCKER_CONFIG DSV_DOCKERD_NETNS'
-		;;
-	current)
+	printf 'export DSV_ENGINE=%q DSV_DOCKERD_PIDFILE=%q\n' "$DSV_ENGINE" "$DSV_DOCKERD_PIDFILE"
+	if ((DSV_ISOLATED)); then
+		printf 'export DSV_DOCKERD_ISOLATE=1 DSV_DOCKERD_NETNS=%q DOCKER_HOST=%q\n' "$DSV_DOCKERD_NETNS" "unix://$DSV_DOCKER_SOCK"
+	else
+		echo 'unset DSV_DOCKERD_ISOLATE DSV_DOCKERD_NETNS DOCKER_HOST'
+	fi
+	if [[ $DSV_ENGINE == current ]]; then
 		dsv_dockerd_bin || return
 		dsv_dockerd_config
-		printf 'export DSV_ENGINE=current DSV_DOCKERD_PIDFILE=%q DSV_DOCKERD_NETNS=%q\n' "$DSV_DOCKERD_PIDFILE" "$DSV_DOCKERD_NETNS"
-		printf 'export DOCKER_HOST=%q DOCKER_CONFIG=%q\n' "unix://$DSV_DOCKER_SOCK" "$DSV_CURRENT_RUN/docker-config"
-		printf 'export PATH=%q\n' "$DSV_ENGINE_BIN:$PATH"
-		;;
-	esac
+		printf 'export DOCKER_CONFIG=%q PATH=%q\n' "$DSV_ISO_RUN/docker-config" "$DSV_ENGINE_BIN:$PATH"
+	else
+		echo 'unset DOCKER_CONFIG'
+	fi
 }
 
 # dsv_dockerd_exec CMD... runs CMD with dsv_dockerd_env's environment, in
