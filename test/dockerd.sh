@@ -51,6 +51,7 @@ debian) [[ ${DSV_DOCKERD_ISOLATE:-0} == 1 ]] && DSV_ISOLATED=1 || DSV_ISOLATED=0
 current) DSV_ISOLATED=1 ;;
 *)
 	echo "dockerd.sh: DSV_ENGINE=$DSV_ENGINE: want debian or current" >&2
+	# shellcheck disable=SC2317 # return when sourced, exit when run
 	return 2 2>/dev/null || exit 2
 	;;
 esac
