@@ -104,7 +104,7 @@ build() {
 		log "building $mv failed; last lines:"
 		tail -n 25 "$out" >&2
 		local missing
-		missing=$(grep -oE '[[:alnum:]./_-]+@v[[:alnum:].+_-]+: (reading|verifying|unknown revision|invalid version)[^\n]*' "$out" | sort -u | head -5 || true)
+		missing=$(grep -oE '[[:alnum:]./_-]+@v[[:alnum:].+_-]+: (reading|verifying|unknown revision|invalid version).*' "$out" | sort -u | head -5 || true)
 		[[ -z $missing ]] || log "modules the proxy did not serve, needed by $mv:"$'\n'"$missing"
 		return 1
 	fi
