@@ -16,9 +16,11 @@ import (
 // argv cannot carry (NUL bytes); it returns the daemon's error message.
 func engineCreate(t *testing.T, name string, opts map[string]string) (int, string) {
 	t.Helper()
-	c := unixClient("/var/run/docker.sock")
+	c := unixClient(dockerSocket())
 	body, _ := json.Marshal(map[string]any{"Name": name, "Driver": env.plugin, "DriverOpts": opts})
-	resp, err := c.Post("http://docker/v1.41/volumes/create", "application/json", bytes.NewReader(body))
+	// No API version in the path: the engine's own (Engine 29 refuses the
+	// versions below its minimum).
+	resp, err := c.Post("http://docker/volumes/create", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST /volumes/create: %v", err)
 	}

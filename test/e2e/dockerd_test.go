@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -72,23 +71,96 @@ func findDaemon() (*daemonInfo, error) {
 	return d, nil
 }
 
-// dockerdPid reads dockerd's own pid file, else looks for the process.
+// dockerdPid finds the dockerd that serves the suite's socket (DOCKER_HOST,
+// else the default): a second engine may run beside it on the same host
+// (test/dockerd.sh's current engine), and the suite must restart the one it
+// tests. Without a dockerd that names the socket on its command line, it
+// reads the default engine's pid file (systemd starts dockerd with -H fd://).
 func dockerdPid() (int, error) {
-	if b, err := os.ReadFile("/var/run/docker.pid"); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && procName(pid) == "dockerd" {
-			return pid, nil
-		}
-	}
+	sock := dockerSocket()
+	var pids []int
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
 	}
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && procName(pid) == "dockerd" {
-			return pid, nil
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || procName(pid) != "dockerd" {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		for _, h := range daemonHosts(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")) {
+			if p, ok := strings.CutPrefix(h, "unix://"); ok && samePath(p, sock) {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
-	return 0, errors.New("no dockerd process found")
+	switch {
+	case len(pids) == 1:
+		return pids[0], nil
+	case len(pids) > 1:
+		return 0, fmt.Errorf("dockerd processes %v all listen on %s", pids, sock)
+	}
+	if samePath(sock, defaultDockerSocket) {
+		if b, err := os.ReadFile("/var/run/docker.pid"); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && procName(pid) == "dockerd" {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no dockerd process listens on %s", sock)
+}
+
+// defaultDockerSocket is where dockerd listens without -H.
+const defaultDockerSocket = "/var/run/docker.sock"
+
+// dockerSocket is the unix socket the docker CLI talks to.
+func dockerSocket() string {
+	if p, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok {
+		return p
+	}
+	return defaultDockerSocket
+}
+
+// daemonHosts lists dockerd's -H/--host values; none means the default.
+func daemonHosts(cmdline []string) []string {
+	hosts := flagValues(cmdline, "-H", "--host")
+	if len(hosts) == 0 {
+		hosts = []string{"unix://" + defaultDockerSocket}
+	}
+	return hosts
+}
+
+// flagValues returns the values of the named flags on a command line, in
+// both forms: "--flag value" and "--flag=value".
+func flagValues(cmdline []string, names ...string) []string {
+	var out []string
+	for i := 1; i < len(cmdline); i++ {
+		for _, n := range names {
+			if cmdline[i] == n && i+1 < len(cmdline) {
+				out = append(out, cmdline[i+1])
+			} else if v, ok := strings.CutPrefix(cmdline[i], n+"="); ok {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// samePath compares two paths after resolving symbolic links (/var/run is
+// a link to /run).
+func samePath(a, b string) bool {
+	resolve := func(p string) string {
+		if r, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+			return filepath.Join(r, filepath.Base(p))
+		}
+		return filepath.Clean(p)
+	}
+	return resolve(a) == resolve(b)
 }
 
 func procName(pid int) string {

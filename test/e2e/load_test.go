@@ -81,6 +81,8 @@ type pluginClient struct {
 
 func newPluginClient(t testing.TB) *pluginClient {
 	t.Helper()
+	// dockerd keeps managed plugins' sockets in /run/docker/plugins/ID on
+	// Linux, whatever its --exec-root (Engine 20.10 and 29 alike).
 	sock := filepath.Join("/run/docker/plugins", env.pluginID, "dsv.sock")
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("the plugin's socket: %v", err)

@@ -72,6 +72,7 @@ type suite struct {
 	sm      *secretsmanager.Client
 
 	daemon *daemonInfo // how dockerd runs and where it logs
+	engine engineKind  // which of the two engines the suite tests
 }
 
 func TestMain(m *testing.M) {
@@ -117,12 +118,20 @@ func setup() (*suite, error) {
 	if s.repo, err = testproc.ModuleRoot(); err != nil {
 		return nil, err
 	}
+	if err := checkNetns(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r := dockerCtx(ctx, "version", "--format", "{{.Server.Version}}"); r.err != nil {
+	r := dockerCtx(ctx, "version", "--format", "{{.Server.Version}}")
+	if r.err != nil {
 		return nil, fmt.Errorf("no Docker engine answers (start one with test/dockerd.sh ensure): %v", r)
 	}
-	r := dockerCtx(ctx, "info", "--format", "{{.DockerRootDir}}")
+	if s.engine, err = detectEngine(r.stdout); err != nil {
+		return nil, err
+	}
+	logf("testing %s %s on %s", s.engine, strings.TrimSpace(r.stdout), dockerSocket())
+	r = dockerCtx(ctx, "info", "--format", "{{.DockerRootDir}}")
 	if r.err != nil {
 		return nil, fmt.Errorf("docker info: %v", r)
 	}
