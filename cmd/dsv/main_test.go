@@ -34,7 +34,7 @@ func TestLoadSettings(t *testing.T) {
 				"GOOGLE_APPLICATION_CREDENTIALS": "/run/dsv/credentials/gcp/sa.json", "METRICS_ADDR": "127.0.0.1:9469", "METRICS_OBJECT_NAMES": "true"},
 			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, Refresh: time.Minute, AWSRegion: "eu-west-1",
 				SwarmIdentityFromServiceName: true, MetricsAddr: "127.0.0.1:9469", MetricsObjectNames: true,
-				GCP:                          gcp.Config{Project: "my-project", Endpoint: "http://127.0.0.1:8085", CredentialsFile: "/run/dsv/credentials/gcp/sa.json"}},
+				GCP: gcp.Config{Project: "my-project", Endpoint: "http://127.0.0.1:8085", CredentialsFile: "/run/dsv/credentials/gcp/sa.json"}},
 		},
 		{
 			name: "every bad value at once",
