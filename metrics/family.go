@@ -82,7 +82,8 @@ type sample struct {
 	value  float64
 }
 
-// write writes f's series, sorted by label values.
+// write writes f's series, sorted by label values; nothing when it has
+// none yet, as client_golang does.
 func (f *family) write(w *bufio.Writer) {
 	f.mu.Lock()
 	all := make([]*series, 0, len(f.series))
@@ -92,6 +93,9 @@ func (f *family) write(w *bufio.Writer) {
 		all = append(all, &c)
 	}
 	f.mu.Unlock()
+	if len(all) == 0 {
+		return
+	}
 	slices.SortFunc(all, func(a, b *series) int { return slices.Compare(a.values, b.values) })
 	writeHeader(w, f.name, f.help, f.kind)
 	for _, s := range all {
@@ -177,8 +181,12 @@ func formatFloat(v float64) string {
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
-// writeGauges writes a gauge family computed at scrape time.
+// writeGauges writes a gauge family computed at scrape time; nothing when
+// it has no sample.
 func writeGauges(w *bufio.Writer, name, help string, labels []string, samples []sample) {
+	if len(samples) == 0 {
+		return
+	}
 	slices.SortFunc(samples, func(a, b sample) int { return slices.Compare(a.values, b.values) })
 	writeHeader(w, name, help, "gauge")
 	for _, s := range samples {

@@ -421,3 +421,19 @@ func FuzzValidateAddr(f *testing.F) {
 		}
 	})
 }
+
+// TestEmptyFamiliesOmitted: a metric nothing has recorded yet is absent,
+// not a header without samples.
+func TestEmptyFamiliesOmitted(t *testing.T) {
+	m := New(Config{})
+	m.Swapped("db")
+	body := scrape(t, m)
+	if !strings.Contains(body, "# TYPE dsv_refresh_swaps_total counter") {
+		t.Errorf("a recorded family is missing:\n%s", body)
+	}
+	for _, name := range []string{"dsv_backend_reads_total", "dsv_mount_duration_seconds", "dsv_volume_last_read_timestamp_seconds"} {
+		if strings.Contains(body, name) {
+			t.Errorf("%s is in the scrape before anything was recorded:\n%s", name, body)
+		}
+	}
+}
