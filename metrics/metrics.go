@@ -11,11 +11,13 @@
 // than with github.com/prometheus/client_golang, which the tests use to
 // check it. Linking client_golang cost every plugin, endpoint on or off,
 // 2.6 MB of binary and 2.0 MiB of VmRSS after 20 mounts (measured with
-// test/rss): its core types are protocol buffers (client_model), which
-// bring the protobuf runtime (1.7 MB alone, 1.0 MiB resident), and the
-// runtime keeps most of a Go binary's pages resident, used or not. Its
-// package init also builds the default registry's Go and process
-// collectors, which cannot be turned off. This package costs about 0.1 MB.
+// test/rss), over the plugin's budget: its core types are protocol buffers
+// (client_model), which bring the protobuf runtime (1.7 MB alone, 1.0 MiB
+// resident), and most of a Go binary's pages end up resident, used or not
+// (all of .rodata, ~85% of .text at idle). Its package init also builds the
+// default registry's Go and process collectors, which cannot be turned
+// off. This package costs about 0.1 MB of binary and nothing measurable in
+// VmRSS while off; on, after 20 mounts and 100 scrapes, about 0.3 MiB.
 package metrics
 
 import (
