@@ -32,7 +32,7 @@ type ParamsDriver interface {
 // when the secret option is absent; defaultBackend applies when backend is
 // absent. It returns the reference, the options it did not consume (for the
 // caller's own parsing), and every problem found — including the backend's
-// own Validate.
+// own Normalize and Validate.
 func ParseRef(name string, raw map[string]string, defaultBackend string, reg *Registry) (Ref, map[string]string, []error) {
 	var problems []error
 	ref := Ref{Backend: defaultBackend, Name: name}
@@ -100,6 +100,9 @@ func ParseRef(name string, raw map[string]string, defaultBackend string, reg *Re
 		}
 		problems = append(problems, fmt.Errorf("%s: unknown backend %q; use one of: %s", src, ref.Backend, strings.Join(reg.Names(), ", ")))
 		return ref, rest, problems
+	}
+	if n, ok := backend.(Normalizer); ok {
+		ref = n.Normalize(ref)
 	}
 	if err := backend.Validate(ref); err != nil {
 		problems = append(problems, err)

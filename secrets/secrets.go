@@ -74,6 +74,25 @@ type Canonicalizer interface {
 	Canonical(ctx context.Context, ref Ref) (string, error)
 }
 
+// Normalizer is implemented by backends whose secret option can also say
+// what a common option says (SSM: /prod/db:3 is version-id 3 of /prod/db).
+// ParseRef calls Normalize before Validate, so that one object has one
+// spelling for the cache, ALLOW, file names and `docker volume inspect`.
+// Normalize leaves a reference it cannot normalize as it is, for Validate
+// to report.
+type Normalizer interface {
+	Normalize(ref Ref) Ref
+}
+
+// Collector is implemented by backends where one reference can name a set
+// of objects (an SSM path: /prod/app/). Fetch of such a reference returns
+// a JSON object from each object's name, relative to the reference (it
+// may hold '/' for a deeper object), to its value: key= picks one of them,
+// and a volume writes one file per name, as for key=*.
+type Collector interface {
+	IsCollection(ref Ref) bool
+}
+
 // IssuerNotifier is implemented by backends whose leases end with what
 // issued them (Vault: a lease ends with the login token that read it).
 // IssuerEnded receives a value when an issuer ended or is about to: the
@@ -196,6 +215,12 @@ func (r *Registry) Get(name string) (SecretStoreDriver, bool) {
 func (r *Registry) LeaseManager(name string) (LeaseManager, bool) {
 	lm, ok := r.drivers[name].(LeaseManager)
 	return lm, ok
+}
+
+// IsCollection reports whether ref names a set of objects (see Collector).
+func (r *Registry) IsCollection(ref Ref) bool {
+	c, ok := r.drivers[ref.Backend].(Collector)
+	return ok && c.IsCollection(ref)
 }
 
 // Names lists the registered backends, sorted, for error messages and docs.

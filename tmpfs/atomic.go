@@ -23,8 +23,9 @@ const (
 	dataDirTmpName = "..data_tmp"
 )
 
-// File is one file to write: a path relative to the volume, one or two
-// segments (a key=* object of a multi-object volume is a directory).
+// File is one file to write: a path relative to the volume, of one segment
+// or more (a key=* object of a multi-object volume is a directory, a
+// collection's objects can be in folders).
 type File struct {
 	Path string
 	Data []byte
@@ -192,12 +193,17 @@ func mkdirReadable(path string) error {
 	return os.Chmod(path, 0o755)
 }
 
-// writeEntry writes one file with its owner and mode, creating its parent
-// directory when the path has two segments.
+// writeEntry writes one file with its owner and mode, creating the folders
+// of its path.
 func writeEntry(root string, f File) error {
 	path := filepath.Join(root, f.Path)
-	if parent := filepath.Dir(path); parent != root {
-		if err := mkdirReadable(parent); err != nil && !errors.Is(err, os.ErrExist) {
+	dir := root
+	for _, seg := range strings.Split(filepath.Dir(f.Path), "/") {
+		if seg == "." {
+			break
+		}
+		dir = filepath.Join(dir, seg)
+		if err := mkdirReadable(dir); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("write %s: %w", f.Path, err)
 		}
 	}

@@ -3,6 +3,7 @@ package tmpfs
 import (
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/tmpfs/tmpfstest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,39 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-// visible lists what a reader of a directory volume sees: name -> content,
-// through the symlinks, hidden entries excluded.
-func visible(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "..") {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		if st.IsDir() {
-			for k, v := range visible(t, p) {
-				out[e.Name()+"/"+k] = v
-			}
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = string(b)
-	}
-	return out
-}
 
 func files(kv ...string) []File {
 	var out []File
@@ -74,7 +42,7 @@ func TestAtomicWriter(t *testing.T) {
 	if _, err := WriteAtomic(dir, files("a", "1", "b", "2", "keys/x", "3"), now, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(visible(t, dir)); got != "map[a:1 b:2 keys/x:3]" {
+	if got := fmt.Sprint(tmpfstest.Visible(t, dir)); got != "map[a:1 b:2 keys/x:3]" {
 		t.Fatalf("after the first write a reader sees %s", got)
 	}
 	if target, _ := os.Readlink(filepath.Join(dir, "a")); target != "..data/a" {
@@ -89,7 +57,7 @@ func TestAtomicWriter(t *testing.T) {
 	if _, err := WriteAtomic(dir, files("b", "20", "c", "30", "keys/x", "3"), now.Add(time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(visible(t, dir)); got != "map[b:20 c:30 keys/x:3]" {
+	if got := fmt.Sprint(tmpfstest.Visible(t, dir)); got != "map[b:20 c:30 keys/x:3]" {
 		t.Fatalf("after the second write a reader sees %s", got)
 	}
 	if h := hidden(t, dir); len(h) != 2 {
@@ -121,7 +89,7 @@ func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
 				t.Errorf("after a crash at %s: swapped = %t, want %t", step, swapped, want)
 			}
 			// Whatever the step, a reader sees one consistent set.
-			got := visible(t, dir)
+			got := tmpfstest.Visible(t, dir)
 			a, b := got["a"], got["b"]
 			if a != b {
 				t.Fatalf("after a crash at %s a reader sees a mix: %v", step, got)
@@ -130,7 +98,7 @@ func TestAtomicWriterCrashBetweenSteps(t *testing.T) {
 			if _, err := WriteAtomic(dir, files("a", "next", "b", "next"), now.Add(2*time.Second), nil); err != nil {
 				t.Fatalf("write after a crash at %s: %v", step, err)
 			}
-			if got := fmt.Sprint(visible(t, dir)); got != "map[a:next b:next]" {
+			if got := fmt.Sprint(tmpfstest.Visible(t, dir)); got != "map[a:next b:next]" {
 				t.Fatalf("after recovery a reader sees %s", got)
 			}
 			if h := hidden(t, dir); len(h) != 2 {

@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"errors"
+	"github.com/dsv-plugin/dsv/render"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ func (h *harness) restartWith(edit func(*Config)) {
 	h.drv.Close()
 	d := h.start()
 	edit(&d.cfg)
+	d.renderer = newRenderer(d.cfg)
 	h.drv = d
 }
 
@@ -86,7 +88,7 @@ func TestAllowRefusesCreate(t *testing.T) {
 			}
 			h.restartWith(func(c *Config) {
 				c.Allow = l
-				c.Defaults.Templates = DirTemplates(tmpl)
+				c.Defaults.Templates = render.DirTemplates(tmpl)
 			})
 			h.create("shared", nil) // state exists: the refusal must leave it as it was
 			before := readFile(t, h.state)
@@ -207,7 +209,7 @@ func TestAllowCheckedAtRefresh(t *testing.T) {
 	}
 	h.restartWith(func(c *Config) {
 		c.Allow = l
-		c.Defaults.Templates = DirTemplates(tmpl)
+		c.Defaults.Templates = render.DirTemplates(tmpl)
 	})
 	// root/db is not served: were it read, the error would be "not found".
 	h.backend.set("app/db", "good")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -42,7 +43,7 @@ type Config struct {
 	// Registry holds the backends.
 	Registry *secrets.Registry
 	// Defaults are the plugin-wide fallbacks for options.
-	Defaults Defaults
+	Defaults render.Defaults
 	// Allow is the ALLOW setting: the objects volumes may read, checked at
 	// create, at mount and before every read. nil allows every object.
 	Allow *allowlist.List
@@ -88,7 +89,7 @@ type fetchStatus struct {
 type vol struct {
 	op      sync.Mutex
 	name    string
-	opts    Options
+	opts    render.Options
 	created time.Time
 	// ids counts the mounts of each mount ID sharing the live tmpfs. Docker
 	// reuses a running container's ID for the extra mount of `docker cp`
@@ -103,7 +104,7 @@ type vol struct {
 	removed bool
 	status  fetchStatus
 	// leases are the leases the volume's content holds; persisted by id.
-	leases []heldLease
+	leases []render.HeldLease
 	// dynamic: the content holds values that a read issues anew (leases,
 	// write-issued, wrapped), so the REFRESH setting does not re-read it.
 	// Persisted.
@@ -124,7 +125,7 @@ type vol struct {
 	kick chan struct{}
 }
 
-func newVol(name string, opts Options, created time.Time) *vol {
+func newVol(name string, opts render.Options, created time.Time) *vol {
 	return &vol{name: name, opts: opts, created: created, ids: map[string]int{}, stale: map[string]int{}, kick: make(chan struct{}, 1)}
 }
 
@@ -139,11 +140,11 @@ func (v *vol) stopLoop() {
 // end stops v's loop and hands over its leases, retiring ones included,
 // for the caller to revoke: no container holds its content any more. d.mu
 // must be held.
-func (v *vol) end() []heldLease {
+func (v *vol) end() []render.HeldLease {
 	v.stopLoop()
 	leases := v.leases
 	for _, r := range v.retiring {
-		leases = append(leases, r.heldLease)
+		leases = append(leases, r.HeldLease)
 	}
 	v.leases, v.retiring = nil, nil
 	return leases
@@ -173,6 +174,8 @@ type Driver struct {
 	mu   sync.Mutex
 	vols map[string]*vol
 	fs   *tmpfs.Volumes
+	// renderer turns options into files; it writes nothing.
+	renderer *render.Renderer
 	// loops counts running refresh loops, for Close.
 	loops sync.WaitGroup
 	// stopWatch ends the goroutines that wait for backends' issuers to end.
@@ -215,6 +218,7 @@ func New(cfg Config) (*Driver, error) {
 		// beside the old before it switches.
 		fs: &tmpfs.Volumes{Root: cfg.Root, Writer: cfg.Writer, Mounter: cfg.Mounter, Size: 2 * cfg.TmpfsSize, Inodes: 2*inodeBudget + inodeSlack},
 	}
+	d.renderer = newRenderer(cfg)
 	if err := d.fs.Init(); err != nil {
 		return nil, err
 	}
@@ -241,6 +245,18 @@ func New(cfg Config) (*Driver, error) {
 	d.watchIssuers()
 	d.log.Info().Int("volumes", len(d.vols)).Msg("state loaded")
 	return d, nil
+}
+
+// newRenderer is the renderer of the driver's configuration.
+func newRenderer(cfg Config) *render.Renderer {
+	return &render.Renderer{
+		Defaults: cfg.Defaults,
+		Registry: cfg.Registry,
+		Allow:    cfg.Allow,
+		Fetcher:  cfg.Fetcher,
+		Limit:    cfg.TmpfsSize,
+		Now:      cfg.Now,
+	}
 }
 
 // reconcile matches the mount table with the state at start-up. A volume
@@ -294,15 +310,15 @@ func (d *Driver) reconcile() error {
 // Create registers a placeholder volume. It validates every option and
 // fetches nothing.
 func (d *Driver) Create(req *volume.CreateRequest) error {
-	if err := ValidateVolumeName(req.Name); err != nil {
+	if err := render.ValidateVolumeName(req.Name); err != nil {
 		return err
 	}
-	opts, err := ParseOptions(req.Name, req.Options, d.cfg.Defaults, d.cfg.Registry)
+	opts, err := render.ParseOptions(req.Name, req.Options, d.cfg.Defaults, d.cfg.Registry)
 	if err != nil {
 		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
 		return err
 	}
-	if err := d.cfg.Allow.CheckAll(opts.refs()); err != nil {
+	if err := d.cfg.Allow.CheckAll(opts.Refs()); err != nil {
 		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
 		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
@@ -327,7 +343,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 
 // sameOptions compares options as they are persisted: a volume reloaded
 // after a restart has nil where a fresh parse has an empty map or slice.
-func sameOptions(a, b Options) bool {
+func sameOptions(a, b render.Options) bool {
 	ja, erra := json.Marshal(a)
 	jb, errb := json.Marshal(b)
 	return erra == nil && errb == nil && bytes.Equal(ja, jb)
@@ -407,7 +423,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	// Leases held for containers from before a restart end with the
 	// volume: Docker removes it only once no container references it.
 	if leases := v.end(); len(leases) > 0 {
-		go d.revoke(req.Name, &content{leases: leases})
+		go d.revoke(req.Name, &render.Content{Leases: leases})
 	}
 	d.log.Info().Str("volume", req.Name).Msg("removed")
 	return nil
@@ -430,7 +446,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	}
 	// ALLOW may have been tightened since the volume was created: a new
 	// container gets nothing, not even a share of a live tmpfs.
-	if err := d.cfg.Allow.CheckAll(v.opts.refs()); err != nil {
+	if err := d.cfg.Allow.CheckAll(v.opts.Refs()); err != nil {
 		d.mu.Unlock()
 		d.recordError(v, err)
 		d.log.Warn().Str("volume", req.Name).Str("id", req.ID).Err(err).Msg("mount refused")
@@ -456,7 +472,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	// Every read has the TIMEOUT setting; this bounds the mount too, even
 	// if a backend ignored its deadline (a read blocked in the kernel).
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout()+mountSlack)
-	c, err := d.render(ctx, opts, false)
+	c, err := d.renderer.Render(ctx, opts, false)
 	cancel()
 	if err != nil {
 		d.revoke(req.Name, c)
@@ -477,10 +493,10 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	v.frozen = false
 	v.ids[req.ID]++
 	oldLeases := v.leases // held for containers from before a restart, if any
-	v.leases = append(append([]heldLease(nil), oldLeases...), c.leases...)
-	v.digest = c.digest
-	v.dynamic = c.dynamic
-	v.status = fetchStatus{Versions: c.versions, FetchedAt: now, ChangedAt: now}
+	v.leases = append(append([]render.HeldLease(nil), oldLeases...), c.Leases...)
+	v.digest = c.Digest
+	v.dynamic = c.Dynamic
+	v.status = fetchStatus{Versions: c.Versions, FetchedAt: now, ChangedAt: now}
 	err = d.saveLocked()
 	if err != nil {
 		v.mounted = false
@@ -496,7 +512,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	}
 	d.startRefresh(v)
 	d.log.Info().Str("volume", req.Name).Str("id", req.ID).Int("objects", len(opts.Objects)).
-		Int("files", len(c.files)).Int("leases", len(c.leases)).Msg("mounted")
+		Int("files", len(c.Files)).Int("leases", len(c.Leases)).Msg("mounted")
 	return &volume.MountResponse{Mountpoint: mp}, nil
 }
 
@@ -524,7 +540,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	if down {
 		v.mounted = false
 	}
-	var leases []heldLease
+	var leases []render.HeldLease
 	if last {
 		leases = v.end()
 	}
@@ -540,7 +556,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 		d.log.Debug().Str("volume", req.Name).Str("id", req.ID).Int("mounts", left).Msg("one mount of a shared volume released")
 	}
 	if len(leases) > 0 {
-		d.revoke(req.Name, &content{leases: leases})
+		d.revoke(req.Name, &render.Content{Leases: leases})
 	}
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", req.Name, err)
@@ -582,7 +598,7 @@ func (d *Driver) recordError(v *vol, err error) {
 // read-only view: the file itself for the file layout, the tmpfs root for
 // the dir layout.
 func (d *Driver) mountpoint(v *vol) string {
-	if v.opts.Layout == LayoutFile {
+	if v.opts.Layout == render.LayoutFile {
 		return filepath.Join(d.fs.View(v.name), v.opts.Objects[0].Name)
 	}
 	return d.fs.View(v.name)
@@ -591,14 +607,14 @@ func (d *Driver) mountpoint(v *vol) string {
 // static reports whether a volume's content never changes once mounted
 // (no refresh, no lease): its files are then written plain, as Swarm's
 // secrets are, and `docker cp` copies a file, not a symlink into ..data.
-func (d *Driver) static(opts Options, c *content) bool {
-	return d.refreshInterval(opts, c.dynamic) == 0 && len(c.leases) == 0
+func (d *Driver) static(opts render.Options, c *render.Content) bool {
+	return d.refreshInterval(opts, c.Dynamic) == 0 && len(c.Leases) == 0
 }
 
 // materialise mounts a fresh tmpfs, writes the files through its private
 // side and publishes its read-only view. On any failure it leaves nothing
 // behind: no mount, no directory, no partial file.
-func (d *Driver) materialise(name string, opts Options, c *content, plain bool) (err error) {
+func (d *Driver) materialise(name string, opts render.Options, c *render.Content, plain bool) (err error) {
 	if err := d.fs.Create(name); err != nil {
 		return err
 	}
@@ -607,7 +623,7 @@ func (d *Driver) materialise(name string, opts Options, c *content, plain bool) 
 			d.teardown(name)
 		}
 	}()
-	if _, err := d.writeFiles(d.fs.Side(name), opts, c.files, plain); err != nil {
+	if _, err := d.writeFiles(d.fs.Side(name), opts, c.Files, plain); err != nil {
 		return err
 	}
 	return d.fs.Publish(name)
@@ -616,12 +632,12 @@ func (d *Driver) materialise(name string, opts Options, c *content, plain bool) 
 // writeFiles puts files into a volume's side: one file for the file
 // layout, plain files for static content, the atomic writer for the rest.
 // swapped reports whether readers see the new files, even on an error.
-func (d *Driver) writeFiles(dir string, opts Options, files []fileEntry, plain bool) (swapped bool, err error) {
+func (d *Driver) writeFiles(dir string, opts render.Options, files []tmpfs.File, plain bool) (swapped bool, err error) {
 	if err := d.fits(files); err != nil {
 		return false, err
 	}
 	switch {
-	case opts.Layout == LayoutFile:
+	case opts.Layout == render.LayoutFile:
 		err = tmpfs.WriteInPlace(dir, files[0])
 		swapped = err == nil
 	case plain:
@@ -648,7 +664,7 @@ const (
 // budget, TmpfsSize bytes (in pages, as tmpfs counts) and inodeBudget: then
 // a refresh always has room for the new version beside the old, and a
 // volume that mounts can be refreshed.
-func (d *Driver) fits(files []fileEntry) error {
+func (d *Driver) fits(files []tmpfs.File) error {
 	page := int64(os.Getpagesize())
 	var pages int64
 	dirs := map[string]bool{}
@@ -717,7 +733,7 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 		st["refresh"] = r.String()
 	} else if d.cfg.Refresh > 0 && !v.opts.RefreshSet {
 		switch {
-		case v.opts.Layout == LayoutFile:
+		case v.opts.Layout == render.LayoutFile:
 			st["refresh"] = "off: a layout=file volume cannot be swapped atomically; use layout=dir"
 		case v.dynamic:
 			st["refresh"] = "off: the volume holds dynamic secrets, which every read issues anew; leases are renewed instead (set refresh on the volume to re-issue on purpose)"
@@ -766,11 +782,11 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 }
 
 // describeObject adds an object's identity (never its value) to m.
-func describeObject(m map[string]any, o Object) {
+func describeObject(m map[string]any, o render.Object) {
 	m["file"] = o.Name
 	m["owner"] = fmt.Sprintf("%d:%d", o.UID, o.GID)
 	m["mode"] = fmt.Sprintf("%04o", o.Mode)
-	if o.Format != FormatRaw {
+	if o.Format != render.FormatRaw {
 		m["format"] = o.Format
 	}
 	if o.Template != nil {
@@ -789,7 +805,7 @@ func describeObject(m map[string]any, o Object) {
 	m["secret"] = o.Ref.Name
 	switch {
 	case o.AllKeys:
-		m["key"] = allKeys
+		m["key"] = render.AllKeys
 	case o.Ref.Key != "":
 		m["key"] = o.Ref.Key
 	}

@@ -3,6 +3,7 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"maps"
 	"os"
 	"path/filepath"
@@ -468,7 +469,7 @@ func TestStateMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := recs["db"]
-	want := Options{Layout: LayoutDir, Objects: []Object{{Name: "pw", Format: FormatRaw, UID: 1000, Mode: 0o400,
+	want := render.Options{Layout: render.LayoutDir, Objects: []render.Object{{Name: "pw", Format: render.FormatRaw, UID: 1000, Mode: 0o400,
 		Ref: secrets.Ref{Backend: "aws", Name: "prod/db", Key: "pw"}}}}
 	if !reflect.DeepEqual(got.Options, want) || len(got.MountIDs) != 1 {
 		t.Fatalf("migrated record = %+v", got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"io"
 	"os"
 	"path/filepath"
@@ -171,6 +172,10 @@ type fakeBackend struct {
 }
 
 func (b *fakeBackend) Name() string { return b.name }
+
+// IsCollection makes a name ending in '/' a collection (secrets.Collector),
+// whose value the test sets as the JSON object of its objects.
+func (b *fakeBackend) IsCollection(ref secrets.Ref) bool { return strings.HasSuffix(ref.Name, "/") }
 
 func (b *fakeBackend) Validate(ref secrets.Ref) error {
 	if strings.HasPrefix(ref.Name, "invalid") {
@@ -383,7 +388,7 @@ func (h *harness) start() *Driver {
 		Writer:    h.writer,
 		Store:     store,
 		Registry:  h.reg,
-		Defaults:  Defaults{Backend: "fake"},
+		Defaults:  render.Defaults{Backend: "fake"},
 		Fetcher:   f,
 		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
@@ -433,39 +438,6 @@ func (b *leaseBackend) renewTries() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.tries
-}
-
-// visible lists what a reader of a directory volume sees: name -> content,
-// through the symlinks, hidden entries excluded.
-func visible(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "..") {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		if st.IsDir() {
-			for k, v := range visible(t, p) {
-				out[e.Name()+"/"+k] = v
-			}
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = string(b)
-	}
-	return out
 }
 
 // status is the volume's status as docker volume inspect shows it.

@@ -3,6 +3,7 @@ package volumes
 import (
 	"context"
 	"errors"
+	"github.com/dsv-plugin/dsv/render"
 	"time"
 
 	"github.com/dsv-plugin/dsv/metrics"
@@ -18,9 +19,9 @@ const maxBackoff = 5 * time.Minute
 // content: each read would issue new credentials and revoke those in use
 // (their leases are renewed instead); a volume's own refresh option still
 // re-issues, e.g. certificates, on purpose.
-func (d *Driver) refreshInterval(o Options, dynamic bool) time.Duration {
+func (d *Driver) refreshInterval(o render.Options, dynamic bool) time.Duration {
 	switch {
-	case o.Layout == LayoutFile:
+	case o.Layout == render.LayoutFile:
 		return 0
 	case o.RefreshSet:
 		return o.Refresh
@@ -152,8 +153,8 @@ var errFrozen = errors.New("the tmpfs was mounted read-only by an older dsv and 
 // docker run and stop of the volume wait for it. Revocations run after the
 // lock is released.
 func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
-	var drop []heldLease
-	defer func() { d.revoke(v.name, &content{leases: drop}) }()
+	var drop []render.HeldLease
+	defer func() { d.revoke(v.name, &render.Content{Leases: drop}) }()
 	v.op.Lock()
 	defer v.op.Unlock()
 	if ctx.Err() != nil {
@@ -169,11 +170,11 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout()+mountSlack)
-	c, err := d.render(rctx, opts, true)
+	c, err := d.renderer.Render(rctx, opts, true)
 	cancel()
 	if err != nil {
 		if c != nil {
-			drop = c.leases
+			drop = c.Leases
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -181,46 +182,46 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 		return err
 	}
 	now := d.cfg.Now().UTC()
-	if c.digest == old && !force {
-		drop = c.leases // unchanged: the new leases are not needed
+	if c.Digest == old && !force {
+		drop = c.Leases // unchanged: the new leases are not needed
 		d.mu.Lock()
 		v.status.FetchedAt = now
-		v.status.Versions = c.versions
+		v.status.Versions = c.Versions
 		d.mu.Unlock()
 		return nil
 	}
 	if frozen {
-		drop = c.leases
+		drop = c.Leases
 		return errFrozen
 	}
-	if opts.Layout == LayoutFile {
+	if opts.Layout == render.LayoutFile {
 		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
 	}
-	swapped, werr := d.writeFiles(d.fs.Side(v.name), opts, c.files, false)
+	swapped, werr := d.writeFiles(d.fs.Side(v.name), opts, c.Files, false)
 	if !swapped {
 		// Readers still see the old files, which still need their leases.
-		drop = c.leases
+		drop = c.Leases
 		return werr
 	}
 	// Readers see the new files (even if the write's clean-up failed):
 	// the volume holds the new leases; the old ones retire.
 	d.mu.Lock()
 	drop = d.retireLocked(v, v.leases, now)
-	v.leases = c.leases
-	v.digest = c.digest
-	v.dynamic = v.dynamic || c.dynamic
-	v.status.Versions = c.versions
+	v.leases = c.Leases
+	v.digest = c.Digest
+	v.dynamic = v.dynamic || c.Dynamic
+	v.status.Versions = c.Versions
 	v.status.FetchedAt = now
 	v.status.ChangedAt = now
 	serr := d.saveLocked()
 	d.mu.Unlock()
-	d.log.Info().Str("volume", v.name).Int("files", len(c.files)).Msg("content changed; swapped atomically")
+	d.log.Info().Str("volume", v.name).Int("files", len(c.Files)).Msg("content changed; swapped atomically")
 	d.cfg.Metrics.Swapped(v.name)
 	return errors.Join(werr, serr)
 }
 
 // leaseGrace is how long v keeps a lease of replaced content.
-func (d *Driver) leaseGrace(o Options) time.Duration {
+func (d *Driver) leaseGrace(o render.Options) time.Duration {
 	if o.LeaseGraceSet {
 		return o.LeaseGrace
 	}
@@ -231,7 +232,7 @@ func (d *Driver) leaseGrace(o Options) time.Duration {
 // ends: the app's open connections (a database session) may still use
 // them, as with Vault Agent and the CSI driver, which never revoke on a
 // re-render. It returns those to revoke now (no grace). d.mu must be held.
-func (d *Driver) retireLocked(v *vol, leases []heldLease, now time.Time) []heldLease {
+func (d *Driver) retireLocked(v *vol, leases []render.HeldLease, now time.Time) []render.HeldLease {
 	grace := d.leaseGrace(v.opts)
 	if grace <= 0 {
 		return leases
@@ -240,7 +241,7 @@ func (d *Driver) retireLocked(v *vol, leases []heldLease, now time.Time) []heldL
 		if l.Lease.ID == "" {
 			continue
 		}
-		v.retiring = append(v.retiring, retiredLease{heldLease: l, RevokeAt: now.Add(grace)})
+		v.retiring = append(v.retiring, retiredLease{HeldLease: l, RevokeAt: now.Add(grace)})
 		d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("grace", grace.String()).Msg("lease of replaced content kept for its grace period")
 	}
 	return nil
@@ -262,7 +263,7 @@ func (d *Driver) retireDue(v *vol) time.Time {
 // revokeRetired revokes the retiring leases of v whose grace has ended.
 func (d *Driver) revokeRetired(v *vol) {
 	now := d.cfg.Now()
-	var due []heldLease
+	var due []render.HeldLease
 	d.mu.Lock()
 	var keep []retiredLease
 	for _, r := range v.retiring {
@@ -270,14 +271,14 @@ func (d *Driver) revokeRetired(v *vol) {
 			keep = append(keep, r)
 			continue
 		}
-		due = append(due, r.heldLease)
+		due = append(due, r.HeldLease)
 	}
 	v.retiring = keep
 	if len(due) > 0 {
 		_ = d.saveLocked()
 	}
 	d.mu.Unlock()
-	d.revoke(v.name, &content{leases: due})
+	d.revoke(v.name, &render.Content{Leases: due})
 }
 
 // recordRefresh updates the status after a refresh; it returns the number
@@ -326,10 +327,10 @@ func (d *Driver) renewSchedule(v *vol) time.Time {
 // content must then be fetched anew.
 func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 	d.mu.Lock()
-	leases := append([]heldLease(nil), v.leases...)
+	leases := append([]render.HeldLease(nil), v.leases...)
 	d.mu.Unlock()
 	ok := true
-	renewed := make([]heldLease, 0, len(leases))
+	renewed := make([]render.HeldLease, 0, len(leases))
 	for _, l := range leases {
 		lm, isLM := d.cfg.Registry.LeaseManager(l.Ref.Backend)
 		if !isLM || !l.Lease.Renewable {
@@ -375,11 +376,11 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 }
 
 // revoke hands back the leases of content that is not (or no longer) used.
-func (d *Driver) revoke(volume string, c *content) {
+func (d *Driver) revoke(volume string, c *render.Content) {
 	if c == nil {
 		return
 	}
-	for _, l := range c.leases {
+	for _, l := range c.Leases {
 		lm, ok := d.cfg.Registry.LeaseManager(l.Ref.Backend)
 		if !ok || l.Lease.ID == "" {
 			continue
@@ -400,7 +401,7 @@ func (d *Driver) revoke(volume string, c *content) {
 // again; the others are revoked.
 func (d *Driver) resume() {
 	var loops []*vol
-	revoke := map[string][]heldLease{}
+	revoke := map[string][]render.HeldLease{}
 	d.mu.Lock()
 	for _, v := range d.vols {
 		switch {
@@ -425,7 +426,7 @@ func (d *Driver) resume() {
 		d.startRefresh(v)
 	}
 	for name, leases := range revoke {
-		go d.revoke(name, &content{leases: leases})
+		go d.revoke(name, &render.Content{Leases: leases})
 	}
 }
 

@@ -3,6 +3,8 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/tmpfs"
+	"github.com/dsv-plugin/dsv/tmpfs/tmpfstest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +31,7 @@ func TestMultiObjectVolume(t *testing.T) {
 		"template.dsn":  `postgres://{{ secret "fake" "prod/db" "user" }}:{{ secret "fake" "prod/db" "password" }}@db/app`,
 	})
 	mp := h.mount("app", "c1")
-	got := visible(t, mp)
+	got := tmpfstest.Visible(t, mp)
 	want := map[string]string{
 		"password": "pw", "api": "token-1", "db/user": "app", "db/password": "pw", "db/port": "5432",
 		"env": "password=pw\nport=5432\nuser=app\n", "hello": "hello", "dsn": "postgres://app:pw@db/app",
@@ -450,9 +452,9 @@ func TestRefreshNearTheCap(t *testing.T) {
 // an inode per file, link and directory.
 func TestFitsCountsFilesAndBytes(t *testing.T) {
 	d := &Driver{cfg: Config{TmpfsSize: 2 << 20}}
-	many := make([]fileEntry, 600)
+	many := make([]tmpfs.File, 600)
 	for i := range many {
-		many[i] = fileEntry{Path: fmt.Sprintf("k%d", i), Data: []byte("v")}
+		many[i] = tmpfs.File{Path: fmt.Sprintf("k%d", i), Data: []byte("v")}
 	}
 	if err := d.fits(many); err == nil || !strings.Contains(err.Error(), "600 files") {
 		t.Fatalf("600 files (1,200 inodes with their links): %v", err)
@@ -460,10 +462,10 @@ func TestFitsCountsFilesAndBytes(t *testing.T) {
 	if err := d.fits(many[:400]); err != nil {
 		t.Fatalf("400 small files: %v", err)
 	}
-	if err := d.fits([]fileEntry{{Path: "a", Data: make([]byte, 2<<20)}}); err != nil {
+	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20)}}); err != nil {
 		t.Fatalf("exactly the budget: %v", err)
 	}
-	if err := d.fits([]fileEntry{{Path: "a", Data: make([]byte, 2<<20+1)}}); err == nil {
+	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20+1)}}); err == nil {
 		t.Fatal("one byte over the budget fits")
 	}
 }
@@ -535,7 +537,7 @@ func TestLeaseGrace(t *testing.T) {
 
 	t.Run("kept for its grace, then revoked", func(t *testing.T) {
 		h := newHarness(t)
-		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "1s"})
+		h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*", "lease-grace": "4s"})
 		mp := h.mount("creds", "c1")
 		replace(h, mp)
 		if revoked(h, first) {
@@ -544,7 +546,7 @@ func TestLeaseGrace(t *testing.T) {
 		if st := h.status("creds"); fmt.Sprint(st["retiringLeases"]) != "1" {
 			t.Errorf("status retiringLeases = %v, want 1", st["retiringLeases"])
 		}
-		eventually(t, 5*time.Second, "the replaced lease revoked after its grace", func() bool { return revoked(h, first) })
+		eventually(t, 15*time.Second, "the replaced lease revoked after its grace", func() bool { return revoked(h, first) })
 	})
 	t.Run("lease-grace=0 revokes at once", func(t *testing.T) {
 		h := newHarness(t)

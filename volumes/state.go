@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,8 +19,8 @@ const stateVersion = 2
 // volumeRecord is what survives a restart of the plugin: names, options and
 // mount IDs. It never holds a secret value or a credential.
 type volumeRecord struct {
-	Options   Options   `json:"options"`
-	CreatedAt time.Time `json:"createdAt"`
+	Options   render.Options `json:"options"`
+	CreatedAt time.Time      `json:"createdAt"`
 	// MountIDs are the IDs that hold the volume; Mounts counts the mounts
 	// of those that hold it more than once (docker cp reuses a running
 	// container's ID). An ID listed without a count holds it once, as in
@@ -28,7 +29,7 @@ type volumeRecord struct {
 	Mounts   map[string]int `json:"mounts,omitempty"`
 	// Leases are the ids and terms of the leases the volume holds, so that
 	// a restarted plugin can renew or revoke them. Never a value.
-	Leases []heldLease `json:"leases,omitempty"`
+	Leases []render.HeldLease `json:"leases,omitempty"`
 	// Dynamic: the content read was dynamic (see vol.dynamic).
 	Dynamic bool `json:"dynamic,omitempty"`
 	// Retiring are leases of replaced content, revoked at their time.
@@ -38,7 +39,7 @@ type volumeRecord struct {
 // retiredLease is a lease of content that was replaced, kept until
 // RevokeAt: the app's open connections may still use it.
 type retiredLease struct {
-	heldLease
+	render.HeldLease
 	RevokeAt time.Time `json:"revokeAt"`
 }
 
@@ -194,8 +195,8 @@ func migrateV1(b []byte) (map[string]volumeRecord, error) {
 	for name, r := range v1.Volumes {
 		o := r.Options
 		out[name] = volumeRecord{
-			Options: Options{Layout: o.Layout, Objects: []Object{{
-				Name: o.Filename, Ref: o.Ref, Format: FormatRaw, UID: o.UID, GID: o.GID, Mode: o.Mode,
+			Options: render.Options{Layout: o.Layout, Objects: []render.Object{{
+				Name: o.Filename, Ref: o.Ref, Format: render.FormatRaw, UID: o.UID, GID: o.GID, Mode: o.Mode,
 			}}},
 			CreatedAt: r.CreatedAt,
 			MountIDs:  r.MountIDs,

@@ -3,6 +3,7 @@ package volumes
 import (
 	"bufio"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -53,7 +54,7 @@ func writeStateForever(path string) error {
 		vols := make(map[string]volumeRecord, killVolumes)
 		for i := range killVolumes {
 			vols[fmt.Sprintf("volume-%03d", i)] = volumeRecord{
-				Options:   Options{Objects: []Object{{Name: "secret", Mode: 0o444}}},
+				Options:   render.Options{Objects: []render.Object{{Name: "secret", Mode: 0o444}}},
 				CreatedAt: time.Unix(1, 0).UTC(),
 				MountIDs:  []string{"gen-" + strconv.Itoa(gen), fmt.Sprintf("%064x", i)},
 			}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"net"
 	"os"
 	"os/signal"
@@ -34,6 +35,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
+	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
 	"github.com/dsv-plugin/dsv/volumes"
@@ -146,7 +148,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		}
 	}
 	if v := getenv("LEASE_GRACE"); v != "" {
-		d, err := volumes.ParseLeaseGrace(v)
+		d, err := render.ParseLeaseGrace(v)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("LEASE_GRACE: %v", err))
 		} else {
@@ -263,7 +265,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil && s.Azure.Validate() == nil { // else loadSettings said it
 		problems = append(problems, err.Error())
 	}
-	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, vault.Name})
+	allow, err := backendSettings(s, []string{awssm.Name, azure.Name, file.Name, gcp.Name, ssm.Name, vault.Name})
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -276,6 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	reg, err := secrets.NewRegistry(
 		file.New(*filesDir, log),
 		awssm.New(awssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
+		ssm.New(ssm.Config{DefaultRegion: s.AWSRegion, Logger: log}),
 		vd,
 		azd,
 		gcp.New(s.GCP, log),
@@ -302,7 +305,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		LeaseGrace: s.LeaseGrace,
 		Store:      store,
 		Registry:   reg,
-		Defaults:   volumes.Defaults{Backend: s.Backend, Templates: volumes.DirTemplates(*templatesDir)},
+		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir)},
 		Allow:      allow,
 		Refresh:    s.Refresh,
 		Fetcher:    fetcher,
@@ -324,8 +327,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		DefaultBackend:          s.Backend,
 		IdentityFromServiceName: s.SwarmIdentityFromServiceName,
 		Allow:                   allow,
-		Format:                  volumes.ApplyFormat,
-		Formats:                 volumes.Formats(),
+		Format:                  render.ApplyFormat,
+		Formats:                 render.Formats(),
 		Logger:                  log,
 	})
 	if err != nil {

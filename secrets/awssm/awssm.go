@@ -12,7 +12,6 @@ package awssm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/awsauth"
 )
 
 // Name is the backend's registry name, the value of the backend option.
@@ -166,12 +166,5 @@ func (d *Driver) client(ctx context.Context, region string) (API, error) {
 }
 
 func (d *Driver) clientError(ctx context.Context, ref secrets.Ref, err error) error {
-	if errors.Is(err, ErrNoRegion) {
-		return secrets.Fail(ref, secrets.ErrUnavailable, "set the AWS_REGION plugin setting or the region option", err)
-	}
-	if e := secrets.FromContext(ctx, ref); e != nil {
-		return e
-	}
-	return secrets.Fail(ref, secrets.ErrAccessDenied,
-		"could not load the AWS configuration; check the AWS_PROFILE setting and the files in the plugin's credentials mount", err)
+	return awsauth.ClientError(ctx, ref, err)
 }

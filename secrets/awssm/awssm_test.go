@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/awsauth"
 )
 
 // sentinel is the secret value of every fake: no error or log may hold it.
@@ -199,13 +201,7 @@ func TestFetchErrors(t *testing.T) {
 		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}), wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
 		{
 			name:     "no credentials",
-			apiErr:   opErr(fmt.Errorf("get identity: %w", &credentialsError{err: errors.New("failed to refresh cached credentials, no EC2 IMDS role found")})),
-			wantKind: secrets.ErrAccessDenied,
-			wantHint: "credentials mount",
-		},
-		{
-			name:     "no credentials beats a dead imds",
-			apiErr:   opErr(fmt.Errorf("get identity: %w", &credentialsError{err: &smithyhttp.RequestSendError{Err: errors.New("dial tcp 169.254.169.254:80: connect: connection refused")}})),
+			apiErr:   opErr(fmt.Errorf("get identity: %w", &awsauth.CredentialsError{What: "no provider of the SDK's credential chain gave credentials", Hint: awsauth.HintNoCredentials})),
 			wantKind: secrets.ErrAccessDenied,
 			wantHint: "credentials mount",
 		},
@@ -460,4 +456,60 @@ func TestDefaultClientTimeout(t *testing.T) {
 		t.Fatalf("Fetch() error = %v, want ErrTimeout", err)
 	}
 	t.Logf("failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+// TestCredentialProcessOutputNotQuoted runs the real SDK factory with a
+// profile whose credential_process prints a fake key and fails: the key
+// must reach neither the error (which `docker volume inspect` and the log
+// show) nor the debug log. The SDK's own error quotes the output of a
+// process that exits 0 with output it cannot parse.
+func TestCredentialProcessOutputNotQuoted(t *testing.T) {
+	const key = "AKIAFAKEKEY7EXAMPLE0"
+	const secretKey = "fakeSecretKey/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	tests := []struct {
+		name     string
+		exit     int
+		output   string
+		wantWhat string
+	}{
+		{name: "exit 1", exit: 1, output: `{"Version": 1, "AccessKeyId": "` + key + `", "SecretAccessKey": "` + secretKey + `"}`, wantWhat: "exited with status 1"},
+		{name: "exit 0, not json", exit: 0, output: "aws_access_key_id=" + key + "\naws_secret_access_key=" + secretKey, wantWhat: "printed no usable credentials"},
+		{name: "exit 0, cut json", exit: 0, output: `{"Version": 1, "AccessKeyId": "` + key + `", "SecretAccessKey": "` + secretKey + `"`, wantWhat: "printed no usable credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			isolateAWS(t)
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			if err := os.WriteFile(out, []byte(tt.output), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			script := filepath.Join(dir, "creds.sh")
+			body := fmt.Sprintf("#!/bin/sh\ncat %s\nexit %d\n", out, tt.exit)
+			if err := os.WriteFile(script, []byte(body), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(os.Getenv("AWS_CONFIG_FILE"), []byte("[default]\ncredential_process = "+script+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			d := New(Config{DefaultRegion: "us-east-1", Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
+			_, err := d.Fetch(testContext(t), secrets.Ref{Backend: "aws", Name: "db"})
+			if !errors.Is(err, secrets.ErrAccessDenied) {
+				t.Fatalf("Fetch() error = %v, want access denied", err)
+			}
+			for _, leak := range []string{key, secretKey, "EXAMPLE"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Errorf("error quotes the process's output (%q): %v", leak, err)
+				}
+				if strings.Contains(logs.String(), leak) {
+					t.Errorf("log quotes the process's output (%q): %s", leak, logs.String())
+				}
+			}
+			if !strings.Contains(err.Error(), tt.wantWhat) || !strings.Contains(err.Error(), "credential_process") {
+				t.Errorf("error %q does not say that the credential_process %s", err, tt.wantWhat)
+			}
+			t.Logf("error: %v", err)
+		})
+	}
 }

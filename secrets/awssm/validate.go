@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/awsauth"
 )
 
 // AWS limits, from the Secrets Manager API reference.
@@ -22,9 +23,6 @@ const (
 )
 
 var (
-	// regionRE matches us-east-1, eu-central-1, us-gov-west-1, cn-north-1,
-	// us-isob-east-1, eusc-de-east-1.
-	regionRE = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$`)
 	// arnRE splits arn:<partition>:secretsmanager:<region>:<account>:secret:<name>.
 	arnRE = regexp.MustCompile(`^arn:(aws(?:-[a-z]+)*):secretsmanager:([^:]*):([0-9]{12}):secret:(.*)$`)
 )
@@ -58,7 +56,7 @@ func (d *Driver) Validate(ref secrets.Ref) error {
 
 // ValidRegion reports whether s has the form of an AWS region name.
 func ValidRegion(s string) bool {
-	return regionRE.MatchString(s)
+	return awsauth.ValidRegion(s)
 }
 
 // validateSecret checks a secret name or ARN and returns the ARN's region.

@@ -73,6 +73,9 @@ func Cases() []Case {
 	vault := func(kv ...string) map[string]string {
 		return with(map[string]string{"backend": "vault", "secret": "secret/app/db"}, kv...)
 	}
+	ssm := func(kv ...string) map[string]string {
+		return with(map[string]string{"backend": "ssm", "secret": "/prod/db"}, kv...)
+	}
 	file := func(kv ...string) map[string]string { return with(map[string]string{"secret": "db"}, kv...) }
 	tmpl := func(text string) map[string]string { return map[string]string{"template": text} }
 
@@ -177,7 +180,7 @@ func Cases() []Case {
 		{Name: "template secret with a variable", Options: tmpl(`{{ $x := "db" }}{{ secret "file" $x }}`), Want: []string{`option "template"`, "secret takes quoted strings"}},
 		{Name: "template secret with a call", Options: tmpl(`{{ secret "file" (print "d" "b") }}`), Want: []string{`option "template"`, "secret takes quoted strings"}},
 		{Name: "template secret with one argument", Options: tmpl(`{{ secret "file" }}`), Want: []string{`option "template"`, "secret takes 2 or 3 arguments"}},
-		{Name: "template secret of an unknown backend", Options: tmpl(`{{ secret "gcp" "db" }}`), Want: []string{`option "template"`, `unknown backend "gcp"`}},
+		{Name: "template secret of an unknown backend", Options: tmpl(`{{ secret "nosuch" "db" }}`), Want: []string{`option "template"`, `unknown backend "nosuch"`}},
 		{Name: "template reads no secret", Options: tmpl("static text"), Want: []string{`option "template"`, "reads no secret"}},
 		{Name: "template uses data", Options: tmpl(`{{ .Password }}{{ secret "file" "db" }}`), Want: []string{`option "template"`, ".Password", "templates have no data"}},
 		{Name: "template calls an undefined template", Options: tmpl(`{{ template "nope" }}{{ secret "file" "db" }}`), Want: []string{`option "template"`, `template "nope" is not defined`}},
@@ -221,10 +224,10 @@ func Cases() []Case {
 		{Name: "volume name not ASCII", Volume: "dépôt", Options: file(), Want: []string{`volume name "dépôt" is invalid`}},
 
 		// Backends.
-		{Name: "unknown backend", Options: file("backend", "gcp"), Want: []string{`option "backend": unknown backend "gcp"`, "aws, file, vault"}},
+		{Name: "unknown backend", Options: file("backend", "nosuch"), Want: []string{`option "backend": unknown backend "nosuch"`, "aws, azure, file, gcp, ssm, vault"}},
 		{Name: "backend names are lower-case", Options: aws("backend", "AWS"), Want: []string{`option "backend": unknown backend "AWS"`}},
 		{Name: "backend with a trailing space", Options: file("backend", "file "), Want: []string{`option "backend": unknown backend "file "`}},
-		{Name: "unknown backend in a file spec", Options: map[string]string{"file.db": "backend=gcp,secret=db"}, Want: []string{`option "file.db": option "backend": unknown backend "gcp"`}},
+		{Name: "unknown backend in a file spec", Options: map[string]string{"file.db": "backend=nosuch,secret=db"}, Want: []string{`option "file.db": option "backend": unknown backend "nosuch"`}},
 		{Name: "file backend with version-id", Options: file("version-id", "1"), Want: []string{`option "version-id" is not supported by the file backend`}},
 		{Name: "file backend with region", Options: file("region", "us-east-1"), Want: []string{`option "region" is not supported by the file backend`}},
 
@@ -238,6 +241,16 @@ func Cases() []Case {
 		{Name: "aws ARN with a short account", Options: aws("secret", "arn:aws:secretsmanager:us-east-1:123:secret:db"), Want: []string{`option "secret"`, "is not a Secrets Manager ARN"}},
 		{Name: "aws ARN with a bad region", Options: aws("secret", "arn:aws:secretsmanager:mars-1:123456789012:secret:db"), Want: []string{`option "secret": the ARN's region "mars-1" is not an AWS region`}},
 		{Name: "aws secret name with a space", Options: aws("secret", "prod db"), Want: []string{`option "secret": "prod db" is not a secret name`}},
+
+		// ssm.
+		{Name: "ssm selector and version-id", Options: ssm("secret", "/prod/db:3", "version-id", "4"), Want: []string{`option "secret": "/prod/db:3" has a selector (:3) and the version-id option is given too`}},
+		{Name: "ssm version-id of aws", Options: ssm("version-id", awsVersionID), Want: []string{`option "version-id"`, "is not a parameter version"}},
+		{Name: "ssm label aws", Options: ssm("version-stage", "AWSCURRENT"), Want: []string{`option "version-stage": "AWSCURRENT" is not a parameter label`}},
+		{Name: "ssm name without a leading /", Options: ssm("secret", "prod/db"), Want: []string{`option "secret": "prod/db": a name with '/' starts with '/'`}},
+		{Name: "ssm recursive on a parameter", Options: ssm("recursive", "true"), Want: []string{`option "recursive": applies to a path`}},
+		{Name: "ssm recursive yes", Options: ssm("secret", "/prod/app/", "recursive", "yes"), Want: []string{`option "recursive": "yes": use true or false`}},
+		{Name: "ssm path as a file", Options: ssm("secret", "/prod/app/", "layout", "file"), Want: []string{`option "layout": "/prod/app/" names a set of secrets`}},
+		{Name: "ssm path with a version", Options: ssm("secret", "/prod/app/", "version-id", "2"), Want: []string{`option "version-id": a path reads the current version`}},
 
 		// vault.
 		{Name: "vault version-id abc", Options: vault("version-id", "abc"), Want: []string{`option "version-id": "abc" is not a KV v2 version number`}},

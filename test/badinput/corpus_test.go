@@ -3,6 +3,7 @@ package badinput_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dsv-plugin/dsv/render"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,8 +18,11 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
+	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gcp"
+	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/test/badinput"
 	"github.com/dsv-plugin/dsv/volumes"
@@ -79,10 +83,17 @@ func newPlugin(t *testing.T) *plugin {
 		t.Fatal(err)
 	}
 	t.Cleanup(vd.Close)
+	azd, err := azure.New(azure.Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg, err := secrets.NewRegistry(
 		file.New(filepath.Join(dir, "files"), log),
 		awssm.New(awssm.Config{DefaultRegion: "us-east-1", Logger: log}),
+		ssm.New(ssm.Config{DefaultRegion: "us-east-1", Logger: log}),
 		vd,
+		azd,
+		gcp.New(gcp.Config{CredentialsFile: filepath.Join(dir, "gcp/credentials.json")}, log),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +112,7 @@ func newPlugin(t *testing.T) *plugin {
 		Writer:    filepath.Join(dir, "rw"),
 		Store:     store,
 		Registry:  reg,
-		Defaults:  volumes.Defaults{Backend: file.Name, Templates: volumes.DirTemplates(filepath.Join(dir, "templates"))},
+		Defaults:  render.Defaults{Backend: file.Name, Templates: render.DirTemplates(filepath.Join(dir, "templates"))},
 		Fetcher:   fetcher,
 		TmpfsSize: 2 << 20,
 		Mounter:   p.mounter,
@@ -217,6 +228,8 @@ func TestCorpusVariantsAccepted(t *testing.T) {
 		{"file.db": "secret=db,mode=0400,uid=1000,gid=1000,format=json"},
 		{"secret": "db", "layout": "dir", "refresh": "1m", "filename": "db.txt"},
 		{"secret": "db", "key": "*"},
+		{"backend": "ssm", "secret": "/prod/db:3"},
+		{"backend": "ssm", "secret": "/prod/app/", "recursive": "true", "refresh": "1m"},
 	}
 	for i, opts := range valid {
 		name := fmt.Sprintf("valid-%02d", i)

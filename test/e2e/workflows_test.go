@@ -408,13 +408,28 @@ func setLiveRestore(t *testing.T, on bool) {
 			return ""
 		})
 	}
+	// dockerd keeps its settings when a reload finds no config file: put
+	// the old value back through the file, then the file as it was.
+	wasOn := false
+	if existed {
+		var oldCfg map[string]any
+		_ = json.Unmarshal(old, &oldCfg)
+		wasOn, _ = oldCfg["live-restore"].(bool)
+	}
 	t.Cleanup(func() {
+		cfg["live-restore"] = wasOn
+		b, _ := json.MarshalIndent(cfg, "", "  ")
 		if existed {
-			_ = os.WriteFile(path, old, 0o644)
-		} else {
+			b = old
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Errorf("restore %s: %v", path, err)
+			return
+		}
+		reload(boolString(wasOn))
+		if !existed {
 			_ = os.Remove(path)
 		}
-		reload(strings.TrimSpace(strings.ToLower(boolString(existed && bytes.Contains(old, []byte(`"live-restore": true`))))))
 	})
 	reload(boolString(on))
 }

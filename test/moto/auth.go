@@ -39,12 +39,37 @@ const authUser = "dsv"
 // later one is checked. The server's helpers then sign with that key.
 func StartAuth(t testing.TB, secrets map[string]string) (*Server, AccessKey) {
 	t.Helper()
-	setup := 3 + len(secrets) // CreateUser, PutUserPolicy, CreateAccessKey, CreateSecret each
+	return StartAuthWith(t, AuthSetup{Secrets: secrets})
+}
+
+// AuthSetup is what StartAuthWith creates before moto checks keys.
+type AuthSetup struct {
+	// Actions are the IAM actions the user is allowed; nil allows
+	// secretsmanager:*.
+	Actions []string
+	// Secrets are Secrets Manager secrets, name to value.
+	Secrets map[string]string
+	// Parameters are SSM SecureString parameters, name to value.
+	Parameters map[string]string
+}
+
+// StartAuthWith is StartAuth with the user's allowed actions and SSM
+// parameters too.
+func StartAuthWith(t testing.TB, a AuthSetup) (*Server, AccessKey) {
+	t.Helper()
+	secrets := a.Secrets
+	actions := a.Actions
+	if actions == nil {
+		actions = []string{"secretsmanager:*"}
+	}
+	// CreateUser, PutUserPolicy, CreateAccessKey, CreateSecret and
+	// PutParameter each.
+	setup := 3 + len(secrets) + len(a.Parameters)
 	s := start(t, []string{"INITIAL_NO_AUTH_ACTION_COUNT=" + strconv.Itoa(setup)})
 	ctx := s.ctx(t)
 	policy, err := json.Marshal(map[string]any{
 		"Version":   "2012-10-17",
-		"Statement": []map[string]any{{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}},
+		"Statement": []map[string]any{{"Effect": "Allow", "Action": actions, "Resource": "*"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +104,14 @@ func StartAuth(t testing.TB, secrets map[string]string) (*Server, AccessKey) {
 	for _, n := range names {
 		s.CreateSecret(t, n, secrets[n])
 	}
+	names = names[:0]
+	for n := range a.Parameters {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		s.PutParameter(t, n, a.Parameters[n], ParameterSecureString)
+	}
 
 	// From here on moto checks keys: the fake ones must be refused, or
 	// the tests that rely on it would prove nothing. (moto answers this
@@ -88,12 +121,13 @@ func StartAuth(t testing.TB, secrets map[string]string) (*Server, AccessKey) {
 	if !errors.As(err, &respErr) || respErr.HTTPStatusCode() != http.StatusForbidden {
 		t.Fatalf("moto with INITIAL_NO_AUTH_ACTION_COUNT=%d does not refuse an unknown key after the setup: %v", setup, err)
 	}
+	s.creds = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret}, nil
+	})
 	s.client = secretsmanager.New(secretsmanager.Options{
 		Region:       Region,
 		BaseEndpoint: aws.String(s.URL),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret}, nil
-		}),
+		Credentials:  s.creds,
 	})
 	return s, key
 }

@@ -26,6 +26,8 @@ type Server struct {
 
 	proc   *Process
 	client *secretsmanager.Client
+	// creds sign the helpers' requests (the IAM key of StartAuth).
+	creds aws.CredentialsProvider
 }
 
 // Start runs a moto server for t and kills it when t ends. It skips t when
@@ -64,6 +66,7 @@ func start(t testing.TB, env []string) *Server {
 			BaseEndpoint: aws.String(p.URL),
 			Credentials:  Credentials(),
 		}),
+		creds: Credentials(),
 	}
 }
 

@@ -1,10 +1,11 @@
-package volumes
+package render
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,10 +13,13 @@ import (
 	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/allowlist"
+	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
-// heldLease is a lease that a volume's content depends on.
-type heldLease struct {
+// HeldLease is a lease that a volume's content depends on.
+type HeldLease struct {
 	Ref   secrets.Ref   `json:"ref"`
 	Lease secrets.Lease `json:"lease"`
 	// Since is when the lease's current terms began: the read that got it
@@ -24,22 +28,41 @@ type heldLease struct {
 	Since time.Time `json:"since,omitzero"`
 }
 
-// content is a volume's rendered files and what they were made from. It
+// Content is a volume's rendered files and what they were made from. It
 // lives in memory only.
-type content struct {
-	files    []fileEntry
-	versions map[string]string // object name -> version(s) read
-	leases   []heldLease
-	// dynamic: a value read was unique (a lease, an issued or wrapped
+type Content struct {
+	Files    []tmpfs.File
+	Versions map[string]string // object name -> version(s) read
+	Leases   []HeldLease
+	// Dynamic: a value read was unique (a lease, an issued or wrapped
 	// value): reading again issues anew.
-	dynamic bool
-	digest  [sha256.Size]byte
+	Dynamic bool
+	Digest  [sha256.Size]byte
 }
 
-// render fetches every secret of a volume once (objects and templates that
+// Renderer turns a volume's options into its files: it reads every secret
+// once (checked against ALLOW before the read) and applies keys, formats
+// and templates. It writes nothing.
+type Renderer struct {
+	// Defaults are the plugin-wide fallbacks: the default backend and the
+	// templates folder.
+	Defaults Defaults
+	Registry *secrets.Registry
+	// Allow is the ALLOW setting; nil allows every object.
+	Allow *allowlist.List
+	// Fetcher reads secrets: timeout, shared reads, short-lived cache.
+	Fetcher *cache.Fetcher
+	// Limit caps one rendered template, in bytes.
+	Limit int64
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// Render fetches every secret of a volume once (objects and templates that
 // share a secret share one read) and builds its files. fresh bypasses the
-// fetcher's cache, for refreshes.
-func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content, error) {
+// fetcher's cache, for refreshes. On an error, the content returned (if
+// any) holds the leases already granted, for the caller to revoke.
+func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Content, error) {
 	type want struct {
 		ref   secrets.Ref
 		where string // for errors: which file or template line reads it
@@ -60,15 +83,15 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		t := obj.Template
 		text := t.Text
 		if t.File != "" {
-			if d.cfg.Defaults.Templates == nil {
+			if d.Defaults.Templates == nil {
 				return nil, fmt.Errorf("template %q: this plugin has no templates folder", t.Name)
 			}
 			var err error
-			if text, err = d.cfg.Defaults.Templates.ReadTemplate(t.File); err != nil {
+			if text, err = d.Defaults.Templates.ReadTemplate(t.File); err != nil {
 				return nil, err
 			}
 			// The file may have changed since create: take its secrets now.
-			refs, problems := compileTemplate(t.Name, text, d.cfg.Defaults.Backend, t.Defaults, d.cfg.Registry)
+			refs, problems := compileTemplate(t.Name, text, d.Defaults.Backend, t.Defaults, d.Registry)
 			if len(problems) > 0 {
 				return nil, problems[0]
 			}
@@ -87,14 +110,14 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 	// The one check before every read, at mount and refresh alike: ALLOW
 	// may have changed since create, and a template file may name new
 	// secrets.
-	if err := d.cfg.Allow.CheckAllRead(ctx, d.cfg.Registry, refs); err != nil {
+	if err := d.Allow.CheckAllRead(ctx, d.Registry, refs); err != nil {
 		return nil, err
 	}
 
 	// Fetch concurrently; the fetcher applies the timeout. A lease's terms
 	// count from before the read, so they never seem to last longer than
 	// they do.
-	started := d.cfg.Now().UTC()
+	started := d.Now().UTC()
 	values := make(map[string]secrets.Secret, len(wants))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -103,7 +126,7 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sec, err := d.cfg.Fetcher.Fetch(ctx, w.ref, fresh)
+			sec, err := d.Fetcher.Fetch(ctx, w.ref, fresh)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -116,13 +139,13 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		}()
 	}
 	wg.Wait()
-	c := &content{versions: map[string]string{}}
+	c := &Content{Versions: map[string]string{}}
 	for key, w := range wants {
 		sec, ok := values[key]
 		if ok && sec.Lease != nil {
-			c.leases = append(c.leases, heldLease{Ref: w.ref, Lease: *sec.Lease, Since: started})
+			c.Leases = append(c.Leases, HeldLease{Ref: w.ref, Lease: *sec.Lease, Since: started})
 		}
-		c.dynamic = c.dynamic || (ok && sec.Unique())
+		c.Dynamic = c.Dynamic || (ok && sec.Unique())
 	}
 	if firstErr != nil {
 		return c, firstErr // leases already granted are handed back for revocation
@@ -133,12 +156,12 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 		if obj.Template != nil {
 			t := obj.Template
 			if t.File != "" {
-				refs, _ := compileTemplate(t.Name, texts[obj.Name], d.cfg.Defaults.Backend, t.Defaults, d.cfg.Registry)
+				refs, _ := compileTemplate(t.Name, texts[obj.Name], d.Defaults.Backend, t.Defaults, d.Registry)
 				cp := *t
 				cp.Refs = refs
 				t = &cp
 			}
-			out, err := renderTemplate(t, texts[obj.Name], values, d.cfg.TmpfsSize)
+			out, err := renderTemplate(t, texts[obj.Name], values, d.Limit)
 			if err != nil {
 				return c, err
 			}
@@ -146,14 +169,14 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 			for _, r := range t.Refs {
 				vers = append(vers, fmt.Sprintf("%s:%s@%s", r.Ref.Backend, r.Ref.Name, values[r.Ref.CacheKey()].Version))
 			}
-			c.versions[obj.Name] = strings.Join(vers, " ")
-			c.files = append(c.files, fileEntry{Path: obj.Name, Data: out, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+			c.Versions[obj.Name] = strings.Join(vers, " ")
+			c.Files = append(c.Files, tmpfs.File{Path: obj.Name, Data: out, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
 			continue
 		}
 		whole := obj.Ref
 		whole.Key = ""
 		sec := values[whole.CacheKey()]
-		c.versions[obj.Name] = sec.Version
+		c.Versions[obj.Name] = sec.Version
 		value := sec.Value
 		if obj.Ref.Key != "" {
 			v, err := secrets.ExtractKey(obj.Ref, value)
@@ -163,26 +186,28 @@ func (d *Driver) render(ctx context.Context, opts Options, fresh bool) (*content
 			value = v
 		}
 		if obj.AllKeys {
-			files, err := explode(obj, value, single)
+			files, err := explode(obj, value, single, d.Registry.IsCollection(obj.Ref))
 			if err != nil {
 				return c, err
 			}
-			c.files = append(c.files, files...)
+			c.Files = append(c.Files, files...)
 			continue
 		}
 		data, err := applyFormat(obj.Format, value)
 		if err != nil {
 			return c, fmt.Errorf("%s: %w", obj.Ref, err)
 		}
-		c.files = append(c.files, fileEntry{Path: obj.Name, Data: data, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+		c.Files = append(c.Files, tmpfs.File{Path: obj.Name, Data: data, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
 	}
-	c.digest = digest(c.files)
+	c.Digest = digest(c.Files)
 	return c, nil
 }
 
 // explode writes each top-level key of a JSON object as a file: at the root
 // of a single-object volume, else in a directory named after the object.
-func explode(obj Object, value []byte, atRoot bool) ([]fileEntry, error) {
+// The keys of a collection (secrets.Collector) are relative names, and a
+// name with '/' is a file in a folder.
+func explode(obj Object, value []byte, atRoot, collection bool) ([]tmpfs.File, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(value, &m); err != nil || m == nil {
 		return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, "key=* needs a JSON object secret, one file per key", nil)
@@ -192,9 +217,23 @@ func explode(obj Object, value []byte, atRoot bool) ([]fileEntry, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var out []fileEntry
-	for _, k := range keys {
-		if err := validateFilename(k); err != nil {
+	var out []tmpfs.File
+	for i, k := range keys {
+		if collection {
+			if err := validateRelPath(k); err != nil {
+				return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("%q cannot be a file: %v; no file was written", shorten(k), err), nil)
+			}
+			// Sorted, a folder's files follow its name at once ("a" <
+			// "a/b" < "a0"); "a-b" sorts between them and is harmless.
+			for _, next := range keys[i+1:] {
+				if !strings.HasPrefix(next, k) {
+					break
+				}
+				if next[len(k)] == '/' {
+					return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("%q cannot be both a file and the folder of %q; no file was written", shorten(k), shorten(next)), nil)
+				}
+			}
+		} else if err := validateFilename(k); err != nil {
 			return nil, secrets.Fail(obj.Ref, secrets.ErrBadValue, fmt.Sprintf("key %q cannot be a file name with key=*", k), nil)
 		}
 		ref := obj.Ref
@@ -210,15 +249,29 @@ func explode(obj Object, value []byte, atRoot bool) ([]fileEntry, error) {
 		if !atRoot {
 			path = obj.Name + "/" + k
 		}
-		out = append(out, fileEntry{Path: path, Data: v, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
+		out = append(out, tmpfs.File{Path: path, Data: v, UID: obj.UID, GID: obj.GID, Mode: obj.Mode})
 	}
 	return out, nil
 }
 
+// validateRelPath checks a relative name of a collection's object: file
+// names (see validateFilename) separated by single slashes.
+func validateRelPath(v string) error {
+	if v == "" {
+		return errors.New("the name is empty")
+	}
+	for _, seg := range strings.Split(v, "/") {
+		if err := validateFilename(seg); err != nil {
+			return fmt.Errorf("its part %v", err)
+		}
+	}
+	return nil
+}
+
 // digest identifies a set of files, so an unchanged refresh writes nothing.
 // It stays in memory, like the values it is computed from.
-func digest(files []fileEntry) [sha256.Size]byte {
-	sorted := append([]fileEntry(nil), files...)
+func digest(files []tmpfs.File) [sha256.Size]byte {
+	sorted := append([]tmpfs.File(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 	h := sha256.New()
 	var n [8]byte

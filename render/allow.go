@@ -1,11 +1,11 @@
-package volumes
+package render
 
 import "github.com/dsv-plugin/dsv/secrets"
 
-// refs lists every secret the volume reads, its templates' included, as
+// Refs lists every secret the volume reads, its templates' included, as
 // known from its options, in order: what the ALLOW setting is checked
 // against at create and mount.
-func (o Options) refs() []secrets.Ref {
+func (o Options) Refs() []secrets.Ref {
 	var out []secrets.Ref
 	for _, obj := range o.Objects {
 		if obj.Template == nil {

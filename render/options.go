@@ -1,4 +1,9 @@
-package volumes
+// Package render turns a volume's options into its files: it parses and
+// validates the options (every problem at once, at create), reads each
+// secret once through the fetcher (ALLOW checked before every read), and
+// applies keys, formats and templates. It writes nothing: the tmpfs package
+// does. Both the Docker volumes and the Swarm secret provider use it.
+package render
 
 import (
 	"errors"
@@ -55,9 +60,9 @@ const (
 	FormatBase64 = "base64"
 )
 
-// allKeys is the key option's value that explodes a JSON secret into one
+// AllKeys is the key option's value that explodes a JSON secret into one
 // file per top-level key.
-const allKeys = "*"
+const AllKeys = "*"
 
 // Swarm's defaults for secret files.
 const (
@@ -100,7 +105,7 @@ type Object struct {
 	// AllKeys explodes a JSON object secret into one file per top-level
 	// key: in the volume's root for a single-secret volume, else in a
 	// directory called Name.
-	AllKeys bool `json:"allKeys,omitempty"`
+	AllKeys bool `json:"AllKeys,omitempty"`
 	// Format turns the value into the file's content.
 	Format string `json:"format"`
 	// Template, when set, renders the file from several secrets.
@@ -285,10 +290,17 @@ func (p *optionParser) parseSingle(name string, top, raw map[string]string) (Obj
 	default:
 		ref, r, problems := secrets.ParseRef(name, top, p.def.Backend, p.reg)
 		p.problems = append(p.problems, problems...)
-		if ref.Key == allKeys {
+		// A collection (an SSM path) without a key is one file per
+		// object, as key=* is one file per key.
+		collection := ref.Key == "" && p.reg.IsCollection(ref)
+		if ref.Key == AllKeys || collection {
 			ref.Key = ""
 			obj.AllKeys = true
-			if layoutGiven && layout == LayoutFile {
+			switch {
+			case !layoutGiven || layout != LayoutFile:
+			case collection:
+				p.bad(optLayout, "%q names a set of secrets, one file each, so the volume must be a directory; remove layout=file, or give key=NAME for one of them", shorten(ref.Name))
+			default:
 				p.bad(secrets.OptKey, "key=* writes one file per key, so the volume must be a directory; remove layout=file")
 			}
 			implied = LayoutDir
@@ -396,7 +408,7 @@ func (p *optionParser) parseMulti(top, multi map[string]string) []Object {
 			for _, pr := range problems {
 				p.problems = append(p.problems, fmt.Errorf("option %q: %w", k, pr))
 			}
-			if ref.Key == allKeys {
+			if ref.Key == AllKeys || (ref.Key == "" && p.reg.IsCollection(ref)) {
 				ref.Key = ""
 				obj.AllKeys = true
 			}
