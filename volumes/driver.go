@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
@@ -58,6 +59,8 @@ type Config struct {
 	LeaseGrace time.Duration
 	// Logger receives the driver's logs; a component field is added.
 	Logger zerolog.Logger
+	// Metrics counts refreshes and lease renewals; nil counts nothing.
+	Metrics *metrics.Metrics
 	// Refresh is the REFRESH plugin setting: the default interval at which
 	// mounted directory volumes are re-read; 0 reads once at mount.
 	Refresh time.Duration

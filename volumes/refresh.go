@@ -6,6 +6,7 @@ import (
 	"github.com/dsv-plugin/dsv/render"
 	"time"
 
+	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -215,6 +216,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	serr := d.saveLocked()
 	d.mu.Unlock()
 	d.log.Info().Str("volume", v.name).Int("files", len(c.Files)).Msg("content changed; swapped atomically")
+	d.cfg.Metrics.Swapped(v.name)
 	return errors.Join(werr, serr)
 }
 
@@ -282,6 +284,7 @@ func (d *Driver) revokeRetired(v *vol) {
 // recordRefresh updates the status after a refresh; it returns the number
 // of consecutive failures.
 func (d *Driver) recordRefresh(v *vol, err error) int {
+	d.cfg.Metrics.Refreshed(v.name, err)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
@@ -331,6 +334,7 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 	for _, l := range leases {
 		lm, isLM := d.cfg.Registry.LeaseManager(l.Ref.Backend)
 		if !isLM || !l.Lease.Renewable {
+			d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalNotRenewable)
 			ok = false
 			renewed = append(renewed, l)
 			continue
@@ -344,8 +348,10 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 			// before the old one expires.
 			if err != nil {
 				d.log.Warn().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Err(err).Msg("lease renewal failed; fetching a fresh secret")
+				d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalFailed)
 			} else {
 				d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Msg("lease near its max TTL; fetching a fresh secret")
+				d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalMaxTTL)
 			}
 			ok = false
 			if err == nil {
@@ -357,6 +363,7 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
 		l.Lease, l.Since = nl, asked
 		renewed = append(renewed, l)
 		d.log.Debug().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("ttl", nl.Duration.String()).Msg("lease renewed")
+		d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalRenewed)
 	}
 	d.mu.Lock()
 	if len(v.leases) == len(leases) {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/dsv-plugin/dsv/render"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/rs/zerolog"
 
+	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/pluginmux"
 	"github.com/dsv-plugin/dsv/secretprovider"
 	"github.com/dsv-plugin/dsv/secrets"
@@ -89,6 +91,11 @@ type settings struct {
 	Azure azure.Config
 	// GCP holds the gcp backend's settings (GCP_*, GOOGLE_APPLICATION_CREDENTIALS).
 	GCP gcp.Config
+	// MetricsAddr is METRICS_ADDR, where the Prometheus endpoint listens;
+	// empty: no endpoint.
+	MetricsAddr string
+	// MetricsObjectNames is METRICS_OBJECT_NAMES: secret names as labels.
+	MetricsObjectNames bool
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -154,6 +161,21 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			problems = append(problems, fmt.Sprintf("SWARM_IDENTITY_FROM_SERVICE_NAME %q: use true or false", v))
 		} else {
 			s.SwarmIdentityFromServiceName = b
+		}
+	}
+	if v := getenv("METRICS_ADDR"); v != "" {
+		if err := metrics.ValidateAddr(v); err != nil {
+			problems = append(problems, fmt.Sprintf("METRICS_ADDR %q: %v", v, err))
+		} else {
+			s.MetricsAddr = v
+		}
+	}
+	if v := getenv("METRICS_OBJECT_NAMES"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("METRICS_OBJECT_NAMES %q: use true or false", v))
+		} else {
+			s.MetricsObjectNames = b
 		}
 	}
 	s.Allow = getenv("ALLOW")
@@ -264,7 +286,12 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout})
+	// Off (nil) unless METRICS_ADDR is set: no registry, no collector.
+	var m *metrics.Metrics
+	if s.MetricsAddr != "" {
+		m = metrics.New(metrics.Config{ObjectNames: s.MetricsObjectNames, Version: version})
+	}
+	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout, Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -285,10 +312,12 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		TmpfsSize:  tmpfsSize,
 		Mounter:    tmpfs.Kernel{},
 		Logger:     log,
+		Metrics:    m,
 	})
 	if err != nil {
 		return err
 	}
+	m.WatchVolumes(drv.VolumeStats)
 	// Before vd.Close (defers run last first): a renewal or replacement
 	// caught by the shutdown finishes, or stops, while Vault is still open.
 	defer drv.Close()
@@ -316,6 +345,18 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if m != nil {
+		ml, err := net.Listen("tcp", s.MetricsAddr)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		go func() {
+			if err := m.Serve(ctx, ml); err != nil {
+				log.Error().Err(err).Str("addr", s.MetricsAddr).Msg("metrics endpoint stopped")
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		l.Close()
@@ -323,9 +364,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
 		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
-		Int("allowPatterns", allow.Len()).Msg("serving")
+		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Msg("serving")
 	err = pluginmux.Serve(l,
-		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(drv).Serve},
+		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(m.Driver(drv)).Serve},
 		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Serve: dockersecrets.NewHandler(provider).Serve},
 	)
 	if ctx.Err() != nil {

@@ -31,16 +31,17 @@ func TestLoadSettings(t *testing.T) {
 			name: "every setting",
 			env: map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "CACHE_TTL": "0", "REFRESH": "1m", "AWS_REGION": "eu-west-1",
 				"SWARM_IDENTITY_FROM_SERVICE_NAME": "true", "LEASE_GRACE": "0", "GCP_PROJECT": "my-project", "GCP_ENDPOINT": "http://127.0.0.1:8085/",
-				"GOOGLE_APPLICATION_CREDENTIALS": "/run/dsv/credentials/gcp/sa.json"},
+				"GOOGLE_APPLICATION_CREDENTIALS": "/run/dsv/credentials/gcp/sa.json", "METRICS_ADDR": "127.0.0.1:9469", "METRICS_OBJECT_NAMES": "true"},
 			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, Refresh: time.Minute, AWSRegion: "eu-west-1",
-				SwarmIdentityFromServiceName: true,
-				GCP:                          gcp.Config{Project: "my-project", Endpoint: "http://127.0.0.1:8085", CredentialsFile: "/run/dsv/credentials/gcp/sa.json"}},
+				SwarmIdentityFromServiceName: true, MetricsAddr: "127.0.0.1:9469", MetricsObjectNames: true,
+				GCP: gcp.Config{Project: "my-project", Endpoint: "http://127.0.0.1:8085", CredentialsFile: "/run/dsv/credentials/gcp/sa.json"}},
 		},
 		{
 			name: "every bad value at once",
 			env: map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "CACHE_TTL": "-1s", "REFRESH": "10ms", "AWS_REGION": "useast1", "SWARM_IDENTITY_FROM_SERVICE_NAME": "yes", "LEASE_GRACE": "48h",
-				"GCP_PROJECT": "x", "GCP_ENDPOINT": "ftp://h", "GOOGLE_APPLICATION_CREDENTIALS": "sa.json"},
-			wantErr: []string{`LEASE_GRACE: "48h" is longer than the maximum of 24h0m0s`, "setting GCP_PROJECT", "setting GCP_ENDPOINT", "setting GOOGLE_APPLICATION_CREDENTIALS", `REFRESH "10ms": the minimum is 1s`, `LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`, `SWARM_IDENTITY_FROM_SERVICE_NAME "yes": use true or false`},
+				"GCP_PROJECT": "x", "GCP_ENDPOINT": "ftp://h", "GOOGLE_APPLICATION_CREDENTIALS": "sa.json", "METRICS_ADDR": "9469", "METRICS_OBJECT_NAMES": "maybe"},
+			wantErr: []string{`LEASE_GRACE: "48h" is longer than the maximum of 24h0m0s`, "setting GCP_PROJECT", "setting GCP_ENDPOINT", "setting GOOGLE_APPLICATION_CREDENTIALS", `REFRESH "10ms": the minimum is 1s`, `LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`, `SWARM_IDENTITY_FROM_SERVICE_NAME "yes": use true or false`,
+				`METRICS_ADDR "9469": use HOST:PORT, e.g. 127.0.0.1:9469`, `METRICS_OBJECT_NAMES "maybe": use true or false`},
 		},
 		{
 			name:    "negative timeout",
@@ -126,7 +127,7 @@ func TestBackendSettings(t *testing.T) {
 func TestRunNamesEveryBadSetting(t *testing.T) {
 	env := map[string]string{
 		"TIMEOUT": "5", "LOG_LEVEL": "loud", "AWS_REGION": "useast1", "GCP_PROJECT": "Not_A_Project",
-		"BACKEND": "nosuch", "ALLOW": "nosuch:x",
+		"BACKEND": "nosuch", "ALLOW": "nosuch:x", "METRICS_ADDR": "127.0.0.1:99999",
 	}
 	// Vault's client reads its variables from the process environment.
 	t.Setenv("VAULT_SKIP_VERIFY", "maybe")
@@ -137,7 +138,7 @@ func TestRunNamesEveryBadSetting(t *testing.T) {
 		t.Fatal("run started with bad settings")
 	}
 	msg := err.Error()
-	for _, want := range []string{"TIMEOUT", "LOG_LEVEL", "AWS_REGION", "VAULT_SKIP_VERIFY", `BACKEND "nosuch"`, `ALLOW: entry "nosuch:x"`, "GCP_PROJECT"} {
+	for _, want := range []string{"TIMEOUT", "LOG_LEVEL", "AWS_REGION", "VAULT_SKIP_VERIFY", `BACKEND "nosuch"`, `ALLOW: entry "nosuch:x"`, "GCP_PROJECT", `METRICS_ADDR "127.0.0.1:99999"`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the error does not name %s:\n%s", want, msg)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -26,6 +27,8 @@ type Config struct {
 	MaxEntries int
 	// Timeout bounds every backend call.
 	Timeout time.Duration
+	// Metrics counts reads, hits and shared reads; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // entry is one cached value; its timer drops it when the TTL ends, so a value
@@ -94,6 +97,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secre
 	if !fresh {
 		if sec, ok := f.lookup(key); ok {
 			f.hits.Add(1)
+			f.cfg.Metrics.CacheHit(ref)
 			return extract(ref, sec)
 		}
 	}
@@ -130,6 +134,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secre
 	}
 	if res.Shared {
 		f.shared.Add(1)
+		f.cfg.Metrics.SharedRead(ref)
 	}
 	return extract(ref, sec)
 }
@@ -185,6 +190,7 @@ func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
 	defer cancel()
 	f.reads.Add(1)
+	start := time.Now()
 	sec, err := backend.Fetch(ctx, ref)
 	if err != nil {
 		// A backend that classified its failure knows best, also when the
@@ -192,10 +198,12 @@ func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 		// tries"); anything else that ran out of time is a timeout.
 		var se *secrets.Error
 		if cerr := secrets.FromContext(ctx, ref); cerr != nil && !errors.As(err, &se) {
-			return secrets.Secret{}, cerr
+			err = cerr
 		}
+		f.cfg.Metrics.BackendRead(ref, time.Since(start), err)
 		return secrets.Secret{}, err
 	}
+	f.cfg.Metrics.BackendRead(ref, time.Since(start), nil)
 	if !sec.Unique() {
 		f.store(key, sec)
 	}
