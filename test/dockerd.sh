@@ -325,6 +325,7 @@ dsv_dockerd_isolated_args() {
 dsv_dockerd_config() {
 	local dir=$DSV_ISO_RUN/docker-config
 	mkdir -p "$dir/cli-plugins"
+	[[ -f $dir/config.json ]] || echo '{}' >"$dir/config.json"
 	ln -sfn "$DSV_ENGINE_BIN/cli-plugins/docker-compose" "$dir/cli-plugins/docker-compose"
 }
 

@@ -113,7 +113,15 @@ tmp_dir = %q
 			t.Fatal(err)
 		}
 	}
-	pm.env = append(os.Environ(),
+	// Podman reads DOCKER_CONFIG for registry logins: the current engine's
+	// leg points it at a folder without a config.json, which Podman then
+	// fails to stat. Podman gets neither Docker variable.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DOCKER_CONFIG=") && !strings.HasPrefix(kv, "DOCKER_HOST=") {
+			pm.env = append(pm.env, kv)
+		}
+	}
+	pm.env = append(pm.env,
 		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"))
 
