@@ -379,7 +379,7 @@ func TestLiveRestore(t *testing.T) {
 // test.
 func setLiveRestore(t *testing.T, on bool) {
 	t.Helper()
-	const path = "/etc/docker/daemon.json"
+	path := daemonConfigFile()
 	old, err := os.ReadFile(path)
 	existed := err == nil
 	cfg := map[string]any{}
@@ -432,6 +432,20 @@ func setLiveRestore(t *testing.T, on bool) {
 		}
 	})
 	reload(boolString(on))
+}
+
+// daemonConfigFile is the dockerd's --config-file, else the default.
+func daemonConfigFile() string {
+	args := env.daemon.cmdline
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--config-file="); ok {
+			return v
+		}
+		if a == "--config-file" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return "/etc/docker/daemon.json"
 }
 
 func boolString(b bool) string {
