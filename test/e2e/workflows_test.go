@@ -417,17 +417,18 @@ func setLiveRestore(t *testing.T, on bool) {
 		wasOn, _ = oldCfg["live-restore"].(bool)
 	}
 	t.Cleanup(func() {
+		// A reload leaves alone what the file does not name: the old
+		// value goes in explicitly, then the file as it was.
 		cfg["live-restore"] = wasOn
 		b, _ := json.MarshalIndent(cfg, "", "  ")
-		if existed {
-			b = old
-		}
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Errorf("restore %s: %v", path, err)
 			return
 		}
 		reload(boolString(wasOn))
-		if !existed {
+		if existed {
+			_ = os.WriteFile(path, old, 0o644)
+		} else {
 			_ = os.Remove(path)
 		}
 	})
