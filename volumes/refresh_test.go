@@ -572,3 +572,30 @@ func TestLeaseGrace(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelRestartKeepsRefreshing: after a plugin restart the writable side
+// of a kept tmpfs is bound again from its read-only view (real mounts): the
+// refresh writes through it, containers see the new value, and the view is
+// still read-only.
+func TestKernelRestartKeepsRefreshing(t *testing.T) {
+	h := newKernelHarness(t, 30*time.Millisecond)
+	h.backend.set("rot", "v1")
+	h.create("rot", map[string]string{"layout": "dir", "filename": "secret"})
+	mp := h.mount("rot", "c1")
+	h.stopAll()
+	h.drv = h.start()
+	h.backend.set("rot", "v2")
+	eventually(t, 3*time.Second, "v2 written after the restart", func() bool {
+		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
+		return string(b) == "v2"
+	})
+	if err := os.WriteFile(filepath.Join(mp, "planted"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write through the view after a restart: %v, want EROFS", err)
+	}
+	h.unmount("rot", "c1")
+	mounts, _ := tmpfs.Kernel{}.MountsUnder(h.writer)
+	views, _ := tmpfs.Kernel{}.MountsUnder(h.root)
+	if len(mounts)+len(views) > 0 {
+		t.Fatalf("mounts left after the last unmount: %v %v", mounts, views)
+	}
+}
