@@ -68,6 +68,10 @@ type Config struct {
 	Now func() time.Time
 	// Jitter returns a number in [0,1) to spread renewals; rand when nil.
 	Jitter func() float64
+	// Release, when set, runs after a volume's tmpfs came down: main
+	// returns the memory its rendering used to the OS then
+	// (debug.FreeOSMemory), rather than keeping it for the next burst.
+	Release func()
 	// CrashAfter, in tests only, interrupts the atomic writer after a step.
 	CrashAfter func(step string) error
 }
@@ -551,6 +555,9 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	}
 	if down {
 		d.teardown(v.name)
+		if d.cfg.Release != nil {
+			d.cfg.Release()
+		}
 		d.log.Info().Str("volume", req.Name).Msg("unmounted and wiped")
 	} else if wasLive {
 		d.log.Debug().Str("volume", req.Name).Str("id", req.ID).Int("mounts", left).Msg("one mount of a shared volume released")

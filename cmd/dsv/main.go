@@ -311,8 +311,12 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Fetcher:    fetcher,
 		TmpfsSize:  tmpfsSize,
 		Mounter:    tmpfs.Kernel{},
-		Logger:     log,
-		Metrics:    m,
+		// The last container of a volume is gone: what rendering its
+		// files used is garbage; hand it back at once (a GC of a few
+		// MiB of heap, about a millisecond).
+		Release: debug.FreeOSMemory,
+		Logger:  log,
+		Metrics: m,
 	})
 	if err != nil {
 		return err

@@ -45,11 +45,12 @@ import (
 	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
-// Targets of the report: idle VmRSS <= 15 MB, read as 14.3 MiB; after 20
-// container runs <= 12 MiB.
+// Targets of the report, as make bench has them: idle VmRSS <= 15 MB, read
+// as 14.3 MiB; after 20 container runs <= 20 MB (issue 14, every backend in
+// the plugin), read as 19.0 MiB.
 const (
 	targetIdle = 14.3
-	targetRuns = 12.0
+	targetRuns = 19.0
 )
 
 // pluginEnv is the env of config.json (-config) with its default values:
