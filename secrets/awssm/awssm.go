@@ -13,7 +13,6 @@ package awssm
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -60,10 +59,7 @@ func (c Config) Validate() error {
 type Driver struct {
 	defaultRegion string
 	log           zerolog.Logger
-	newClient     func(ctx context.Context, region string) (API, error)
-
-	mu      sync.Mutex
-	clients map[string]API // by region; "" is the SDK's default region
+	clients       *awsauth.Clients[API]
 }
 
 var _ secrets.SecretStoreDriver = (*Driver)(nil)
@@ -73,12 +69,12 @@ func New(cfg Config) *Driver {
 	d := &Driver{
 		defaultRegion: cfg.DefaultRegion,
 		log:           cfg.Logger.With().Str("component", Name).Logger(),
-		newClient:     cfg.NewClient,
-		clients:       make(map[string]API),
 	}
-	if d.newClient == nil {
-		d.newClient = NewClient
+	build := cfg.NewClient
+	if build == nil {
+		build = NewClient
 	}
+	d.clients = awsauth.NewClients(build)
 	return d
 }
 
@@ -88,7 +84,7 @@ func (d *Driver) Name() string { return Name }
 // Fetch reads one version of a secret. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	region := d.region(ref)
-	client, err := d.client(ctx, region)
+	client, err := d.clients.Get(ctx, region)
 	if err != nil {
 		return secrets.Secret{}, d.clientError(ctx, ref, err)
 	}
@@ -147,22 +143,6 @@ func (d *Driver) region(ref secrets.Ref) string {
 		return m[2]
 	}
 	return d.defaultRegion
-}
-
-// client returns the cached client of a region, building it on first use.
-// Building reads only local configuration, so holding the lock is cheap.
-func (d *Driver) client(ctx context.Context, region string) (API, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.clients[region]; ok {
-		return c, nil
-	}
-	c, err := d.newClient(ctx, region)
-	if err != nil {
-		return nil, err
-	}
-	d.clients[region] = c
-	return c, nil
 }
 
 func (d *Driver) clientError(ctx context.Context, ref secrets.Ref, err error) error {

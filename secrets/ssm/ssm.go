@@ -25,7 +25,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/rs/zerolog"
@@ -73,10 +72,7 @@ type Config struct {
 type Driver struct {
 	defaultRegion string
 	log           zerolog.Logger
-	newClient     func(ctx context.Context, region string) (API, error)
-
-	mu      sync.Mutex
-	clients map[string]API // by region; "" is the SDK's default region
+	clients       *awsauth.Clients[API]
 }
 
 var (
@@ -92,12 +88,12 @@ func New(cfg Config) *Driver {
 	d := &Driver{
 		defaultRegion: cfg.DefaultRegion,
 		log:           cfg.Logger.With().Str("component", Name).Logger(),
-		newClient:     cfg.NewClient,
-		clients:       make(map[string]API),
 	}
-	if d.newClient == nil {
-		d.newClient = NewClient
+	build := cfg.NewClient
+	if build == nil {
+		build = NewClient
 	}
+	d.clients = awsauth.NewClients(build)
 	return d
 }
 
@@ -130,7 +126,7 @@ func (d *Driver) Canonical(_ context.Context, ref secrets.Ref) (string, error) {
 // *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	region := d.region(ref)
-	client, err := d.client(ctx, region)
+	client, err := d.clients.Get(ctx, region)
 	if err != nil {
 		return secrets.Secret{}, awsauth.ClientError(ctx, ref, err)
 	}
@@ -265,22 +261,6 @@ func (d *Driver) region(ref secrets.Ref) string {
 		return m[2]
 	}
 	return d.defaultRegion
-}
-
-// client returns the cached client of a region, building it on first use.
-// Building reads only local configuration, so holding the lock is cheap.
-func (d *Driver) client(ctx context.Context, region string) (API, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.clients[region]; ok {
-		return c, nil
-	}
-	c, err := d.newClient(ctx, region)
-	if err != nil {
-		return nil, err
-	}
-	d.clients[region] = c
-	return c, nil
 }
 
 func regionText(region string) string {
