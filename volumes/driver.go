@@ -154,13 +154,14 @@ func (v *vol) end() []render.HeldLease {
 	return leases
 }
 
-// mounts is the number of mounts that hold v: every count of every ID.
-func (v *vol) mounts() int {
+// mounts is the number of mounts that hold v: every count of every ID,
+// from before a restart included.
+func (v *vol) mounts() int { return total(v.ids) + total(v.stale) }
+
+// total is the sum of the mount counts of m.
+func total(m map[string]int) int {
 	n := 0
-	for _, c := range v.ids {
-		n += c
-	}
-	for _, c := range v.stale {
+	for _, c := range m {
 		n += c
 	}
 	return n
@@ -280,21 +281,15 @@ func (d *Driver) reconcile() error {
 		_ = os.Remove(mp)
 	}
 	for name := range views {
-		v, ok := d.vols[name]
-		if !ok || len(v.ids) == 0 {
-			continue
-		}
-		writable, err := d.fs.Attach(name)
-		if err != nil {
-			d.log.Error().Str("volume", name).Err(err).Msg("cannot attach the writable side of a kept tmpfs; it is not refreshed")
-		}
-		v.mounted = true
-		v.frozen = !writable
-		delete(sides, name)
-		d.log.Info().Str("volume", name).Int("mounts", len(v.ids)).Bool("writable", writable).Msg("kept tmpfs still in use from before restart")
-	}
-	for name := range views {
-		if v, ok := d.vols[name]; ok && v.mounted {
+		delete(sides, name) // attached again, or destroyed with its view
+		if v, ok := d.vols[name]; ok && len(v.ids) > 0 {
+			writable, err := d.fs.Attach(name)
+			if err != nil {
+				d.log.Error().Str("volume", name).Err(err).Msg("cannot attach the writable side of a kept tmpfs; it is not refreshed")
+			}
+			v.mounted = true
+			v.frozen = !writable
+			d.log.Info().Str("volume", name).Int("mounts", len(v.ids)).Bool("writable", writable).Msg("kept tmpfs still in use from before restart")
 			continue
 		}
 		if err := d.fs.Destroy(name); err != nil {
@@ -707,13 +702,9 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 	if !withStatus {
 		return out
 	}
-	n := 0
-	for _, c := range v.ids {
-		n += c
-	}
 	st := map[string]any{
 		"layout": v.opts.Layout,
-		"mounts": n,
+		"mounts": total(v.ids),
 	}
 	if len(v.stale) > 0 {
 		st["mountsBeforeRestart"] = len(v.stale)
