@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -514,9 +515,13 @@ func TestVaultWorkflows(t *testing.T) {
 		if msg := login(user1, password1)(t); msg != "" {
 			t.Fatalf("the replaced user was dropped at the swap, under the app's open connections: %s", msg)
 		}
-		if st := inspectVolume(t, vol).Status; st["retiringLeases"] == nil {
-			t.Errorf("status does not count the retiring lease: %v", st)
-		}
+		// The new files show a moment before the volume's status does.
+		eventually(t, 10*time.Second, "the status counts the retiring lease", func() string {
+			if st := inspectVolume(t, vol).Status; st["retiringLeases"] == nil {
+				return fmt.Sprintf("status %v", st)
+			}
+			return ""
+		})
 		mustDocker(t, "rm", "-f", c)
 		eventually(t, 10*time.Second, "every user of the volume dropped after the last unmount", func() string {
 			for _, u := range []string{user1, user2} {
