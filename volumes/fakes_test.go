@@ -393,7 +393,7 @@ func (h *harness) start() *Driver {
 		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
 		Mounter:   mounter,
-		Logger:    zerolog.New(io.Discard),
+		Logger:    zerolog.New(testLogOut()),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -448,4 +448,13 @@ func (h *harness) status(name string) map[string]any {
 		h.t.Fatal(err)
 	}
 	return g.Volume.Status
+}
+
+// testLogOut is where the driver logs in tests: nowhere, unless
+// DSV_TEST_LOG=1 asks for stderr.
+func testLogOut() io.Writer {
+	if os.Getenv("DSV_TEST_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
 }

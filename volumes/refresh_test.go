@@ -208,16 +208,15 @@ func TestLeasesAfterRestart(t *testing.T) {
 			// A crash of the plugin, "idle" unmounted while it was down: its
 			// state still lists the lease but no mount id.
 			h.stopAll()
-			h.drv.mu.Lock()
-			delete(h.drv.vols["idle"].ids, "c1")
-			busy := h.drv.vols["busy"].leases
+			delete(h.drv.vols["idle"].instances[0].mounts, "c1")
+			busy := h.drv.vols["busy"].instances[0].leases
 			if len(busy) != 1 || busy[0].Since.IsZero() {
-				h.drv.mu.Unlock()
 				t.Fatalf("busy's lease has no start of its terms: %+v", busy)
 			}
 			busy[0].Since = c.since(busy[0].Since)
-			_ = h.drv.saveLocked()
-			h.drv.mu.Unlock()
+			if err := h.drv.save(); err != nil {
+				t.Fatal(err)
+			}
 
 			h.mounter = newFakeMounter(t.TempDir()) // the tmpfs did not survive
 			h.drv = h.start()
@@ -442,28 +441,6 @@ func TestRefreshNearTheCap(t *testing.T) {
 	_, err := h.drv.Mount(&volume.MountRequest{Name: "huge", ID: "c2"})
 	if err == nil || !strings.Contains(err.Error(), "do not fit") || !strings.Contains(err.Error(), "1024 KiB") {
 		t.Fatalf("1.4 MiB in a 1 MiB volume: %v", err)
-	}
-}
-
-// TestFitsCountsFilesAndBytes: tmpfs counts a page per non-empty file and
-// an inode per file, link and directory.
-func TestFitsCountsFilesAndBytes(t *testing.T) {
-	d := &Driver{cfg: Config{TmpfsSize: 2 << 20}}
-	many := make([]tmpfs.File, 600)
-	for i := range many {
-		many[i] = tmpfs.File{Path: fmt.Sprintf("k%d", i), Data: []byte("v")}
-	}
-	if err := d.fits(many); err == nil || !strings.Contains(err.Error(), "600 files") {
-		t.Fatalf("600 files (1,200 inodes with their links): %v", err)
-	}
-	if err := d.fits(many[:400]); err != nil {
-		t.Fatalf("400 small files: %v", err)
-	}
-	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20)}}); err != nil {
-		t.Fatalf("exactly the budget: %v", err)
-	}
-	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20+1)}}); err == nil {
-		t.Fatal("one byte over the budget fits")
 	}
 }
 
