@@ -27,4 +27,3 @@ func TestFitsCountsFilesAndBytes(t *testing.T) {
 		t.Fatal("one byte over the budget fits")
 	}
 }
-

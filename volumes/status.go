@@ -151,7 +151,6 @@ func describeObject(m map[string]any, o render.Object) {
 	}
 }
 
-
 // VolumeStats is what the metrics endpoint shows of each volume, read at
 // scrape time: its name, whether its tmpfs is up, and when its content was
 // last read. Never a value.
