@@ -49,15 +49,19 @@ func (d *Driver) needsLoop(v *vol) bool {
 // startLoop runs the volume's loop when it has something to do and none
 // runs; it schedules the first re-read one interval from now.
 func (d *Driver) startLoop(v *vol) {
-	if d.cfg.manualLoops || !d.needsLoop(v) {
+	if !d.needsLoop(v) {
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.stopRefresh != nil || v.removed {
+	if v.looping || v.removed {
 		return
 	}
 	d.scheduleLocked(v)
+	v.looping = true
+	if d.cfg.manualLoops {
+		return
+	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	v.stopRefresh = cancel
 	d.bg.Go(func() { d.loop(ctx, v) })
@@ -78,6 +82,7 @@ func (v *vol) stopLoop() {
 		v.stopRefresh()
 		v.stopRefresh = nil
 	}
+	v.looping, v.refreshAt = false, time.Time{}
 }
 
 // loop waits for the next thing due on v and does it, until ctx ends.

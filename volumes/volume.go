@@ -128,7 +128,9 @@ type vol struct {
 	renewNow      bool      // renew every lease at the next turn (kick)
 	renewRetryAt  time.Time // after a failed renewal: not before then
 	renewFailures int
-	// stopRefresh ends the volume's loop; nil when none runs.
+	// looping: the volume's loop runs; stopRefresh ends it (nil in tests
+	// that turn the loop by hand).
+	looping     bool
 	stopRefresh context.CancelFunc
 }
 
@@ -321,16 +323,18 @@ func (v *vol) toRenew() []renewal {
 
 // renewed records a renewal's result, made from r: new terms, or that the
 // lease must be replaced (refetch). It writes back only to a lease that
-// the instance still holds: a renewal that returns after its lease was
-// revoked or replaced (a slow store, an unmount and a new mount in
-// between) changes nothing.
+// the instance still holds at the generation r was made at: a renewal
+// that returns after its lease was revoked or replaced (a slow store, an
+// unmount and a new mount, or a swap, in between) changes nothing.
 func (v *vol) renewed(r renewal, terms *render.HeldLease, refetch bool) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.alive(r.in) || r.in.gen != r.gen || r.i >= len(r.in.leases) || r.in.leases[r.i].Lease.ID != r.lease.Lease.ID {
 		return false
 	}
-	if terms != nil {
+	// Terms asked before the ones held (a renewal that returns late,
+	// after a later one) are older news.
+	if terms != nil && !terms.Since.Before(r.in.leases[r.i].Since) {
 		r.in.leases[r.i] = *terms
 	}
 	if refetch {
