@@ -187,7 +187,7 @@ type modelMount struct {
 
 // model is the test's state: the driver, the store, and what Docker holds.
 type lifeModel struct {
-	t       *rapid.T
+	t       modelT
 	dir     string
 	clock   *modelClock
 	store   *modelStore
@@ -206,7 +206,15 @@ type lifeModel struct {
 
 const modelVolume = "db"
 
-func newModel(t *rapid.T, dir string) *lifeModel {
+// modelT is what the model needs of a test: a *rapid.T, or a *testing.T
+// for the named scenarios.
+type modelT interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
+func newModel(t modelT, dir string) *lifeModel {
 	clock := &modelClock{now: time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)}
 	m := &lifeModel{t: t, dir: dir, clock: clock, store: newModelStore(clock), mounter: newFakeMounter(filepath.Join(dir, "tmpfs"))}
 	reg, err := secrets.NewRegistry(m.store)
@@ -490,15 +498,178 @@ func snapshotOf(v *vol) string {
 	return strings.Join(parts, "; ")
 }
 
-func TestLifecycleModel(t *testing.T) {
-	base := t.TempDir()
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		// The state is saved (with fsync) at every step: memory is faster.
-		if d, err := os.MkdirTemp("/dev/shm", "dsv-model-"); err == nil {
-			base = d
-			t.Cleanup(func() { os.RemoveAll(d) })
+// The events. Each returns false when it cannot happen now (nothing
+// mounted, ...), for the generator to skip.
+
+// mount is Docker's Mount of id; a failed read leaves Docker holding
+// nothing.
+func (m *lifeModel) mount(id string) {
+	_, err := m.drv.Mount(&volume.MountRequest{Name: modelVolume, ID: id})
+	m.settle()
+	if err == nil {
+		m.mounts = append(m.mounts, modelMount{id: id, instance: m.published()})
+	}
+}
+
+// unmount is Docker's Unmount of id, which ends Docker's most recent
+// mount of that ID (a docker cp ends before its container).
+func (m *lifeModel) unmount(id string) bool {
+	var ended modelMount
+	found := false
+	for i := len(m.mounts) - 1; i >= 0; i-- {
+		if m.mounts[i].id == id {
+			ended, found = m.mounts[i], true
+			m.mounts = append(m.mounts[:i], m.mounts[i+1:]...)
+			break
 		}
 	}
+	if !found {
+		return false
+	}
+	order := m.instanceOrder()
+	if err := m.drv.Unmount(&volume.UnmountRequest{Name: modelVolume, ID: id}); err != nil {
+		m.t.Fatal(err)
+	}
+	// The driver cannot tell a mount whose Unmount was lost from a live
+	// one of the same ID: it released the newest instance that ID holds.
+	// If that was a lost mount's, the count of the mount that ended is
+	// the lost one now.
+	newest := -1
+	for i, l := range m.lost {
+		if l.id == id && order[l.instance] > order[ended.instance] && (newest < 0 || order[l.instance] > order[m.lost[newest].instance]) {
+			newest = i
+		}
+	}
+	if newest >= 0 {
+		m.lost[newest] = ended
+	}
+	m.settle()
+	return true
+}
+
+// lose ends Docker's i-th mount without an Unmount: the container ended
+// while the plugin was down (moby #46508).
+func (m *lifeModel) lose(i int) {
+	m.lost = append(m.lost, m.mounts[i])
+	m.mounts = append(m.mounts[:i], m.mounts[i+1:]...)
+}
+
+// remove is Docker's Remove, which it sends only when no container
+// references the volume; the volume is then created again.
+func (m *lifeModel) remove() bool {
+	if len(m.mounts) > 0 {
+		return false
+	}
+	if err := m.drv.Remove(&volume.RemoveRequest{Name: modelVolume}); err != nil {
+		m.t.Fatalf("Remove: %v", err)
+	}
+	m.lost = nil
+	m.settle()
+	m.create()
+	return true
+}
+
+// restart stops the plugin and starts a new one on the saved state. The
+// side lived in the old process's mount namespace; a disable or an
+// upgrade also takes the views (Docker unmounts the propagated mount), a
+// crash keeps them. The state reloaded must say what it said (I4).
+func (m *lifeModel) restart(viewsKept bool) {
+	m.finishSlow()
+	before := snapshotOf(m.vol())
+	m.drv.Close()
+	for _, root := range []string{m.drv.cfg.Writer, m.drv.cfg.Root} {
+		if root == m.drv.cfg.Root && viewsKept {
+			continue
+		}
+		mps, _ := m.mounter.MountsUnder(root)
+		for _, mp := range mps {
+			_ = m.mounter.Unmount(mp)
+		}
+	}
+	m.start()
+	if after := snapshotOf(m.vol()); after != before {
+		m.t.Fatalf("I4: before the restart: %s\nafter: %s", before, after)
+	}
+	m.settle()
+}
+
+// rotate changes the secret's value in the store.
+func (m *lifeModel) rotate() {
+	m.store.mu.Lock()
+	m.store.version++
+	m.store.mu.Unlock()
+}
+
+// failNext makes the store's next call of a kind fail.
+func (m *lifeModel) failNext(call string) {
+	m.store.mu.Lock()
+	defer m.store.mu.Unlock()
+	switch call {
+	case "fetch":
+		m.store.failFetch = true
+	case "renew":
+		m.store.failRenew = true
+	case "revoke":
+		m.store.failRevok = true
+	}
+}
+
+// startSlow starts a renewal that is answered only after the next
+// events (a slow store): the answer is made at once, returned later.
+func (m *lifeModel) startSlow() bool {
+	if m.slowDone != nil {
+		return false
+	}
+	v := m.vol()
+	if len(v.toRenew()) == 0 {
+		return false
+	}
+	m.store.mu.Lock()
+	m.store.slow, m.store.blocked, m.store.release = true, make(chan struct{}), make(chan struct{})
+	blocked := m.store.blocked
+	m.store.mu.Unlock()
+	done := make(chan struct{})
+	m.slowDone = done
+	go func() {
+		defer close(done)
+		m.drv.renewLeases(context.Background(), v)
+	}()
+	select {
+	case <-blocked:
+	case <-done:
+	}
+	return true
+}
+
+// liveLeases are the store's leases neither revoked nor expired.
+func (m *lifeModel) liveLeases() []string {
+	m.store.mu.Lock()
+	defer m.store.mu.Unlock()
+	now := m.clock.Now()
+	var out []string
+	for id, l := range m.store.leases {
+		if !l.revoked && now.Before(l.expires) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// modelDir is where a model keeps its state: memory when it can (the
+// state is saved with fsync at every step).
+func modelDir(t *testing.T) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "dsv-model-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+func TestLifecycleModel(t *testing.T) {
+	base := modelDir(t)
 	// Failures print the seed to replay; no fail file in the source tree.
 	if f := flag.Lookup("rapid.nofailfile"); f != nil {
 		_ = f.Value.Set("true")
@@ -511,153 +682,39 @@ func TestLifecycleModel(t *testing.T) {
 	runs := 0
 	rapid.Check(t, func(t *rapid.T) {
 		runs++
-		dir := filepath.Join(base, fmt.Sprint(runs))
-		m := newModel(t, dir)
+		m := newModel(t, filepath.Join(base, fmt.Sprint(runs)))
 		defer func() {
 			m.finishSlow()
 			m.drv.Close()
 		}()
 		ids := rapid.SampledFrom([]string{"a", "b", "c"})
+		skipIf := func(t *rapid.T, cannot bool, why string) {
+			if cannot {
+				t.Skip(why)
+			}
+		}
 		t.Repeat(map[string]func(*rapid.T){
-			"": func(t *rapid.T) { m.check() },
-			"mount": func(t *rapid.T) {
-				id := ids.Draw(t, "id")
-				_, err := m.drv.Mount(&volume.MountRequest{Name: modelVolume, ID: id})
-				m.settle()
-				if err != nil {
-					return // the store failed: Docker holds nothing
-				}
-				m.mounts = append(m.mounts, modelMount{id: id, instance: m.published()})
-			},
+			"":      func(t *rapid.T) { m.check() },
+			"mount": func(t *rapid.T) { m.mount(ids.Draw(t, "id")) },
 			"unmount": func(t *rapid.T) {
-				if len(m.mounts) == 0 {
-					t.Skip("nothing mounted")
-				}
-				id := rapid.SampledFrom(m.mounts).Draw(t, "mount").id
-				order := m.instanceOrder()
-				if err := m.drv.Unmount(&volume.UnmountRequest{Name: modelVolume, ID: id}); err != nil {
-					t.Fatal(err)
-				}
-				// Docker's most recent mount of that ID ends (a docker cp
-				// ends before its container).
-				var ended modelMount
-				for i := len(m.mounts) - 1; i >= 0; i-- {
-					if m.mounts[i].id == id {
-						ended = m.mounts[i]
-						m.mounts = append(m.mounts[:i], m.mounts[i+1:]...)
-						break
-					}
-				}
-				// The driver cannot tell a mount whose Unmount was lost
-				// from a live one of the same ID: it released the newest
-				// instance that ID holds. If that was a lost mount's, the
-				// count of the mount that ended is the lost one now.
-				newest := -1
-				for i, l := range m.lost {
-					if l.id == id && order[l.instance] > order[ended.instance] && (newest < 0 || order[l.instance] > order[m.lost[newest].instance]) {
-						newest = i
-					}
-				}
-				if newest >= 0 {
-					m.lost[newest] = ended
-				}
-				m.settle()
+				skipIf(t, len(m.mounts) == 0, "nothing mounted")
+				m.unmount(rapid.SampledFrom(m.mounts).Draw(t, "mount").id)
 			},
 			"lose an unmount": func(t *rapid.T) {
-				// The container ended while the plugin was down, and
-				// Docker never sends its Unmount (moby #46508).
-				if len(m.mounts) == 0 {
-					t.Skip("nothing mounted")
-				}
-				i := rapid.IntRange(0, len(m.mounts)-1).Draw(t, "mount")
-				m.lost = append(m.lost, m.mounts[i])
-				m.mounts = append(m.mounts[:i], m.mounts[i+1:]...)
+				skipIf(t, len(m.mounts) == 0, "nothing mounted")
+				m.lose(rapid.IntRange(0, len(m.mounts)-1).Draw(t, "mount"))
 			},
-			"remove": func(t *rapid.T) {
-				if len(m.mounts) > 0 {
-					t.Skip("Docker removes only volumes no container references")
-				}
-				if err := m.drv.Remove(&volume.RemoveRequest{Name: modelVolume}); err != nil {
-					t.Fatalf("Remove: %v", err)
-				}
-				m.lost = nil
-				m.settle()
-				m.create()
-			},
-			"restart": func(t *rapid.T) {
-				viewsKept := rapid.Bool().Draw(t, "views kept")
-				m.finishSlow()
-				before := snapshotOf(m.vol())
-				m.drv.Close()
-				// The side lived in the old process's mount namespace; a
-				// disable or an upgrade also takes the views (Docker
-				// unmounts the propagated mount); a crash keeps them.
-				for _, root := range []string{m.drv.cfg.Writer, m.drv.cfg.Root} {
-					if root == m.drv.cfg.Root && viewsKept {
-						continue
-					}
-					mps, _ := m.mounter.MountsUnder(root)
-					for _, mp := range mps {
-						_ = m.mounter.Unmount(mp)
-					}
-				}
-				m.start()
-				if after := snapshotOf(m.vol()); after != before {
-					t.Fatalf("I4: before the restart: %s\nafter: %s", before, after)
-				}
-				m.settle()
-			},
-			"slow renewal returns": func(t *rapid.T) {
-				if m.slowDone == nil {
-					t.Skip("none in flight")
-				}
-				m.finishSlow()
-			},
+			"remove":  func(t *rapid.T) { skipIf(t, !m.remove(), "Docker removes only volumes no container references") },
+			"restart": func(t *rapid.T) { m.restart(rapid.Bool().Draw(t, "views kept")) },
 			"advance": func(t *rapid.T) {
-				by := rapid.SampledFrom([]time.Duration{time.Second, time.Minute, 10 * time.Minute, 45 * time.Minute, 2 * time.Hour}).Draw(t, "by")
-				m.advance(by)
+				m.advance(rapid.SampledFrom([]time.Duration{time.Second, time.Minute, 10 * time.Minute, 45 * time.Minute, 2 * time.Hour}).Draw(t, "by"))
 			},
-			"rotate": func(t *rapid.T) {
-				m.store.mu.Lock()
-				m.store.version++
-				m.store.mu.Unlock()
-			},
-			"fail next call": func(t *rapid.T) {
-				m.store.mu.Lock()
-				switch rapid.SampledFrom([]string{"fetch", "renew", "revoke"}).Draw(t, "call") {
-				case "fetch":
-					m.store.failFetch = true
-				case "renew":
-					m.store.failRenew = true
-				case "revoke":
-					m.store.failRevok = true
-				}
-				m.store.mu.Unlock()
-			},
-			"slow renewal": func(t *rapid.T) {
-				// A renewal starts and is answered only after the next
-				// events (a slow store).
-				if m.slowDone != nil {
-					t.Skip("one at a time")
-				}
-				v := m.vol()
-				if len(v.toRenew()) == 0 {
-					t.Skip("no lease")
-				}
-				m.store.mu.Lock()
-				m.store.slow, m.store.blocked, m.store.release = true, make(chan struct{}), make(chan struct{})
-				blocked := m.store.blocked
-				m.store.mu.Unlock()
-				done := make(chan struct{})
-				m.slowDone = done
-				go func() {
-					defer close(done)
-					m.drv.renewLeases(context.Background(), v)
-				}()
-				select {
-				case <-blocked:
-				case <-done:
-				}
+			"rotate":         func(t *rapid.T) { m.rotate() },
+			"fail next call": func(t *rapid.T) { m.failNext(rapid.SampledFrom([]string{"fetch", "renew", "revoke"}).Draw(t, "call")) },
+			"slow renewal":   func(t *rapid.T) { skipIf(t, !m.startSlow(), "one at a time, of a lease") },
+			"slow renewal returns": func(t *rapid.T) {
+				skipIf(t, m.slowDone == nil, "none in flight")
+				m.finishSlow()
 			},
 		})
 	})
