@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-
 )
 
 // openFDs counts this process's open file descriptors.
