@@ -81,13 +81,15 @@ type holder struct {
 	out *bufio.Scanner
 }
 
-// startHolder starts a holder that binds src at dst (read-only) in its own
-// namespace and then takes its copies of drop down (the plugin's mounts
-// it inherited), so that dst is its only mount of the tmpfs.
-func startHolder(t *testing.T, src, dst string, drop ...string) *holder {
+// startHolder starts a holder that binds src at dst in its own namespace,
+// read-only unless mode is "as-is" (then the bind keeps src's flag, as
+// Docker's bind of a volume does), and then takes its copies of drop down
+// (the plugin's mounts it inherited), so that dst is its only mount of the
+// tmpfs.
+func startHolder(t *testing.T, mode, src, dst string, drop ...string) *holder {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), holderEnv+"="+strings.Join(append([]string{src, dst}, drop...), "\n"))
+	cmd.Env = append(os.Environ(), holderEnv+"="+strings.Join(append([]string{mode, src, dst}, drop...), "\n"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
@@ -125,7 +127,7 @@ func (h *holder) do(t *testing.T, cmd, path string) string {
 
 func holderMain() {
 	args := strings.Split(os.Getenv(holderEnv), "\n")
-	src, dst := args[0], args[1]
+	mode, src, dst := args[0], args[1], args[2]
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "holder:", err)
 		os.Exit(2)
@@ -133,10 +135,12 @@ func holderMain() {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		fail(err)
 	}
-	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|flags, ""); err != nil {
-		fail(err)
+	if mode != "as-is" {
+		if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|flags, ""); err != nil {
+			fail(err)
+		}
 	}
-	for _, d := range args[2:] {
+	for _, d := range args[3:] {
 		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
 			fail(fmt.Errorf("unmount %s: %w", d, err))
 		}
@@ -207,7 +211,7 @@ func detachedVolume(t *testing.T, v *Volumes, base, id string, file bool) (*hold
 	} else if err := os.Mkdir(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := startHolder(t, src, dst, v.Writer, v.View("vol"))
+	h := startHolder(t, "ro", src, dst, v.Writer, v.View("vol"))
 	for _, dir := range []string{v.View("vol"), v.Side("vol")} {
 		if err := v.Mounter.Unmount(dir); err != nil {
 			t.Fatal(err)
@@ -304,5 +308,112 @@ func TestFindHoldersFileLayout(t *testing.T) {
 	}
 	if err := v.AttachFrom("vol", "inst-1", holders[0]); err == nil || !strings.Contains(err.Error(), "cannot be attached") {
 		t.Fatalf("AttachFrom a file's mount = %v", err)
+	}
+}
+
+// TestAttachViewSealsWritableView: a view that takes writes (a tmpfs a dsv
+// from before the views mounted at Root and left read-write) is covered by
+// a read-only bind when the side is attached again, so no later container
+// gets it writable; one that holds it already keeps its writable mount
+// (said so in Attached's doc). A superblock made read-only stays so.
+func TestAttachViewSealsWritableView(t *testing.T) {
+	for _, tt := range []struct {
+		name                     string
+		legacy                   func(v *Volumes, view string) error
+		wantWritable, wantSealed bool
+	}{
+		{
+			name:   "published view",
+			legacy: func(v *Volumes, _ string) error { return v.Publish("vol") },
+			// The view is read-only already: left as it is.
+			wantWritable: true,
+		},
+		{
+			name: "legacy read-write",
+			legacy: func(v *Volumes, view string) error {
+				return v.Mounter.Bind(v.Side("vol"), view, false)
+			},
+			wantWritable: true, wantSealed: true,
+		},
+		{
+			name: "legacy read-only superblock",
+			legacy: func(v *Volumes, view string) error {
+				if err := v.Mounter.Bind(v.Side("vol"), view, false); err != nil {
+					return err
+				}
+				return unix.Mount("", view, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, "")
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, base := newKernelVolumes(t)
+			if err := v.Create("vol"); err != nil {
+				t.Fatal(err)
+			}
+			if err := WritePlain(v.Side("vol"), files("pw", "v1")); err != nil {
+				t.Fatal(err)
+			}
+			view := v.View("vol")
+			if err := os.MkdirAll(view, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.legacy(v, view); err != nil {
+				t.Fatal(err)
+			}
+			// A container from before the restart, and the restart: the
+			// old process's side is gone.
+			ctr := filepath.Join(base, "ctr")
+			if err := os.Mkdir(ctr, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			before := startHolder(t, "as-is", view, ctr, v.Writer)
+			if err := v.Mounter.Unmount(v.Side("vol")); err != nil {
+				t.Fatal(err)
+			}
+
+			a, err := v.AttachView("vol")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Writable != tt.wantWritable || a.ViewWasWritable != tt.wantSealed {
+				t.Fatalf("AttachView = %+v, want Writable %t, ViewWasWritable %t", a, tt.wantWritable, tt.wantSealed)
+			}
+			if err := os.WriteFile(filepath.Join(view, "planted"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+				t.Fatalf("a write through the view after AttachView: %v, want EROFS", err)
+			}
+			later := filepath.Join(base, "later")
+			if err := os.Mkdir(later, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			after := startHolder(t, "as-is", view, later, v.Writer)
+			if got := after.do(t, "write", filepath.Join(later, "planted")); got != "err EROFS" {
+				t.Fatalf("a container mounting the view after AttachView writes: %q, want EROFS", got)
+			}
+			if tt.wantWritable {
+				if err := WritePlain(v.Side("vol"), files("pw", "v2")); err != nil {
+					t.Fatal(err)
+				}
+				if got := after.do(t, "read", filepath.Join(later, "pw")); got != "ok v2" {
+					t.Fatalf("the sealed view shows %q, want the side's v2", got)
+				}
+			}
+			// What AttachView cannot undo: a container that held the
+			// writable view keeps it.
+			want := "err EROFS"
+			if tt.wantSealed {
+				want = "ok "
+			}
+			if got := before.do(t, "write", filepath.Join(ctr, "planted")); got != want {
+				t.Fatalf("the container from before writes: %q, want %q", got, want)
+			}
+			// Destroy takes every mount at the view off, the writable one
+			// below the seal too.
+			if err := v.Destroy("vol"); err != nil {
+				t.Fatal(err)
+			}
+			if mounted(t, view) || mounted(t, v.Side("vol")) {
+				t.Fatal("mounts left at the view or the side after Destroy")
+			}
+		})
 	}
 }
