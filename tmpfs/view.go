@@ -38,17 +38,50 @@ type Volumes struct {
 // Root: inside the private Writer, so the writable moment is seen by no one.
 const stage = ".stage"
 
-// Init creates the roots and makes Writer private.
+// Init creates the roots and makes Writer private. Neither root may hold
+// the other: sides under Root would be shown to containers and the host,
+// writable; views under the private Writer would propagate nowhere, so
+// Docker could not mount them.
 func (v *Volumes) Init() error {
 	for _, dir := range []string{v.Root, v.Writer} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
+	if err := v.checkApart(); err != nil {
+		return err
+	}
 	if err := os.Chmod(v.Writer, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", v.Writer, err)
 	}
 	return v.Mounter.MakePrivate(v.Writer)
+}
+
+// checkApart checks that Root and Writer do not hold each other, by their
+// real paths (through symlinks).
+func (v *Volumes) checkApart() error {
+	root, err := filepath.EvalSymlinks(v.Root)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", v.Root, err)
+	}
+	writer, err := filepath.EvalSymlinks(v.Writer)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", v.Writer, err)
+	}
+	switch {
+	case within(writer, root):
+		return fmt.Errorf("the writer folder %s (%s) is inside the mounts folder %s (%s): every volume's writable tmpfs would be shown to containers and the host; choose a writer folder outside it", v.Writer, writer, v.Root, root)
+	case within(root, writer):
+		return fmt.Errorf("the mounts folder %s (%s) is inside the writer folder %s (%s), which is made a private mount: Docker could not mount the volumes; choose a writer folder outside it", v.Root, root, v.Writer, writer)
+	}
+	return nil
+}
+
+// within reports whether path is dir or below it; both are clean and
+// absolute.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // View is the read-only mount point of a volume, under Root.
