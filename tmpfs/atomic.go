@@ -187,12 +187,18 @@ func WritePlain(dir string, files []File) error {
 // later rewrite (a lease that ended) truncates and rewrites the same inode.
 func WriteInPlace(dir string, f File) error {
 	final := filepath.Join(dir, f.Path)
-	if _, err := os.Lstat(final); err != nil {
+	st, err := os.Lstat(final)
+	if err != nil {
 		return WritePlain(dir, []File{f})
 	}
-	fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC, 0)
+	// Only the regular file WritePlain made: never through a symlink
+	// (O_NOFOLLOW), nor into a FIFO or a device.
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("rewrite secret file %s: not a regular file (%s)", f.Path, st.Mode().Type())
+	}
+	fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("rewrite secret file: %w", err)
+		return fmt.Errorf("rewrite secret file %s: %w", f.Path, err)
 	}
 	_, werr := fh.Write(f.Data)
 	if cerr := fh.Close(); werr == nil {

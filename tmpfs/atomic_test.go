@@ -236,3 +236,38 @@ func TestAtomicCrashAfterExchange(t *testing.T) {
 		t.Fatalf("a reader sees %s", got)
 	}
 }
+
+// TestWriteInPlaceNoFollow: the existing file of a file-layout volume is
+// rewritten only if it is a regular file: never through a symlink.
+func TestWriteInPlaceNoFollow(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteInPlace(dir, files("secret", "value")[0])
+	if err == nil {
+		t.Fatal("WriteInPlace wrote through a symlink")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "untouched" {
+		t.Fatalf("the symlink's target now holds %q", b)
+	}
+	// A regular file is rewritten in place (same inode).
+	if err := os.Remove(filepath.Join(dir, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteInPlace(dir, files("secret", "v1")[0]); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(filepath.Join(dir, "secret"))
+	if err := WriteInPlace(dir, files("secret", "v2")[0]); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(dir, "secret"))
+	if b, _ := os.ReadFile(filepath.Join(dir, "secret")); string(b) != "v2" || !os.SameFile(before, after) {
+		t.Fatalf("rewrite in place: %q, same inode %t", b, os.SameFile(before, after))
+	}
+}
