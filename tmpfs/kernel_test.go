@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -398,13 +399,35 @@ func TestAttachViewSealsWritableView(t *testing.T) {
 				}
 			}
 			// What AttachView cannot undo: a container that held the
-			// writable view keeps it.
+			// writable view keeps it, until SealHolders.
 			want := "err EROFS"
 			if tt.wantSealed {
 				want = "ok "
 			}
 			if got := before.do(t, "write", filepath.Join(ctr, "planted")); got != want {
 				t.Fatalf("the container from before writes: %q, want %q", got, want)
+			}
+			if tt.wantWritable {
+				sealed, err := v.SealHolders("vol")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var at []string
+				for _, h := range sealed {
+					if h.PIDs[0] != before.pid || !h.ReadOnly {
+						t.Errorf("sealed %+v: not the container from before", h)
+					}
+					at = append(at, h.Mountpoint)
+				}
+				if want := tt.wantSealed; want != slices.Contains(at, ctr) {
+					t.Fatalf("SealHolders sealed %v; the container's mount at %s should be sealed: %t", at, ctr, want)
+				}
+				if got := before.do(t, "write", filepath.Join(ctr, "planted2")); got != "err EROFS" {
+					t.Fatalf("the container from before writes after SealHolders: %q, want EROFS", got)
+				}
+				if got := before.do(t, "read", filepath.Join(ctr, "pw")); got != "ok v2" {
+					t.Fatalf("the container from before reads %q after SealHolders, want v2", got)
+				}
 			}
 			// Destroy takes every mount at the view off, the writable one
 			// below the seal too.

@@ -64,11 +64,16 @@ type Holder struct {
 	Dev uint64
 	// ReadOnly is the mount's own read-only flag.
 	ReadOnly bool
+	// Covered: another mount sits on it at the same point (a view sealed
+	// by AttachView, as the host sees it), so its path reaches that one:
+	// it can be neither attached nor sealed, and no new mount is made of
+	// it.
+	Covered bool
 }
 
-// Attachable reports whether the mount shows the whole tmpfs, which
-// AttachFrom needs.
-func (h Holder) Attachable() bool { return h.Root == "/" }
+// Attachable reports whether the mount shows the whole tmpfs and can be
+// reached by its path, which AttachFrom needs.
+func (h Holder) Attachable() bool { return h.Root == "/" && !h.Covered }
 
 // FindHolders lists the mounts of the tmpfs with device number dev in
 // every process's mount table, one per mount (processes in one namespace
@@ -93,26 +98,27 @@ func findHolders(proc string, dev uint64) ([]Holder, error) {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	major, minor := int(unix.Major(dev)), int(unix.Minor(dev))
-	isDev := func(m *mountinfo.Info) (skip, stop bool) {
-		return m.Major != major || m.Minor != minor, false
-	}
 	byID := map[int]*Holder{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
 			continue
 		}
-		mounts, err := readMountinfo(filepath.Join(proc, e.Name(), "mountinfo"), isDev)
+		mounts, err := readMountinfo(filepath.Join(proc, e.Name(), "mountinfo"), nil)
 		if err != nil {
 			continue // gone since the listing, or a kernel thread
 		}
+		var covered map[int]bool
 		for _, m := range mounts {
-			if ownIDs[m.ID] {
+			if m.Major != major || m.Minor != minor || ownIDs[m.ID] {
 				continue
 			}
 			h := byID[m.ID]
 			if h == nil {
-				h = &Holder{Mountpoint: m.Mountpoint, Root: m.Root, Dev: dev, ReadOnly: slices.Contains(strings.Split(m.Options, ","), "ro")}
+				if covered == nil {
+					covered = coveredMounts(mounts)
+				}
+				h = &Holder{Mountpoint: m.Mountpoint, Root: m.Root, Dev: dev, ReadOnly: slices.Contains(strings.Split(m.Options, ","), "ro"), Covered: covered[m.ID]}
 				byID[m.ID] = h
 			}
 			h.PIDs = append(h.PIDs, pid)
@@ -132,6 +138,22 @@ func findHolders(proc string, dev uint64) ([]Holder, error) {
 	return out, nil
 }
 
+// coveredMounts lists the ids of the mounts of a table that another mount
+// sits on at the same point.
+func coveredMounts(mounts []*mountinfo.Info) map[int]bool {
+	at := map[int]string{}
+	for _, m := range mounts {
+		at[m.ID] = m.Mountpoint
+	}
+	out := map[int]bool{}
+	for _, m := range mounts {
+		if mp, ok := at[m.Parent]; ok && mp == m.Mountpoint && m.Parent != m.ID {
+			out[m.Parent] = true
+		}
+	}
+	return out
+}
+
 func readMountinfo(path string, filter mountinfo.FilterFunc) ([]*mountinfo.Info, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -141,7 +163,7 @@ func readMountinfo(path string, filter mountinfo.FilterFunc) ([]*mountinfo.Info,
 	return mountinfo.GetMountsFromReader(f, filter)
 }
 
-// maxHolderPIDs bounds the processes AttachFrom tries in one holder.
+// maxHolderPIDs bounds the processes tried in one holder.
 const maxHolderPIDs = 8
 
 // AttachFrom makes the volume's side again from a holder's mount of its
@@ -153,9 +175,6 @@ func (v *Volumes) AttachFrom(name, instanceID string, h Holder) error {
 	if !h.Attachable() {
 		return fmt.Errorf("volume %q: the mount at %s in process %v shows %s of the tmpfs, not all of it (a file-layout volume or a subpath): it cannot be attached", name, h.Mountpoint, h.PIDs, h.Root)
 	}
-	if len(h.PIDs) == 0 {
-		return fmt.Errorf("volume %q: no process holds the mount at %s", name, h.Mountpoint)
-	}
 	side := v.Side(name)
 	if err := os.MkdirAll(side, 0o755); err != nil {
 		return fmt.Errorf("volume %q: create mount point: %w", name, err)
@@ -163,29 +182,12 @@ func (v *Volumes) AttachFrom(name, instanceID string, h Holder) error {
 	if err := v.Mounter.Unmount(side); err != nil {
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
-	check := func(fd int) error { return checkMark(fd, name, instanceID, h.Dev) }
-	var errs []error
-	for i, pid := range h.PIDs {
-		if i == maxHolderPIDs {
-			break
-		}
-		err := cloneMount(pid, h.Mountpoint, side, check)
-		if err == nil {
-			errs = nil
-			break
-		}
-		errs = append(errs, err)
-		// Another process of the namespace may be open to the plugin (a
-		// process that changed user is not dumpable) or still alive; any
-		// other failure would be the same from each.
-		var pe *processError
-		if !errors.As(err, &pe) {
-			break
-		}
-	}
-	if len(errs) > 0 {
+	err := h.eachPID(func(pid int) error {
+		return cloneMount(pid, h.Mountpoint, side, func(fd int) error { return checkMark(fd, name, instanceID, h.Dev) })
+	})
+	if err != nil {
 		_ = os.Remove(side)
-		return fmt.Errorf("volume %q: attach the tmpfs from the mount at %s: %w", name, h.Mountpoint, errors.Join(errs...))
+		return fmt.Errorf("volume %q: attach the tmpfs from the mount at %s: %w", name, h.Mountpoint, err)
 	}
 	if !writable(side) {
 		_ = v.Mounter.Unmount(side)
@@ -193,6 +195,64 @@ func (v *Volumes) AttachFrom(name, instanceID string, h Holder) error {
 		return fmt.Errorf("volume %q: the tmpfs attached from the mount at %s takes no writes (read-only as a whole)", name, h.Mountpoint)
 	}
 	return nil
+}
+
+// SealHolders makes read-only every mount of the volume's tmpfs that
+// another mount namespace holds writable: the containers that mounted a
+// view that took writes (see Attached.ViewWasWritable). A covered mount
+// (the host's copy of a sealed view) is left: its path reaches the seal. It sets the
+// mount's own read-only flag in the container's namespace (mount_setattr,
+// Linux 5.12); the kernel refuses it (EBUSY) while the container has a
+// file of it open for writing. sealed lists the mounts made read-only;
+// err joins the failures of the others.
+func (v *Volumes) SealHolders(name string) (sealed []Holder, err error) {
+	dev, err := v.Device(name)
+	if err != nil {
+		return nil, err
+	}
+	holders, err := FindHolders(dev)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", name, err)
+	}
+	var errs []error
+	for _, h := range holders {
+		if h.ReadOnly || h.Covered {
+			continue
+		}
+		if err := h.eachPID(func(pid int) error { return sealMount(pid, h.Mountpoint, dev) }); err != nil {
+			errs = append(errs, fmt.Errorf("volume %q: make the writable mount at %s read-only: %w", name, h.Mountpoint, err))
+			continue
+		}
+		h.ReadOnly = true
+		sealed = append(sealed, h)
+	}
+	return sealed, errors.Join(errs...)
+}
+
+// eachPID calls fn with the holder's processes in turn until one serves:
+// another process of the namespace may be open to the plugin (one that
+// changed user is not dumpable) or still alive; any other failure would
+// be the same from each, and ends the turn.
+func (h Holder) eachPID(fn func(pid int) error) error {
+	if len(h.PIDs) == 0 {
+		return errors.New("no process holds the mount")
+	}
+	var errs []error
+	for i, pid := range h.PIDs {
+		if i == maxHolderPIDs {
+			break
+		}
+		err := fn(pid)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		var pe *processError
+		if !errors.As(err, &pe) {
+			break
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // processError is a failure to reach one process's mount namespace:
@@ -205,21 +265,95 @@ type processError struct {
 func (e *processError) Error() string { return fmt.Sprintf("process %d: %v", e.pid, e.err) }
 func (e *processError) Unwrap() error { return e.err }
 
-// cloneMount runs cloneOnThread on a thread of its own, which ends with
-// it: the thread's filesystem state is unshared from the process's, so it
-// is never given back to the runtime (the goroutine exits locked).
+// cloneMount copies the mount at mountpoint in process pid's mount
+// namespace, writable, to dst in the caller's, if check accepts it.
 func cloneMount(pid int, mountpoint, dst string, check func(fd int) error) error {
+	tree := -1
+	err := inMountNamespace(pid, func() error {
+		var err error
+		tree, err = unix.OpenTree(unix.AT_FDCWD, mountpoint, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil {
+			tree = -1
+			return fmt.Errorf("copy the mount at %s in process %d: %w", mountpoint, pid, noMountAPI(err, "open_tree (Linux 5.2)"))
+		}
+		return nil
+	})
+	if tree >= 0 {
+		// Until move_mount attaches it, the copy is detached: closing the
+		// descriptor takes it down.
+		defer unix.Close(tree)
+	}
+	if err != nil {
+		return err
+	}
+	if err := check(tree); err != nil {
+		return err
+	}
+	attr := unix.MountAttr{
+		Attr_clr:    unix.MOUNT_ATTR_RDONLY,
+		Attr_set:    unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
+		Propagation: unix.MS_PRIVATE,
+	}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		return fmt.Errorf("make the copy writable: %w", noMountAPI(err, "mount_setattr (Linux 5.12)"))
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the copy at %s: %w", dst, err)
+	}
+	return nil
+}
+
+// sealMount sets the read-only flag of the mount at mountpoint in process
+// pid's mount namespace, if it is device dev.
+func sealMount(pid int, mountpoint string, dev uint64) error {
+	return inMountNamespace(pid, func() error {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, mountpoint, unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil {
+			return fmt.Errorf("open the mount at %s in process %d: %w", mountpoint, pid, noMountAPI(err, "open_tree (Linux 5.2)"))
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("stat the mount at %s in process %d: %w", mountpoint, pid, err)
+		}
+		if st.Dev != dev {
+			return fmt.Errorf("the mount at %s in process %d is another device now", mountpoint, pid)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			if errors.Is(err, unix.EBUSY) {
+				err = fmt.Errorf("a file of it is open for writing: %w", err)
+			}
+			return noMountAPI(err, "mount_setattr (Linux 5.12)")
+		}
+		return nil
+	})
+}
+
+// noMountAPI names the system call a kernel without it lacks.
+func noMountAPI(err error, call string) error {
+	if errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("the kernel has no %s: %w", call, err)
+	}
+	return err
+}
+
+// inMountNamespace runs fn with the calling thread in process pid's mount
+// namespace, and brings the thread back. It runs on a thread of its own
+// that ends with it: the thread's filesystem state is unshared from the
+// process's, so it is never given back to the runtime (the goroutine exits
+// locked).
+func inMountNamespace(pid int, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		done <- cloneOnThread(pid, mountpoint, dst, check)
+		done <- enterOnThread(pid, fn)
 	}()
 	return <-done
 }
 
-// cloneOnThread copies the mount at mountpoint in process pid's mount
-// namespace, writable, to dst in the caller's. The thread must be locked.
-func cloneOnThread(pid int, mountpoint, dst string, check func(fd int) error) error {
+// enterOnThread is inMountNamespace on the locked thread.
+func enterOnThread(pid int, fn func() error) error {
 	// The namespace to come back to is this thread's own: the process's,
 	// since every thread that changed its namespace has ended. The thread
 	// group leader's (/proc/self) is not used: the runtime keeps the main
@@ -249,38 +383,9 @@ func cloneOnThread(pid int, mountpoint, dst string, check func(fd int) error) er
 		}
 		return fmt.Errorf("enter the mount namespace of process %d: %w", pid, err)
 	}
-	tree, treeErr := unix.OpenTree(unix.AT_FDCWD, mountpoint, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	fnErr := fn()
 	if err := unix.Setns(home, unix.CLONE_NEWNS); err != nil {
-		if treeErr == nil {
-			unix.Close(tree)
-		}
-		return fmt.Errorf("come back to the plugin's mount namespace: %w", err)
+		return errors.Join(fnErr, fmt.Errorf("come back to the plugin's mount namespace: %w", err))
 	}
-	if treeErr != nil {
-		if errors.Is(treeErr, unix.ENOSYS) {
-			treeErr = fmt.Errorf("the kernel has no open_tree (the mount API of Linux 5.2): %w", treeErr)
-		}
-		return fmt.Errorf("copy the mount at %s in process %d: %w", mountpoint, pid, treeErr)
-	}
-	// Until move_mount attaches it, the copy is detached: closing the
-	// descriptor takes it down.
-	defer unix.Close(tree)
-	if err := check(tree); err != nil {
-		return err
-	}
-	attr := unix.MountAttr{
-		Attr_clr:    unix.MOUNT_ATTR_RDONLY,
-		Attr_set:    unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC,
-		Propagation: unix.MS_PRIVATE,
-	}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-		if errors.Is(err, unix.ENOSYS) {
-			err = fmt.Errorf("the kernel has no mount_setattr (Linux 5.12): %w", err)
-		}
-		return fmt.Errorf("make the copy writable: %w", err)
-	}
-	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach the copy at %s: %w", dst, err)
-	}
-	return nil
+	return fnErr
 }

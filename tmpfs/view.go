@@ -155,7 +155,8 @@ type Attached struct {
 	// dsv from before the views and left read-write, by a failed remount
 	// or a kill mid-refresh). AttachView covered it with a read-only bind,
 	// so every later container gets a read-only mount; a container that
-	// mounted it before keeps its writable mount until it stops.
+	// mounted it before keeps its writable mount until SealHolders makes
+	// it read-only, or the container stops.
 	ViewWasWritable bool
 }
 
