@@ -229,14 +229,10 @@ func TestAttachFromHolder(t *testing.T) {
 	h, dev := detachedVolume(t, v, base, "inst-1", false)
 	ctr := filepath.Join(base, "ctr")
 
-	holders, err := FindHolders(dev)
-	if err != nil {
-		t.Fatal(err)
+	hold := onlyHolder(t, dev)
+	if hold.Mountpoint != ctr || !hold.Attachable() || !hold.ReadOnly || hold.PIDs[0] != h.pid {
+		t.Fatalf("FindHolders = %+v, want the holder %d's read-only mount at %s", hold, h.pid, ctr)
 	}
-	if len(holders) != 1 || holders[0].Mountpoint != ctr || !holders[0].Attachable() || !holders[0].ReadOnly || holders[0].PIDs[0] != h.pid {
-		t.Fatalf("FindHolders = %+v, want the holder %d's read-only mount at %s", holders, h.pid, ctr)
-	}
-	hold := holders[0]
 
 	// Another instance (a device number reused), or another volume's:
 	// refused, and nothing is mounted.
@@ -272,9 +268,17 @@ func TestAttachFromHolder(t *testing.T) {
 		t.Fatalf("the holder's own write: %q, want EROFS (its mount stays read-only)", got)
 	}
 	// The side is the plugin's own now: not another holder.
-	if again, err := FindHolders(dev); err != nil || len(again) != 1 {
-		t.Fatalf("FindHolders after the attach = %+v, %v; want the holder only", again, err)
+	onlyHolder(t, dev)
+}
+
+// onlyHolder is the one mount of device dev that FindHolders finds.
+func onlyHolder(t *testing.T, dev uint64) Holder {
+	t.Helper()
+	holders, err := FindHolders(dev)
+	if err != nil || len(holders) != 1 {
+		t.Fatalf("FindHolders = %+v, %v; want one holder", holders, err)
 	}
+	return holders[0]
 }
 
 // TestAttachFromUnmarked: a tmpfs without a mark (a dsv from before the
@@ -282,11 +286,7 @@ func TestAttachFromHolder(t *testing.T) {
 func TestAttachFromUnmarked(t *testing.T) {
 	v, base := newKernelVolumes(t)
 	_, dev := detachedVolume(t, v, base, "", false)
-	holders, err := FindHolders(dev)
-	if err != nil || len(holders) != 1 {
-		t.Fatalf("FindHolders = %+v, %v", holders, err)
-	}
-	err = v.AttachFrom("vol", "inst-1", holders[0])
+	err := v.AttachFrom("vol", "inst-1", onlyHolder(t, dev))
 	if !errors.Is(err, ErrUnmarked) {
 		t.Fatalf("AttachFrom an unmarked tmpfs = %v, want ErrUnmarked", err)
 	}
@@ -300,14 +300,11 @@ func TestAttachFromUnmarked(t *testing.T) {
 func TestFindHoldersFileLayout(t *testing.T) {
 	v, base := newKernelVolumes(t)
 	_, dev := detachedVolume(t, v, base, "inst-1", true)
-	holders, err := FindHolders(dev)
-	if err != nil || len(holders) != 1 {
-		t.Fatalf("FindHolders = %+v, %v", holders, err)
-	}
-	if h := holders[0]; h.Root != "/pw" || h.Attachable() {
+	h := onlyHolder(t, dev)
+	if h.Root != "/pw" || h.Attachable() {
 		t.Fatalf("holder of a file = %+v, want root /pw, not attachable", h)
 	}
-	if err := v.AttachFrom("vol", "inst-1", holders[0]); err == nil || !strings.Contains(err.Error(), "cannot be attached") {
+	if err := v.AttachFrom("vol", "inst-1", h); err == nil || !strings.Contains(err.Error(), "cannot be attached") {
 		t.Fatalf("AttachFrom a file's mount = %v", err)
 	}
 }
