@@ -384,6 +384,9 @@ func enterOnThread(pid int, fn func() error) error {
 		return fmt.Errorf("enter the mount namespace of process %d: %w", pid, err)
 	}
 	fnErr := fn()
+	// Back home although the thread ends: the main thread, when it was
+	// this one, is kept (wedged) instead, and must not pin a container's
+	// namespace after the container is gone.
 	if err := unix.Setns(home, unix.CLONE_NEWNS); err != nil {
 		return errors.Join(fnErr, fmt.Errorf("come back to the plugin's mount namespace: %w", err))
 	}
