@@ -437,3 +437,25 @@ func TestAttachViewSealsWritableView(t *testing.T) {
 		})
 	}
 }
+
+// TestFindAllHolders: one pass finds the holders of several tmpfs, each
+// under its own device.
+func TestFindAllHolders(t *testing.T) {
+	va, baseA := newKernelVolumes(t)
+	vb, baseB := newKernelVolumes(t)
+	ha, devA := detachedVolume(t, va, baseA, "inst-a", false)
+	hb, devB := detachedVolume(t, vb, baseB, "inst-b", false)
+	all, err := FindAllHolders([]uint64{devA, devB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		dev uint64
+		pid int
+		ctr string
+	}{{dev: devA, pid: ha.pid, ctr: filepath.Join(baseA, "ctr")}, {dev: devB, pid: hb.pid, ctr: filepath.Join(baseB, "ctr")}} {
+		if hs := all[tt.dev]; len(hs) != 1 || hs[0].PIDs[0] != tt.pid || hs[0].Mountpoint != tt.ctr || hs[0].Dev != tt.dev {
+			t.Errorf("holders of %d = %+v, want process %d's mount at %s", tt.dev, hs, tt.pid, tt.ctr)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package tmpfs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -81,11 +82,18 @@ func (h Holder) Attachable() bool { return h.Root == "/" && !h.Covered }
 // Processes are those of the caller's PID namespace: a managed plugin
 // without "pidhost" sees none of the containers'.
 func FindHolders(dev uint64) ([]Holder, error) {
-	return findHolders("/proc", dev)
+	all, err := FindAllHolders([]uint64{dev})
+	return all[dev], err
 }
 
-func findHolders(proc string, dev uint64) ([]Holder, error) {
-	own, err := readMountinfo(filepath.Join(proc, "self", "mountinfo"), nil)
+// FindAllHolders is FindHolders for several devices in one pass over the
+// processes (a restart looks for every detached instance at once).
+func FindAllHolders(devs []uint64) (map[uint64][]Holder, error) {
+	return findHolders("/proc", devs)
+}
+
+func findHolders(proc string, devs []uint64) (map[uint64][]Holder, error) {
+	own, err := readMountinfo(filepath.Join(proc, "self", "mountinfo"))
 	if err != nil {
 		return nil, fmt.Errorf("read the plugin's own mount table: %w", err)
 	}
@@ -97,20 +105,33 @@ func findHolders(proc string, dev uint64) ([]Holder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	major, minor := int(unix.Major(dev)), int(unix.Minor(dev))
+	// A table that holds none of the devices is not parsed: the field is
+	// " MAJOR:MINOR ", and paths have their spaces escaped (\040).
+	wanted := map[[2]int]uint64{}
+	var needles [][]byte
+	for _, dev := range devs {
+		major, minor := int(unix.Major(dev)), int(unix.Minor(dev))
+		wanted[[2]int{major, minor}] = dev
+		needles = append(needles, fmt.Appendf(nil, " %d:%d ", major, minor))
+	}
 	byID := map[int]*Holder{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
 			continue
 		}
-		mounts, err := readMountinfo(filepath.Join(proc, e.Name(), "mountinfo"), nil)
+		table, err := os.ReadFile(filepath.Join(proc, e.Name(), "mountinfo"))
+		if err != nil || !slices.ContainsFunc(needles, func(n []byte) bool { return bytes.Contains(table, n) }) {
+			continue // gone since the listing, a kernel thread, or no holder
+		}
+		mounts, err := mountinfo.GetMountsFromReader(bytes.NewReader(table), nil)
 		if err != nil {
-			continue // gone since the listing, or a kernel thread
+			continue
 		}
 		var covered map[int]bool
 		for _, m := range mounts {
-			if m.Major != major || m.Minor != minor || ownIDs[m.ID] {
+			dev, ok := wanted[[2]int{m.Major, m.Minor}]
+			if !ok || ownIDs[m.ID] {
 				continue
 			}
 			h := byID[m.ID]
@@ -124,17 +145,19 @@ func findHolders(proc string, dev uint64) ([]Holder, error) {
 			h.PIDs = append(h.PIDs, pid)
 		}
 	}
-	out := make([]Holder, 0, len(byID))
+	out := map[uint64][]Holder{}
 	for _, h := range byID {
 		sort.Ints(h.PIDs)
-		out = append(out, *h)
+		out[h.Dev] = append(out[h.Dev], *h)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].PIDs[0] != out[j].PIDs[0] {
-			return out[i].PIDs[0] < out[j].PIDs[0]
-		}
-		return out[i].Mountpoint < out[j].Mountpoint
-	})
+	for _, hs := range out {
+		sort.Slice(hs, func(i, j int) bool {
+			if hs[i].PIDs[0] != hs[j].PIDs[0] {
+				return hs[i].PIDs[0] < hs[j].PIDs[0]
+			}
+			return hs[i].Mountpoint < hs[j].Mountpoint
+		})
+	}
 	return out, nil
 }
 
@@ -154,13 +177,13 @@ func coveredMounts(mounts []*mountinfo.Info) map[int]bool {
 	return out
 }
 
-func readMountinfo(path string, filter mountinfo.FilterFunc) ([]*mountinfo.Info, error) {
+func readMountinfo(path string) ([]*mountinfo.Info, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return mountinfo.GetMountsFromReader(f, filter)
+	return mountinfo.GetMountsFromReader(f, nil)
 }
 
 // maxHolderPIDs bounds the processes tried in one holder.
