@@ -86,12 +86,13 @@ func (v *Volumes) Write(name string, files []File, mode Mode, now time.Time, cra
 	return swapped, err
 }
 
-// Fill mounts a fresh tmpfs for a volume, writes its files through the
-// side and publishes the read-only view. On any failure it leaves
-// nothing behind: no mount, no directory, no partial file.
-func (v *Volumes) Fill(name string, files []File, mode Mode, now time.Time, crash func(step string) error) (err error) {
-	if err := v.Create(name); err != nil {
-		return err
+// Fill mounts a fresh tmpfs for a volume, marked as instanceID (see
+// CreateInstance), writes its files through the side and publishes the
+// read-only view. On any failure it leaves nothing behind: no mount, no
+// directory, no partial file.
+func (v *Volumes) Fill(name, instanceID string, files []File, mode Mode, now time.Time, crash func(step string) error) (marked bool, err error) {
+	if marked, err = v.CreateInstance(name, instanceID); err != nil {
+		return false, err
 	}
 	defer func() {
 		if err != nil {
@@ -99,17 +100,7 @@ func (v *Volumes) Fill(name string, files []File, mode Mode, now time.Time, cras
 		}
 	}()
 	if _, err := v.Write(name, files, mode, now, crash); err != nil {
-		return err
+		return false, err
 	}
-	return v.Publish(name)
-}
-
-// Device is the device number of a volume's tmpfs (its side): it tells
-// the tmpfs apart in any process's mount table.
-func (v *Volumes) Device(name string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(v.Side(name), &st); err != nil {
-		return 0, fmt.Errorf("stat %s: %w", v.Side(name), err)
-	}
-	return st.Dev, nil
+	return marked, v.Publish(name)
 }

@@ -274,8 +274,13 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout()+mountSlack)
 	c, err := d.renderer.Render(ctx, v.opts, false)
 	cancel()
+	in := &instance{}
+	marked := false
 	if err == nil {
-		err = d.fs.Fill(v.name, c.Files, d.writeMode(v.opts, c), d.cfg.Now(), d.cfg.CrashAfter)
+		in.id, err = tmpfs.NewInstanceID()
+	}
+	if err == nil {
+		marked, err = d.fs.Fill(v.name, in.id, c.Files, d.writeMode(v.opts, c), d.cfg.Now(), d.cfg.CrashAfter)
 	}
 	if err != nil {
 		if c != nil {
@@ -286,8 +291,9 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("mount failed")
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	in := &instance{id: newInstanceID()}
-	if dev, err := d.fs.Device(v.name); err == nil {
+	// A marked tmpfs can be found again in a container's mount table by
+	// its device number after the plugin lost its own mounts (an upgrade).
+	if dev, err := d.fs.Device(v.name); err == nil && marked {
 		in.dev = dev
 	}
 	v.publish(in, req.ID, c, d.cfg.Now().UTC())

@@ -95,26 +95,29 @@ func (d *Driver) reconcile() error {
 		}
 		_ = os.Remove(mp)
 	}
+	var lost []*vol
 	for _, v := range d.vols {
 		in := v.live()
 		if in == nil {
 			continue
 		}
 		if !views[v.name] {
-			in.published = false
-			d.log.Warn().Str("volume", v.name).Str("instance", in.id).Int("mounts", in.count()).
-				Msg("the volume's tmpfs is gone from the plugin (disable or upgrade); containers that hold it keep it, detached: leases renewed, files not refreshed")
+			lost = append(lost, v)
 			continue
 		}
 		delete(views, v.name)
 		delete(sides, v.name)
-		writable, err := d.fs.Attach(v.name)
+		a, err := d.fs.AttachView(v.name)
 		if err != nil {
 			d.log.Error().Str("volume", v.name).Err(err).Msg("cannot attach the writable side of a kept tmpfs; it is not refreshed")
 		}
-		in.writable, in.frozen = err == nil, err == nil && !writable
-		d.log.Info().Str("volume", v.name).Str("instance", in.id).Int("mounts", in.count()).Bool("writable", writable).Msg("kept tmpfs still in use from before restart")
+		in.writable, in.frozen = err == nil, err == nil && !a.Writable
+		if a.ViewWasWritable {
+			d.sealLegacyView(v, in)
+		}
+		d.log.Info().Str("volume", v.name).Str("instance", in.id).Int("mounts", in.count()).Bool("writable", a.Writable).Msg("kept tmpfs still in use from before restart")
 	}
+	d.reattach(lost)
 	for name := range views {
 		delete(sides, name)
 		if err := d.fs.Destroy(name); err != nil {
@@ -129,6 +132,76 @@ func (d *Driver) reconcile() error {
 		_ = os.Remove(d.fs.Side(name))
 	}
 	return nil
+}
+
+// reattach takes back the published instances whose view is gone (Docker
+// unmounts the plugin's propagated mount when it disables the plugin:
+// every upgrade) from a container that still holds the tmpfs: a clone of
+// the container's mount, made writable, becomes the side again and the
+// view is published anew, so rotation and lease replacement reach the
+// containers that ran across the upgrade, and new mounts share their
+// tmpfs. An instance that cannot be taken back (no container holds its
+// whole tmpfs, a kernel without the mount API, a file layout) is detached:
+// its containers keep their files, its leases are renewed.
+func (d *Driver) reattach(lost []*vol) {
+	var devs []uint64
+	for _, v := range lost {
+		if in := v.live(); in.dev != 0 {
+			devs = append(devs, in.dev)
+		}
+	}
+	var holders map[uint64][]tmpfs.Holder
+	if len(devs) > 0 {
+		var err error
+		if holders, err = tmpfs.FindAllHolders(devs); err != nil {
+			d.log.Warn().Err(err).Msg("cannot read the mount tables of other processes; tmpfs from before the restart stay detached")
+		}
+	}
+	for _, v := range lost {
+		in := v.live()
+		log := d.log.With().Str("volume", v.name).Str("instance", in.id).Int("mounts", in.count()).Logger()
+		var errs []error
+		for _, h := range holders[in.dev] {
+			if !h.Attachable() {
+				continue
+			}
+			err := d.fs.AttachFrom(v.name, in.id, h)
+			if err == nil {
+				err = d.fs.Publish(v.name)
+				if err != nil {
+					_ = d.cfg.Mounter.Unmount(d.fs.Side(v.name))
+				}
+			}
+			if err == nil {
+				in.writable = true
+				log.Info().Ints("pids", h.PIDs).Msg("tmpfs from before the restart taken back from a container that holds it; refresh and lease replacement reach it again")
+				break
+			}
+			errs = append(errs, err)
+		}
+		if in.writable {
+			continue
+		}
+		in.published = false
+		v.status.LastError = "detached: the plugin restarted without its mounts (a disable or an upgrade) and could not take back the tmpfs that running containers hold; they keep their files and leases, but rotation does not reach them until they restart"
+		v.status.LastErrorAt = d.cfg.Now().UTC()
+		log.Warn().Err(errors.Join(errs...)).Int("holders", len(holders[in.dev])).
+			Msg("the volume's tmpfs is gone from the plugin (disable or upgrade); containers that hold it keep it, detached: leases renewed, files not refreshed")
+	}
+}
+
+// sealLegacyView makes read-only the mounts that containers hold of a
+// view a dsv from before the read-only views left writable.
+func (d *Driver) sealLegacyView(v *vol, in *instance) {
+	sealed, err := d.fs.SealHolders(v.name)
+	log := d.log.With().Str("volume", v.name).Str("instance", in.id).Logger()
+	if err != nil {
+		v.status.LastError = "the view of this tmpfs took writes (mounted by an older dsv); new containers get it read-only, but some that hold it could not be sealed: " + err.Error()
+		v.status.LastErrorAt = d.cfg.Now().UTC()
+		log.Error().Err(err).Int("sealed", len(sealed)).Msg("a writable view from an older dsv: sealed for new containers; some holders could not be made read-only")
+		return
+	}
+	log.Warn().Int("sealed", len(sealed)).Msg("a writable view from an older dsv: sealed, and made read-only in the containers that held it")
 }
 
 // resume starts the loops of volumes with instances, asks them to renew

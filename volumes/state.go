@@ -12,6 +12,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/render"
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
 // stateVersion is bumped when the file's shape changes incompatibly.
@@ -233,7 +234,8 @@ func migrateV2(old map[string]recordV2) (map[string]volumeRecord, []pendingRevoc
 			out[name] = nr
 			continue
 		}
-		in := instanceRecord{ID: newInstanceID(), Mounts: map[string]int{}, Leases: r.Leases, Retiring: r.Retiring, Published: true}
+		id, _ := tmpfs.NewInstanceID()
+		in := instanceRecord{ID: id, Mounts: map[string]int{}, Leases: r.Leases, Retiring: r.Retiring, Published: true}
 		for _, id := range r.MountIDs {
 			in.Mounts[id] = max(r.Mounts[id], 1)
 		}

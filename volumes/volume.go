@@ -2,8 +2,6 @@ package volumes
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"sync"
 	"time"
 
@@ -59,12 +57,6 @@ type instance struct {
 	// refetch: a lease of its content could not be renewed: the content
 	// must be read anew.
 	refetch bool
-}
-
-func newInstanceID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // count is the number of mounts that hold the instance.
