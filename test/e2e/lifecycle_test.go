@@ -157,3 +157,52 @@ func TestRemoveAfterLostUnmount(t *testing.T) {
 	f.wantLeases(t, 0, "after docker volume rm")
 	wantNoHostMount(t, vol)
 }
+
+// TestRotationReachesContainersAcrossUpgrade: a plugin disable -f and
+// enable (every upgrade does both) takes the plugin's own mounts of every
+// tmpfs away while running containers keep theirs. The new process takes
+// the tmpfs back from a container that holds it (one running as another
+// user, which asks CAP_SYS_PTRACE), so a rotation after the restart still
+// reaches it; the container still cannot write the volume, and a new
+// container shares the same tmpfs. Before, the container kept reading the
+// old value for good (measured: 16 s after the rotation, still old).
+func TestRotationReachesContainersAcrossUpgrade(t *testing.T) {
+	sc := newScope(t)
+	file := env.name("upgrade-rot")
+	if err := env.writeFile(file, []byte("before-"+env.canary)); err != nil {
+		t.Fatal(err)
+	}
+	vol := sc.createVolume("upgrade-rot", "secret="+file, "layout=dir", "filename=s", "refresh=1s")
+	a := sc.start("upgrade-a", "--user", "1000", "-v", vol+":/run/secrets")
+	if got := readInContainer(t, a, "/run/secrets/s"); got != "before-"+env.canary {
+		t.Fatalf("before the upgrade the container reads %q", got)
+	}
+
+	mustDocker(t, "plugin", "disable", "-f", env.plugin)
+	sc.onCleanup(ensurePluginEnabled)
+	mustDocker(t, "plugin", "enable", env.plugin)
+	st := inspectVolume(t, vol).Status
+	if st["mountsBeforeRestart"] != nil || fmt.Sprint(st["mounts"]) != "1" {
+		t.Errorf("after the plugin restart, Status = %v: the container's tmpfs was not taken back", st)
+	}
+
+	if err := env.writeFile(file, []byte("after-"+env.canary)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the rotation read in the container that ran across the upgrade", func() string {
+		if got := readInContainer(t, a, "/run/secrets/s"); got != "after-"+env.canary {
+			return "it reads " + got
+		}
+		return ""
+	})
+	if r := docker(t, "exec", "--user", "0", a, "sh", "-c", "echo x > /run/secrets/planted"); r.err == nil {
+		t.Fatal("root in the container wrote into the volume after the upgrade")
+	}
+	b := sc.start("upgrade-b", "-v", vol+":/run/secrets")
+	if got := readInContainer(t, b, "/run/secrets/s"); got != "after-"+env.canary {
+		t.Fatalf("a new container reads %q", got)
+	}
+	wantMounts(t, vol, 2)
+	mustDocker(t, "rm", "-f", a, b)
+	wantNoHostMount(t, vol)
+}
