@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -57,21 +55,7 @@ func newPKIFixture(t *testing.T) *pkiFixture {
 // leases lists the certificate leases Vault holds, sorted.
 func (f *pkiFixture) leases(t testing.TB) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sec, err := f.vault.Client.Logical().ListWithContext(ctx, "sys/leases/lookup/pki/issue/web")
-	if err != nil {
-		t.Fatalf("vault list sys/leases/lookup/pki/issue/web: %v", err)
-	}
-	var ids []string
-	if sec != nil {
-		keys, _ := sec.Data["keys"].([]any)
-		for _, k := range keys {
-			ids = append(ids, fmt.Sprint(k))
-		}
-	}
-	sort.Strings(ids)
-	return ids
+	return vaultLeases(t, f.vault, "pki/issue/web")
 }
 
 // wantLeases waits until Vault holds n certificate leases.
