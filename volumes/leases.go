@@ -55,7 +55,7 @@ func (d *Driver) renewDue(v *vol, now time.Time) time.Time {
 			if l.Lease.Duration <= 0 {
 				continue
 			}
-			t := l.Since.Add(time.Duration(float64(l.Lease.Duration) * 2 / 3 * (1 - 0.1*v.jitter)))
+			t := v.scheduledLocked(l)
 			if l.Since.IsZero() || v.renewNow {
 				t = now
 			}
@@ -70,16 +70,36 @@ func (d *Driver) renewDue(v *vol, now time.Time) time.Time {
 	return at
 }
 
+// scheduledLocked is when a lease is due by its terms: two thirds of its
+// duration after they began, minus the volume's jitter; v.mu held.
+func (v *vol) scheduledLocked(l render.HeldLease) time.Time {
+	return l.Since.Add(time.Duration(float64(l.Lease.Duration) * 2 / 3 * (1 - 0.1*v.jitter)))
+}
+
 // renewLeases renews every lease of every instance of v, without any
 // lock held. A lease that cannot be renewed (not renewable, failed, capped
 // by its max TTL) marks its instance for a fresh read; a renewal that
 // returns after its lease moved on (an unmount, a swap) changes nothing.
 func (d *Driver) renewLeases(ctx context.Context, v *vol) {
 	failed := false
+	now := d.cfg.Now()
+	v.mu.Lock()
+	replaceNow := v.replaceNow
+	v.mu.Unlock()
 	for _, r := range v.toRenew() {
 		l := r.lease
 		lm, isLM := d.cfg.Registry.LeaseManager(l.Ref.Backend)
 		if !isLM || !l.Lease.Renewable {
+			// Nothing to ask: replaced when due by its terms or when its
+			// issuer ended, not at every renewal of the volume's other
+			// leases nor at a restart (a certificate is not re-issued by
+			// every plugin upgrade).
+			v.mu.Lock()
+			due := l.Since.IsZero() || !now.Before(v.scheduledLocked(l))
+			v.mu.Unlock()
+			if !due && !replaceNow {
+				continue
+			}
 			d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalNotRenewable)
 			v.renewed(r, nil, true)
 			failed = true
@@ -114,9 +134,9 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) {
 			d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalRenewed)
 		}
 	}
-	now := d.cfg.Now()
+	now = d.cfg.Now()
 	v.mu.Lock()
-	v.renewNow = false
+	v.renewNow, v.replaceNow = false, false
 	v.status.RenewedAt = now.UTC()
 	if failed {
 		// Not renewed and maybe not replaced (the read failed, or the
@@ -130,10 +150,11 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) {
 	_ = d.save()
 }
 
-// kick asks v's loop to renew its leases now.
+// kick asks v's loop to renew its leases now, and to replace those that
+// cannot be renewed: their issuer ended.
 func kick(v *vol) {
 	v.mu.Lock()
-	v.renewNow = true
+	v.renewNow, v.replaceNow = true, true
 	v.mu.Unlock()
 	select {
 	case v.kick <- struct{}{}:

@@ -117,7 +117,8 @@ type vol struct {
 	status  fetchStatus
 	// The loop's schedule.
 	refreshAt     time.Time // next re-read; zero: none due
-	renewNow      bool      // renew every lease at the next turn (kick)
+	renewNow      bool      // renew every lease at the next turn
+	replaceNow    bool      // and replace those that cannot be renewed (their issuer ended)
 	renewRetryAt  time.Time // after a failed renewal: not before then
 	renewFailures int
 	// looping: the volume's loop runs; stopRefresh ends it (nil in tests

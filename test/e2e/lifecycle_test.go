@@ -69,52 +69,71 @@ func (f *pkiFixture) wantLeases(t *testing.T, n int, when string) {
 	})
 }
 
-// certVolume creates a volume that issues a leased certificate per mount.
-func (f *pkiFixture) certVolume(sc *scope, label string) string {
+// certVolume creates a volume that issues a leased certificate per mount:
+// the certificate alone with layout=file, every field with layout=dir.
+func (f *pkiFixture) certVolume(sc *scope, label, layout string) string {
+	key := "*"
+	if layout == "file" {
+		key = "certificate"
+	}
 	return sc.createVolume(label, "backend=vault", "secret=pki/issue/web", "method=write",
-		"param.common_name="+label+".example.com", "layout=dir", "key=*")
+		"param.common_name="+label+".example.com", "layout="+layout, "key="+key)
 }
 
 // TestLeaseLifecycleAcrossUpgrade: a container that ran across a plugin
 // disable and enable (every upgrade does both) keeps its certificate's
-// lease, and nothing else piles up beside it: job containers that mount
-// and leave the volume each leave no lease behind, a docker cp from the
-// container ends without taking its lease, and once it stops nothing is
-// held. Before the lifecycle kept one instance per tmpfs, Vault held one
-// more lease after every job (1 to 4 over three jobs).
+// lease, and nothing piles up beside it. With layout=dir the new process
+// takes the container's tmpfs back, and job containers and a docker cp
+// share it; with layout=file (Docker binds one file, which cannot be taken
+// back) the container's tmpfs stays detached, and each job gets a tmpfs
+// and a lease of its own, revoked when it leaves. Once the container
+// stops, nothing is held. Before the lifecycle kept one instance per tmpfs,
+// Vault held one more lease after every job (1 to 4 over three jobs).
 func TestLeaseLifecycleAcrossUpgrade(t *testing.T) {
 	f := newPKIFixture(t)
-	sc := newScope(t)
-	vol := f.certVolume(sc, "lc-cert")
-	a := sc.start("lc-a", "-v", vol+":/run/secrets/tls")
-	certA := readInContainer(t, a, "/run/secrets/tls/certificate")
-	f.wantLeases(t, 1, "with one container")
+	for _, layout := range []string{"dir", "file"} {
+		t.Run("layout="+layout, func(t *testing.T) {
+			sc := newScope(t)
+			vol := f.certVolume(sc, "lc-"+layout, layout)
+			target, cert := "/run/secrets/tls", "/run/secrets/tls/certificate"
+			if layout == "file" {
+				target, cert = "/run/secrets/cert.pem", "/run/secrets/cert.pem"
+			}
+			a := sc.start("lc-a", "-v", vol+":"+target)
+			certA := readInContainer(t, a, cert)
+			f.wantLeases(t, 1, "with one container")
 
-	mustDocker(t, "plugin", "disable", "-f", env.plugin)
-	sc.onCleanup(ensurePluginEnabled)
-	mustDocker(t, "plugin", "enable", env.plugin)
-	if st := inspectVolume(t, vol).Status; fmt.Sprint(st["mountsBeforeRestart"]) != "1" {
-		t.Errorf("after the plugin restart, Status = %v, want mountsBeforeRestart 1", st)
+			mustDocker(t, "plugin", "disable", "-f", env.plugin)
+			sc.onCleanup(ensurePluginEnabled)
+			mustDocker(t, "plugin", "enable", env.plugin)
+			st := inspectVolume(t, vol).Status
+			if layout == "dir" && (st["mountsBeforeRestart"] != nil || fmt.Sprint(st["mounts"]) != "1") {
+				t.Errorf("after the plugin restart, Status = %v, want the container's tmpfs taken back (mounts 1)", st)
+			}
+			if layout == "file" && fmt.Sprint(st["mountsBeforeRestart"]) != "1" {
+				t.Errorf("after the plugin restart, Status = %v, want mountsBeforeRestart 1", st)
+			}
+			f.wantLeases(t, 1, "after the plugin restart: the container's certificate, not re-issued")
+
+			for i := range 3 {
+				out := sc.mustRun([]string{"-v", vol + ":" + target}, "cat", cert)
+				if !strings.Contains(out, "BEGIN CERTIFICATE") {
+					t.Fatalf("job %d read %q, want a certificate", i, out)
+				}
+				f.wantLeases(t, 1, fmt.Sprintf("after job %d: the job's revoked or shared, the container's kept", i+1))
+			}
+			if layout == "dir" {
+				mustDocker(t, "cp", "-L", a+":"+cert, t.TempDir())
+				f.wantLeases(t, 1, "after a docker cp from the container")
+			}
+			if got := readInContainer(t, a, cert); got != certA {
+				t.Fatal("the container's certificate changed under it")
+			}
+			mustDocker(t, "rm", "-f", a)
+			f.wantLeases(t, 0, "once the container from before the restart stopped")
+			wantNoHostMount(t, vol)
+		})
 	}
-
-	for i := range 3 {
-		out := sc.mustRun([]string{"-v", vol + ":/run/secrets/tls"}, "cat", "/run/secrets/tls/certificate")
-		if !strings.Contains(out, "BEGIN CERTIFICATE") {
-			t.Fatalf("job %d read %q, want a certificate", i, out)
-		}
-		f.wantLeases(t, 1, fmt.Sprintf("after job %d: the job's revoked, the container's kept", i+1))
-	}
-
-	dst := t.TempDir()
-	mustDocker(t, "cp", "-L", a+":/run/secrets/tls/certificate", dst)
-	f.wantLeases(t, 1, "after a docker cp from the container")
-	if got := readInContainer(t, a, "/run/secrets/tls/certificate"); got != certA {
-		t.Fatal("the container's certificate changed under it")
-	}
-
-	mustDocker(t, "rm", "-f", a)
-	f.wantLeases(t, 0, "once the container from before the restart stopped")
-	wantNoHostMount(t, vol)
 }
 
 // TestRemoveAfterLostUnmount: a container removed while the plugin was
@@ -125,7 +144,7 @@ func TestLeaseLifecycleAcrossUpgrade(t *testing.T) {
 func TestRemoveAfterLostUnmount(t *testing.T) {
 	f := newPKIFixture(t)
 	sc := newScope(t)
-	vol := f.certVolume(sc, "lost-cert")
+	vol := f.certVolume(sc, "lost-cert", "dir")
 	a := sc.start("lost-a", "-v", vol+":/run/secrets/tls")
 	readInContainer(t, a, "/run/secrets/tls/certificate")
 	f.wantLeases(t, 1, "with one container")
@@ -153,12 +172,13 @@ func TestRemoveAfterLostUnmount(t *testing.T) {
 func TestRotationReachesContainersAcrossUpgrade(t *testing.T) {
 	sc := newScope(t)
 	file := env.name("upgrade-rot")
-	if err := env.writeFile(file, []byte("before-"+env.canary)); err != nil {
+	before, after := "before-"+randomHex(8), "after-"+randomHex(8)
+	if err := env.writeFile(file, []byte(before)); err != nil {
 		t.Fatal(err)
 	}
 	vol := sc.createVolume("upgrade-rot", "secret="+file, "layout=dir", "filename=s", "refresh=1s")
 	a := sc.start("upgrade-a", "--user", "1000", "-v", vol+":/run/secrets")
-	if got := readInContainer(t, a, "/run/secrets/s"); got != "before-"+env.canary {
+	if got := readInContainer(t, a, "/run/secrets/s"); got != before {
 		t.Fatalf("before the upgrade the container reads %q", got)
 	}
 
@@ -170,11 +190,11 @@ func TestRotationReachesContainersAcrossUpgrade(t *testing.T) {
 		t.Errorf("after the plugin restart, Status = %v: the container's tmpfs was not taken back", st)
 	}
 
-	if err := env.writeFile(file, []byte("after-"+env.canary)); err != nil {
+	if err := env.writeFile(file, []byte(after)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the rotation read in the container that ran across the upgrade", func() string {
-		if got := readInContainer(t, a, "/run/secrets/s"); got != "after-"+env.canary {
+		if got := readInContainer(t, a, "/run/secrets/s"); got != after {
 			return "it reads " + got
 		}
 		return ""
@@ -183,7 +203,7 @@ func TestRotationReachesContainersAcrossUpgrade(t *testing.T) {
 		t.Fatal("root in the container wrote into the volume after the upgrade")
 	}
 	b := sc.start("upgrade-b", "-v", vol+":/run/secrets")
-	if got := readInContainer(t, b, "/run/secrets/s"); got != "after-"+env.canary {
+	if got := readInContainer(t, b, "/run/secrets/s"); got != after {
 		t.Fatalf("a new container reads %q", got)
 	}
 	wantMounts(t, vol, 2)
