@@ -85,6 +85,9 @@ func TestIntegrationFetch(t *testing.T) {
 	bad := srv.CreateSecret(gcptest.Project, "corrupted")
 	srv.AddVersion(bad, []byte("s3cr3t-corrupted"))
 	srv.Corrupt(bad + "/versions/1")
+	legacy := srv.CreateSecret(gcptest.Project, "legacy")
+	srv.AddVersion(legacy, []byte("from-2020"))
+	srv.DropChecksum(legacy + "/versions/1")
 	private := srv.CreateSecret(gcptest.Project, "private")
 	srv.AddVersion(private, []byte("v"))
 	srv.GrantAccessor(private, "serviceAccount:other@"+gcptest.Project+".iam.gserviceaccount.com")
@@ -111,6 +114,7 @@ func TestIntegrationFetch(t *testing.T) {
 		{name: "binary", ref: secrets.Ref{Name: "blob"}, want: []byte{0, 1, 2, 0xfe, 0xff}, wantVersion: "1"},
 		{name: "regional", ref: secrets.Ref{Name: regional}, want: []byte("in-europe"), wantVersion: "1"},
 		{name: "another project", ref: secrets.Ref{Name: "projects/other-project/secrets/db"}, want: []byte("elsewhere"), wantVersion: "1"},
+		{name: "a version without a checksum", ref: secrets.Ref{Name: "legacy"}, want: []byte("from-2020"), wantVersion: "1"},
 		{name: "latest skips a disabled version", ref: secrets.Ref{Name: "off"}, want: []byte("v1"), wantVersion: "1"},
 
 		{name: "missing key", ref: secrets.Ref{Name: db, Key: "password"}, wantErr: secrets.ErrBadValue, wantHint: `its keys are: "pass", "port", "user"`},

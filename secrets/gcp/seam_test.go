@@ -1,6 +1,7 @@
 package gcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"hash/crc32"
@@ -45,6 +46,7 @@ func TestFetchChecksum(t *testing.T) {
 		key     string
 		want    string
 		wantErr []string
+		wantLog string
 	}{
 		{name: "good", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: crc([]byte(value))}, want: value},
 		{name: "good, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: crc([]byte(value))}, key: "password", want: "s3cr3t-value"},
@@ -53,13 +55,16 @@ func TestFetchChecksum(t *testing.T) {
 			wantErr: []string{`gcp secret "projects/p-123456/secrets/db": unusable value`, `version "7" does not match its CRC32C checksum`, "nothing was written"}},
 		{name: "mismatch, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: &wrong}, key: "password",
 			wantErr: []string{"CRC32C"}},
-		{name: "no checksum", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)},
-			wantErr: []string{"no CRC32C checksum"}},
+		// A version added before Secret Manager stored checksums has none.
+		{name: "no checksum", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)}, want: value,
+			wantLog: `"version":"7","message":"the version has no CRC32C checksum`},
+		{name: "no checksum, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)}, key: "password", want: "s3cr3t-value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			api := &fakeAPI{p: tt.p}
-			d := New(Config{API: api}, zerolog.Nop())
+			var logs bytes.Buffer
+			d := New(Config{API: api}, zerolog.New(&logs))
 			ref := secrets.Ref{Backend: Name, Name: "projects/p-123456/secrets/db", Key: tt.key}
 			got, err := d.Fetch(context.Background(), ref)
 			if want := []string{"projects/p-123456/secrets/db/versions/latest"}; len(api.asked) != 1 || api.asked[0] != want[0] {
@@ -84,6 +89,9 @@ func TestFetchChecksum(t *testing.T) {
 			}
 			if string(got.Value) != tt.want || got.Version != "7" {
 				t.Errorf("Fetch() = %q version %q, want %q version 7", got.Value, got.Version, tt.want)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) || strings.Contains(logs.String(), "s3cr3t") {
+				t.Errorf("logs %q: want %q, and never the value", logs.String(), tt.wantLog)
 			}
 		})
 	}

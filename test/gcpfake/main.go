@@ -24,7 +24,8 @@
 // principal may do anything.
 //
 // Test-only endpoints under /fake/: corrupt a version's bytes in transit
-// (its checksum stays), fail the next N accesses with a status, disable
+// (its checksum stays), drop a version's checksum (a version added before
+// mid 2021), fail the next N accesses with a status, disable
 // the API of a project, register a federation subject, and count requests.
 //
 // It listens on 127.0.0.1 and prints one line, {"url": "http://..."}, on

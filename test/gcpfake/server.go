@@ -38,6 +38,10 @@ type version struct {
 	crc       int64
 	state     string // ENABLED, DISABLED, DESTROYED
 	corrupted bool   // access flips a byte in transit, keeping crc
+	// noCRC: the version was added before Secret Manager stored
+	// checksums (mid 2021); access answers without dataCrc32c, which is
+	// optional in SecretPayload.
+	noCRC   bool
 	created   time.Time
 }
 
@@ -456,8 +460,11 @@ func (s *server) secretManager(w http.ResponseWriter, r *http.Request, name stri
 				data[len(data)/2] ^= 0x20
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"name": vname, "payload": map[string]any{
-			"data": base64.StdEncoding.EncodeToString(data), "dataCrc32c": strconv.FormatInt(v.crc, 10)}})
+		payload := map[string]any{"data": base64.StdEncoding.EncodeToString(data)}
+		if !v.noCRC {
+			payload["dataCrc32c"] = strconv.FormatInt(v.crc, 10)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"name": vname, "payload": payload})
 	case r.Method == http.MethodPost && (method == "disable" || method == "enable" || method == "destroy"):
 		switch method {
 		case "disable":
@@ -618,7 +625,7 @@ func (s *server) fake(w http.ResponseWriter, r *http.Request, what string) {
 		}
 	}
 	switch what {
-	case "corrupt":
+	case "corrupt", "no-checksum":
 		seg := strings.Split(body.Name, "/")
 		if len(seg) < 6 {
 			http.Error(w, "name a version", http.StatusBadRequest)
@@ -635,7 +642,11 @@ func (s *server) fake(w http.ResponseWriter, r *http.Request, what string) {
 			http.Error(w, "no such version", http.StatusNotFound)
 			return
 		}
-		sec.versions[n-1].corrupted = true
+		if what == "corrupt" {
+			sec.versions[n-1].corrupted = true
+		} else {
+			sec.versions[n-1].noCRC = true
+		}
 	case "fail":
 		s.failNext = append(s.failNext, body.Statuses...)
 	case "disable-api":

@@ -354,6 +354,13 @@ func (s *Server) Corrupt(version string) {
 	s.call(http.MethodPost, "/fake/corrupt", map[string]any{"name": version}, nil)
 }
 
+// DropChecksum makes the fake answer a version without dataCrc32c, as
+// Secret Manager answers a version added before it stored checksums.
+func (s *Server) DropChecksum(version string) {
+	s.t.Helper()
+	s.call(http.MethodPost, "/fake/no-checksum", map[string]any{"name": version}, nil)
+}
+
 // FailNext makes the next accesses fail with these HTTP statuses, in order.
 func (s *Server) FailNext(statuses ...int) {
 	s.t.Helper()
