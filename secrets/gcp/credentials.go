@@ -78,11 +78,11 @@ type adc struct {
 	meta      *metadata.Client
 
 	mu       sync.Mutex
-	stamp    string             // the file's identity at the last load
-	loaded   bool               // src belongs to stamp
-	src      oauth2.TokenSource // of the file; nil: the metadata server
-	metaTok  *oauth2.Token      // the metadata server's last token
-	metaLock sync.Mutex         // one metadata token request at a time
+	stamp    string        // the file's identity at the last load
+	loaded   bool          // src belongs to stamp
+	src      *fileSource   // of the file; nil: the metadata server
+	metaTok  *oauth2.Token // the metadata server's last token
+	metaLock sync.Mutex    // one metadata token request at a time
 }
 
 func newADC(file string, timeout time.Duration) *adc {
@@ -90,14 +90,33 @@ func newADC(file string, timeout time.Duration) *adc {
 	return &adc{file: file, tokenHTTP: c, meta: metadata.NewClient(c)}
 }
 
+// fileSource is what a credentials file gives: its token source, the
+// universe its credentials belong to and the project its quota is billed to.
+type fileSource struct {
+	ts oauth2.TokenSource
+	// universe is the file's universe_domain; "" is googleapis.com.
+	universe string
+	// quotaProject is the file's quota_project_id, sent as
+	// x-goog-user-project.
+	quotaProject string
+}
+
+// grant is an access token and what goes with it on a request.
+type grant struct {
+	tok          *oauth2.Token
+	universe     string // "" is googleapis.com
+	quotaProject string // "" sends no x-goog-user-project
+}
+
 // token returns a valid access token, or a *CredentialsError.
-func (a *adc) token(ctx context.Context) (*oauth2.Token, error) {
+func (a *adc) token(ctx context.Context) (grant, error) {
 	src, err := a.source()
 	if err != nil {
-		return nil, err
+		return grant{}, err
 	}
 	if src == nil {
-		return a.metadataToken(ctx)
+		t, err := a.metadataToken(ctx)
+		return grant{tok: t}, err
 	}
 	// oauth2's token sources take no context: the request runs on, bounded
 	// by tokenHTTP's timeout, while the fetch returns at its deadline.
@@ -107,23 +126,23 @@ func (a *adc) token(ctx context.Context) (*oauth2.Token, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		t, err := src.Token()
+		t, err := src.ts.Token()
 		ch <- result{t, err}
 	}()
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, &CredentialsError{File: a.file, Err: r.err}
+			return grant{}, &CredentialsError{File: a.file, Err: r.err}
 		}
-		return r.tok, nil
+		return grant{tok: r.tok, universe: src.universe, quotaProject: src.quotaProject}, nil
 	case <-ctx.Done():
-		return nil, &CredentialsError{File: a.file, Err: ctx.Err()}
+		return grant{}, &CredentialsError{File: a.file, Err: ctx.Err()}
 	}
 }
 
 // source returns the token source of the file as it is now, loading it
 // again when it changed; nil when the file does not exist.
-func (a *adc) source() (oauth2.TokenSource, error) {
+func (a *adc) source() (*fileSource, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	stamp := stampFile(a.file)
@@ -141,7 +160,7 @@ func (a *adc) source() (oauth2.TokenSource, error) {
 }
 
 // load reads the credentials file; nil, nil when there is none.
-func (a *adc) load() (oauth2.TokenSource, error) {
+func (a *adc) load() (*fileSource, error) {
 	fail := func(err error) error { return &CredentialsError{File: a.file, Load: true, Err: err} }
 	f, err := os.Open(a.file)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -159,7 +178,9 @@ func (a *adc) load() (oauth2.TokenSource, error) {
 		return nil, fail(fmt.Errorf("larger than %d bytes", maxCredentialsFile))
 	}
 	var head struct {
-		Type string `json:"type"`
+		Type           string `json:"type"`
+		UniverseDomain string `json:"universe_domain"`
+		QuotaProject   string `json:"quota_project_id"`
 	}
 	if json.Unmarshal(data, &head) != nil {
 		// The decoder's message is dropped: it could quote the key.
@@ -172,6 +193,30 @@ func (a *adc) load() (oauth2.TokenSource, error) {
 	if !known {
 		return nil, fail(fmt.Errorf("type %q is not one of service_account, external_account, authorized_user, impersonated_service_account, external_account_authorized_user", quoted(head.Type)))
 	}
+	if head.UniverseDomain != "" && !validUniverse(head.UniverseDomain) {
+		return nil, fail(fmt.Errorf("universe_domain %q is not a domain name (e.g. googleapis.com)", quoted(head.UniverseDomain)))
+	}
+	if head.QuotaProject != "" && !validProject(head.QuotaProject) {
+		return nil, fail(fmt.Errorf("quota_project_id %q is not a project ID nor a project number", quoted(head.QuotaProject)))
+	}
+	src := &fileSource{quotaProject: head.QuotaProject}
+	if head.UniverseDomain != defaultUniverse && google.CredentialsType(head.Type) != google.AuthorizedUser {
+		// Authorized users exist in googleapis.com only, as Google's
+		// libraries have it; other credentials name their universe.
+		src.universe = head.UniverseDomain
+	}
+	if src.universe != "" && google.CredentialsType(head.Type) == google.ServiceAccount {
+		// Outside googleapis.com there is no OAuth token endpoint for a
+		// service-account key: Google's libraries sign a JWT with the
+		// key for the service's audience, https://SERVICE.UNIVERSE/
+		// (AIP-4111, https://google.aip.dev/auth/4111).
+		ts, err := google.JWTAccessTokenSourceFromJSON(data, "https://secretmanager."+src.universe+"/")
+		if err != nil {
+			return nil, fail(err)
+		}
+		src.ts = ts
+		return src, nil
+	}
 	// The context is the token source's for good: it carries the client of
 	// every token request, never a deadline.
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, a.tokenHTTP)
@@ -179,7 +224,32 @@ func (a *adc) load() (oauth2.TokenSource, error) {
 	if err != nil {
 		return nil, fail(err)
 	}
-	return creds.TokenSource, nil
+	src.ts = creds.TokenSource
+	return src, nil
+}
+
+// defaultUniverse is Google Cloud's universe domain; another is a Trusted
+// Partner Cloud (https://cloud.google.com/docs/authentication/application-default-credentials
+// and the universe_domain of a credentials file).
+const defaultUniverse = "googleapis.com"
+
+// validUniverse accepts a DNS name of at least two labels: it becomes the
+// host of every request and of the token audience.
+func validUniverse(s string) bool {
+	if len(s) > 253 || !strings.Contains(s, ".") {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // stampFile identifies a file's contents: inode, size and modification

@@ -198,13 +198,15 @@ func TestParseAccess(t *testing.T) {
 }
 
 func TestBaseURL(t *testing.T) {
-	for _, tt := range []struct{ endpoint, name, want string }{
-		{"", "projects/p/secrets/s/versions/1", "https://secretmanager.googleapis.com"},
-		{"", "projects/p/locations/europe-west4/secrets/s/versions/1", "https://secretmanager.europe-west4.rep.googleapis.com"},
-		{"http://127.0.0.1:8085", "projects/p/locations/europe-west4/secrets/s/versions/1", "http://127.0.0.1:8085"},
+	for _, tt := range []struct{ endpoint, universe, name, want string }{
+		{"", "", "projects/p/secrets/s/versions/1", "https://secretmanager.googleapis.com"},
+		{"", "", "projects/p/locations/europe-west4/secrets/s/versions/1", "https://secretmanager.europe-west4.rep.googleapis.com"},
+		{"", "s3nsapis.fr", "projects/p/secrets/s/versions/1", "https://secretmanager.s3nsapis.fr"},
+		{"", "s3nsapis.fr", "projects/p/locations/u-france-east1/secrets/s/versions/1", "https://secretmanager.u-france-east1.rep.s3nsapis.fr"},
+		{"http://127.0.0.1:8085", "s3nsapis.fr", "projects/p/locations/europe-west4/secrets/s/versions/1", "http://127.0.0.1:8085"},
 	} {
-		if got := baseURL(tt.endpoint, tt.name); got != tt.want {
-			t.Errorf("baseURL(%q, %q) = %q, want %q", tt.endpoint, tt.name, got, tt.want)
+		if got := baseURL(tt.endpoint, tt.universe, tt.name); got != tt.want {
+			t.Errorf("baseURL(%q, %q, %q) = %q, want %q", tt.endpoint, tt.universe, tt.name, got, tt.want)
 		}
 	}
 }
