@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
@@ -73,9 +72,9 @@ func (e *CredentialsError) Unwrap() error { return e.Err }
 // file, read again whenever it changes (a rotated key needs no restart),
 // else the metadata server.
 type adc struct {
-	file      string
-	tokenHTTP *http.Client // the token endpoints' client
-	meta      *metadata.Client
+	file       string
+	tokenHTTP  *http.Client // the token endpoints' and metadata server's client
+	dmiProduct string       // dmiProductName; tests change it
 
 	mu       sync.Mutex
 	stamp    string        // the file's identity at the last load
@@ -87,7 +86,7 @@ type adc struct {
 
 func newADC(file string, timeout time.Duration) *adc {
 	c := &http.Client{Timeout: timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	return &adc{file: file, tokenHTTP: c, meta: metadata.NewClient(c)}
+	return &adc{file: file, tokenHTTP: c, dmiProduct: dmiProductName}
 }
 
 // fileSource is what a credentials file gives: its token source, the
@@ -286,7 +285,7 @@ func (a *adc) metadataToken(ctx context.Context) (*oauth2.Token, error) {
 	if valid(t) {
 		return t, nil
 	}
-	body, err := a.meta.GetWithContext(ctx, "instance/service-accounts/default/token?scopes="+url.QueryEscape(scope))
+	body, err := a.metadataGet(ctx, "instance/service-accounts/default/token?scopes="+url.QueryEscape(scope))
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -295,7 +294,7 @@ func (a *adc) metadataToken(ctx context.Context) (*oauth2.Token, error) {
 		ExpiresIn   int64  `json:"expires_in"`
 		TokenType   string `json:"token_type"`
 	}
-	if json.Unmarshal([]byte(body), &r) != nil || r.AccessToken == "" || r.ExpiresIn <= 0 {
+	if json.Unmarshal(body, &r) != nil || r.AccessToken == "" || r.ExpiresIn <= 0 {
 		return nil, fail(errors.New("the token answer is not a token"))
 	}
 	t = &oauth2.Token{AccessToken: r.AccessToken, TokenType: r.TokenType, Expiry: time.Now().Add(time.Duration(r.ExpiresIn) * time.Second)}
@@ -303,4 +302,88 @@ func (a *adc) metadataToken(ctx context.Context) (*oauth2.Token, error) {
 	a.metaTok = t
 	a.mu.Unlock()
 	return t, nil
+}
+
+// metadataHostEnv names the metadata server's address, as Google's
+// libraries read it.
+const metadataHostEnv = "GCE_METADATA_HOST"
+
+// dmiProductName is where Linux shows the machine's product name; on a
+// Compute Engine VM it is "Google Compute Engine"
+// (https://cloud.google.com/compute/docs/instances/detect-compute-engine).
+const dmiProductName = "/sys/class/dmi/id/product_name"
+
+// MetadataError is a metadata server failure, told apart by whether the
+// host is on Google Cloud at all: only Google's metadata server answers
+// with Metadata-Flavor: Google
+// (https://cloud.google.com/compute/docs/metadata/querying-metadata).
+type MetadataError struct {
+	// Host is the metadata server's address (GCE_METADATA_HOST, else
+	// 169.254.169.254).
+	Host string
+	// Status is the answer's HTTP status; 0 when none came.
+	Status int
+	// Google is set when the answer carried Metadata-Flavor: Google.
+	Google bool
+	// GCE is set when the machine's product name is Google Compute
+	// Engine's.
+	GCE bool
+	Err error
+}
+
+func (e *MetadataError) Error() string {
+	switch {
+	case e.Status == 0:
+		return fmt.Sprintf("no answer from %s: %v", e.Host, e.Err)
+	case !e.Google:
+		return fmt.Sprintf("%s answered HTTP %d without Metadata-Flavor: Google", e.Host, e.Status)
+	}
+	return fmt.Sprintf("%s answered HTTP %d", e.Host, e.Status)
+}
+
+func (e *MetadataError) Unwrap() error { return e.Err }
+
+// NoServiceAccount reports Google's metadata server saying the instance
+// has no service account (404 on its token).
+func (e *MetadataError) NoServiceAccount() bool {
+	return e.Google && e.Status == http.StatusNotFound
+}
+
+// metadataGet reads a path under computeMetadata/v1 from the metadata
+// server, as Google's metadata client does, and keeps what tells whether
+// the host is on Google Cloud.
+func (a *adc) metadataGet(ctx context.Context, path string) ([]byte, error) {
+	host := os.Getenv(metadataHostEnv)
+	if host == "" {
+		host = "169.254.169.254"
+	}
+	fail := func(status int, google bool, err error) error {
+		return &MetadataError{Host: host, Status: status, Google: google, GCE: onGCE(a.dmiProduct), Err: err}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/computeMetadata/v1/"+path, nil)
+	if err != nil {
+		return nil, fail(0, false, err)
+	}
+	req.Header.Set("Metadata-Flavor", "Google")
+	resp, err := a.tokenHTTP.Do(req)
+	if err != nil {
+		return nil, fail(0, false, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	google := resp.Header.Get("Metadata-Flavor") == "Google"
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCredentialsFile))
+	if err != nil {
+		return nil, fail(0, google, err)
+	}
+	if resp.StatusCode != http.StatusOK || !google {
+		return nil, fail(resp.StatusCode, google, nil)
+	}
+	return body, nil
+}
+
+// onGCE reports whether the machine's DMI product name is Compute
+// Engine's.
+func onGCE(file string) bool {
+	b, err := os.ReadFile(file)
+	return err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "Google")
 }

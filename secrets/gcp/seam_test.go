@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/compute/metadata"
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
@@ -135,8 +134,16 @@ func TestClassify(t *testing.T) {
 			wantClass: secrets.ErrTimeout, wantHint: "token endpoint of the credentials in /c/gcp.json did not answer"},
 		{name: "no metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: context.DeadlineExceeded}, expired: true,
 			wantClass: secrets.ErrAccessDenied, wantHint: "no Google credentials found: no file at /c/gcp.json"},
-		{name: "metadata without a service account", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: metadata.NotDefinedError("instance/service-accounts/default/token")},
-			wantClass: secrets.ErrAccessDenied, wantHint: "no service account for this instance"},
+		{name: "metadata without a service account", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 404, Google: true, GCE: true}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this Google Cloud instance has no service account"},
+		{name: "another cloud's metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 404}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this host is not on Google Cloud (the server at the metadata address is not Google's)"},
+		{name: "Compute Engine, metadata server silent", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", GCE: true, Err: errors.New("connection refused")}},
+			wantClass: secrets.ErrUnavailable, wantHint: "the metadata server of this Compute Engine machine did not answer"},
+		{name: "not Compute Engine, no metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Err: errors.New("connection refused")}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this host is not on Google Cloud (no metadata server answered, and it is not a Compute Engine machine)"},
+		{name: "Google's metadata server failing", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 503, Google: true, GCE: true}},
+			wantClass: secrets.ErrUnavailable, wantHint: "the Google Cloud metadata server did not give a token"},
 		{name: "federation refused", err: &CredentialsError{File: "/c/gcp.json", Err: errors.New("oauth2/google/externalaccount: status code 400")},
 			wantClass: secrets.ErrAccessDenied, wantHint: "check the file"},
 	}
