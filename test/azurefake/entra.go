@@ -251,9 +251,21 @@ func (e *entra) checkAssertion(client, assertion string) error {
 	return nil
 }
 
-// imdsHandler is the managed identity endpoint of an Azure VM (IMDS).
+// imdsHandler is the Instance Metadata Service of an Azure VM: its managed
+// identity endpoint and its compute metadata.
 func (e *entra) imdsHandler(client string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metadata/instance/compute" {
+			// The instance's compute metadata, which only Azure's IMDS
+			// serves, and only with Metadata: true.
+			if r.Header.Get("Metadata") != "true" || r.URL.Query().Get("api-version") == "" {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Bad request. Required metadata header not specified"})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"azEnvironment": "AzurePublicCloud", "location": "westeurope",
+				"vmId": "00000000-0000-4000-8000-0000000000aa", "name": "dsv-fake-vm"})
+			return
+		}
 		if r.URL.Path != "/metadata/identity/oauth2/token" {
 			http.NotFound(w, r)
 			return

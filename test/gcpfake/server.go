@@ -42,7 +42,7 @@ type version struct {
 	// checksums (mid 2021); access answers without dataCrc32c, which is
 	// optional in SecretPayload.
 	noCRC   bool
-	created   time.Time
+	created time.Time
 }
 
 type secret struct {
