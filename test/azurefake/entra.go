@@ -20,20 +20,21 @@ import (
 	"time"
 )
 
-// tokenLifetime is how long issued tokens live.
-const tokenLifetime = time.Hour
-
 // entra is a Microsoft Entra ID authority for one tenant.
 type entra struct {
 	base, tenant string
 	signer       tokenSigner
-	secrets      map[string]string            // client -> file of its secret
-	certs        map[string]*x509.Certificate // client -> certificate
-	federated    map[string]string            // client -> file of its token
+	// lifetime is how long issued tokens live; the vault refuses them
+	// after it.
+	lifetime  time.Duration
+	faults    *faults
+	secrets   map[string]string            // client -> file of its secret
+	certs     map[string]*x509.Certificate // client -> certificate
+	federated map[string]string            // client -> file of its token
 }
 
-func newEntra(base, tenant string, signer tokenSigner, secrets, certs, federated []string) (*entra, error) {
-	e := &entra{base: base, tenant: tenant, signer: signer,
+func newEntra(base, tenant string, signer tokenSigner, lifetime time.Duration, secrets, certs, federated []string) (*entra, error) {
+	e := &entra{base: base, tenant: tenant, signer: signer, lifetime: lifetime, faults: newFaults(),
 		secrets: map[string]string{}, certs: map[string]*x509.Certificate{}, federated: map[string]string{}}
 	for _, s := range secrets {
 		id, file, ok := strings.Cut(s, "=")
@@ -78,6 +79,9 @@ func newEntra(base, tenant string, signer tokenSigner, secrets, certs, federated
 }
 
 func (e *entra) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e.faults.control(w, r) {
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if len(parts) < 2 {
 		http.NotFound(w, r)
@@ -112,6 +116,10 @@ func (e *entra) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := r.PostForm.Get("client_id")
+	if f, ok := e.faults.take(w, "token"); ok {
+		oauthFail(w, f.Status, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again. (injected)")
+		return
+	}
 	if r.PostForm.Get("grant_type") != "client_credentials" {
 		oauthFail(w, http.StatusBadRequest, "unsupported_grant_type", 70003, "The fake serves the client_credentials grant only.")
 		return
@@ -143,9 +151,9 @@ func (e *entra) token(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_type":     "Bearer",
-		"expires_in":     int(tokenLifetime.Seconds()),
-		"ext_expires_in": int(tokenLifetime.Seconds()),
-		"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: time.Now().Add(tokenLifetime).Unix()}),
+		"expires_in":     int(e.lifetime.Seconds()),
+		"ext_expires_in": int(e.lifetime.Seconds()),
+		"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: time.Now().Add(e.lifetime).Unix()}),
 	})
 }
 
@@ -280,13 +288,14 @@ func (e *entra) imdsHandler(client string) http.Handler {
 			return
 		}
 		resource := strings.TrimSuffix(q.Get("resource"), "/")
-		exp := time.Now().Add(tokenLifetime)
+		e.faults.take(w, "imds-token")
+		exp := time.Now().Add(e.lifetime)
 		writeJSON(w, http.StatusOK, map[string]string{
 			"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: exp.Unix()}),
 			"client_id":      client,
-			"expires_in":     strconv.Itoa(int(tokenLifetime.Seconds())),
+			"expires_in":     strconv.Itoa(int(e.lifetime.Seconds())),
 			"expires_on":     strconv.FormatInt(exp.Unix(), 10),
-			"ext_expires_in": strconv.Itoa(int(tokenLifetime.Seconds())),
+			"ext_expires_in": strconv.Itoa(int(e.lifetime.Seconds())),
 			"not_before":     strconv.FormatInt(time.Now().Unix(), 10),
 			"resource":       resource,
 			"token_type":     "Bearer",
