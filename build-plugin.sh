@@ -21,8 +21,12 @@
 #                another architecture than the host's only with --push, under a
 #                tag of its own (`make push` uses REF and REF-arm64)
 # Environment:
-#   DSV_PLUGIN_DIR  where to assemble the plugin (default: <repo>/plugin)
-#   VERSION         version stamped into the binary (default: git describe)
+#   DSV_PLUGIN_DIR    where to assemble the plugin (default: <repo>/plugin)
+#   DSV_STATE_BACKUP  where the old plugin's volume records wait while it is
+#                     replaced (default: /var/lib/dsv/state-backup); a run
+#                     that fails after removing the old plugin leaves them
+#                     there, and the next run carries them over
+#   VERSION           version stamped into the binary (default: git describe)
 set -euo pipefail
 
 usage() {
@@ -163,6 +167,10 @@ done
 # The state lives in the PropagatedMount (kept by `docker plugin upgrade`);
 # plugins built before that kept it in their rootfs.
 state_rel=propagated-mount/.state/state.json
+# The records wait outside the work folder (removed on exit), so that a
+# failed `docker plugin create` after `docker plugin rm` loses none: the
+# next run finds them here.
+backup=${DSV_STATE_BACKUP:-/var/lib/dsv/state-backup}/$name.json
 # Env: Settings.Env holds the values, Config.Env the defaults. Mounts:
 # Config.Mounts holds the sources dockerd mounts, which `docker plugin set`
 # changes (Settings.Mounts stops following them once dockerd reloads the
@@ -175,7 +183,6 @@ if docker plugin inspect "$name" >/dev/null 2>&1; then
 	docker_root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
 	old_state=$docker_root/plugins/$old_id/$state_rel
 	[[ -f $old_state ]] || old_state=$docker_root/plugins/$old_id/rootfs/var/lib/dsv/state.json
-	kept_state=
 	mapfile -t old_defaults < <(docker plugin inspect -f "$defaults_fmt" "$name" | sed '/^$/d')
 	while IFS= read -r kv; do
 		[[ -n $kv ]] || continue
@@ -185,19 +192,33 @@ if docker plugin inspect "$name" >/dev/null 2>&1; then
 	step "remove plugin $name"
 	docker plugin disable -f "$name" >/dev/null 2>&1 || true
 	if [[ -f $old_state ]]; then
-		kept_state=$work/state.json
-		install -m 0600 "$old_state" "$kept_state"
+		install -d -m 0700 "${backup%/*}"
+		install -m 0600 "$old_state" "$backup.tmp"
+		mv -f "$backup.tmp" "$backup"
+		carried_from=$old_state
 	fi
 	docker plugin rm -f "$name" >/dev/null
 fi
+if [[ -f $backup && -z ${carried_from:-} ]]; then
+	step "found the volumes of a plugin $name that an earlier run removed: $backup"
+	carried_from=$backup
+fi
 step "docker plugin create $name"
-docker plugin create "$name" "$plugin_dir" >/dev/null
-if [[ -n ${kept_state:-} ]]; then
+if ! out=$(docker plugin create "$name" "$plugin_dir" 2>&1); then
+	echo "build-plugin.sh: docker plugin create $name: $out" >&2
+	if [[ -f $backup ]]; then
+		echo "build-plugin.sh: the volumes of the old plugin are kept in $backup: run build-plugin.sh again to carry them over" >&2
+	fi
+	exit 1
+fi
+if [[ -f $backup ]]; then
+	docker_root=${docker_root:-$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)}
 	new_state=$docker_root/plugins/$(docker plugin inspect -f '{{.Id}}' "$name")/$state_rel
 	install -d -m 0755 "${new_state%/.state/*}"
 	install -d -m 0700 "${new_state%/*}"
-	install -m 0600 "$kept_state" "$new_state"
-	step "carried over the volumes of the old plugin ($old_state)"
+	install -m 0600 "$backup" "$new_state"
+	rm -f "$backup"
+	step "carried over the volumes of the old plugin ($carried_from)"
 fi
 if ((${#old_settings[@]})); then
 	# Settable names of the new plugin: env values, and mount sources.

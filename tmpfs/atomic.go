@@ -39,6 +39,9 @@ const (
 	StepPayload = "payload" // the new ..<timestamp> directory is complete
 	StepSwap    = "swap"    // ..data points at it
 	StepLinks   = "links"   // the visible names point into ..data
+	// StepLink is called before each visible name is pointed into ..data:
+	// what the name showed is still there.
+	StepLink = "link"
 )
 
 // WriteAtomic publishes files in dir. crash, when not nil, is called after
@@ -51,7 +54,8 @@ func WriteAtomic(dir string, files []File, now time.Time, crash func(step string
 		crash = func(string) error { return nil }
 	}
 	// Leftovers of an interrupted write.
-	if err := os.Remove(filepath.Join(dir, dataDirTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// (A folder, when it stopped after exchanging a plain folder.)
+	if err := os.RemoveAll(filepath.Join(dir, dataDirTmpName)); err != nil {
 		return false, fmt.Errorf("atomic write: %w", err)
 	}
 	oldTarget, _ := os.Readlink(filepath.Join(dir, dataDirName))
@@ -100,17 +104,15 @@ func WriteAtomic(dir string, files []File, now time.Time, crash func(step string
 		if got, err := os.Readlink(link); err == nil && got == want {
 			continue
 		}
-		// A plain directory (a volume first written plain, see WritePlain)
-		// cannot be renamed over.
-		if st, err := os.Lstat(link); err == nil && st.IsDir() {
-			_ = os.RemoveAll(link)
-		}
 		tmp := filepath.Join(dir, dataDirTmpName)
 		if err := os.Symlink(want, tmp); err != nil {
 			return true, fmt.Errorf("atomic write: %w", err)
 		}
-		if err := os.Rename(tmp, link); err != nil {
+		if err := crash(StepLink); err != nil {
 			_ = os.Remove(tmp)
+			return true, err
+		}
+		if err := replaceWithLink(tmp, link); err != nil {
 			return true, fmt.Errorf("atomic write: %w", err)
 		}
 	}
@@ -130,12 +132,31 @@ func WriteAtomic(dir string, files []File, now time.Time, crash func(step string
 		case strings.HasPrefix(name, ".."):
 			_ = os.RemoveAll(filepath.Join(dir, name))
 		case !visible[name]:
-			if target, err := os.Readlink(filepath.Join(dir, name)); err == nil && strings.HasPrefix(target, dataDirName+"/") {
-				_ = os.Remove(filepath.Join(dir, name))
-			}
+			// A link into ..data, or a plain file or folder written by
+			// WritePlain before the volume was written atomically.
+			_ = os.RemoveAll(filepath.Join(dir, name))
 		}
 	}
 	return true, nil
+}
+
+// replaceWithLink renames the symlink tmp to link. A plain folder at link
+// (a volume first written plain, see WritePlain) cannot be renamed over:
+// it is exchanged with the symlink in one step (RENAME_EXCHANGE), so the
+// name never shows nothing, and removed from tmp afterwards.
+func replaceWithLink(tmp, link string) error {
+	if st, err := os.Lstat(link); err == nil && st.IsDir() {
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("exchange %s with its link: %w", filepath.Base(link), err)
+		}
+		return os.RemoveAll(tmp)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // WritePlain writes files as they are, for content that never changes once
@@ -166,12 +187,18 @@ func WritePlain(dir string, files []File) error {
 // later rewrite (a lease that ended) truncates and rewrites the same inode.
 func WriteInPlace(dir string, f File) error {
 	final := filepath.Join(dir, f.Path)
-	if _, err := os.Lstat(final); err != nil {
+	st, err := os.Lstat(final)
+	if err != nil {
 		return WritePlain(dir, []File{f})
 	}
-	fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC, 0)
+	// Only the regular file WritePlain made: never through a symlink
+	// (O_NOFOLLOW), nor into a FIFO or a device.
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("rewrite secret file %s: not a regular file (%s)", f.Path, st.Mode().Type())
+	}
+	fh, err := os.OpenFile(final, os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("rewrite secret file: %w", err)
+		return fmt.Errorf("rewrite secret file %s: %w", f.Path, err)
 	}
 	_, werr := fh.Write(f.Data)
 	if cerr := fh.Close(); werr == nil {

@@ -181,3 +181,93 @@ func TestAtomicWriterDirsUnderUmask(t *testing.T) {
 		}
 	}
 }
+
+// TestAtomicOverPlain: a volume first written plain (WritePlain: a folder
+// db/, files a and gone) and then atomically shows every name it keeps at
+// every moment, the folder too, and loses the plain files that left the
+// set.
+func TestAtomicOverPlain(t *testing.T) {
+	dir := t.TempDir()
+	if err := WritePlain(dir, files("db/user", "u1", "a", "1", "gone", "x")); err != nil {
+		t.Fatal(err)
+	}
+	links := 0
+	check := func(step string) error {
+		if step != StepLink {
+			return nil
+		}
+		links++
+		for _, name := range []string{"db/user", "a"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				t.Errorf("before a name is linked, %s is missing: %v", name, err)
+			}
+		}
+		return nil
+	}
+	if _, err := WriteAtomic(dir, files("db/user", "u2", "a", "2"), time.Now(), check); err != nil {
+		t.Fatal(err)
+	}
+	if links != 2 {
+		t.Fatalf("%d names linked, want 2", links)
+	}
+	if got := fmt.Sprint(tmpfstest.Visible(t, dir)); got != "map[a:2 db/user:u2]" {
+		t.Fatalf("after the atomic write a reader sees %s", got)
+	}
+	if h := hidden(t, dir); len(h) != 2 {
+		t.Fatalf("hidden entries %v, want ..data and one payload", h)
+	}
+}
+
+// TestAtomicCrashAfterExchange: a write that stopped once a plain folder
+// was exchanged with its link (the folder left at ..data_tmp) does not
+// stop the next write.
+func TestAtomicCrashAfterExchange(t *testing.T) {
+	dir := t.TempDir()
+	if err := WritePlain(dir, files("db/user", "u1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, dataDirTmpName, "db"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteAtomic(dir, files("db/user", "u2"), time.Now(), nil); err != nil {
+		t.Fatalf("write after a stop with a folder at %s: %v", dataDirTmpName, err)
+	}
+	if got := fmt.Sprint(tmpfstest.Visible(t, dir)); got != "map[db/user:u2]" {
+		t.Fatalf("a reader sees %s", got)
+	}
+}
+
+// TestWriteInPlaceNoFollow: the existing file of a file-layout volume is
+// rewritten only if it is a regular file: never through a symlink.
+func TestWriteInPlaceNoFollow(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteInPlace(dir, files("secret", "value")[0])
+	if err == nil {
+		t.Fatal("WriteInPlace wrote through a symlink")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "untouched" {
+		t.Fatalf("the symlink's target now holds %q", b)
+	}
+	// A regular file is rewritten in place (same inode).
+	if err := os.Remove(filepath.Join(dir, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteInPlace(dir, files("secret", "v1")[0]); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(filepath.Join(dir, "secret"))
+	if err := WriteInPlace(dir, files("secret", "v2")[0]); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(dir, "secret"))
+	if b, _ := os.ReadFile(filepath.Join(dir, "secret")); string(b) != "v2" || !os.SameFile(before, after) {
+		t.Fatalf("rewrite in place: %q, same inode %t", b, os.SameFile(before, after))
+	}
+}

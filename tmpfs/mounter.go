@@ -33,6 +33,15 @@ type Mounter interface {
 	MountsUnder(root string) ([]string, error)
 }
 
+// ReadOnlyReader is a Mounter that can tell whether a mount point takes
+// writes. Volumes.AttachView uses it, when the Mounter has it, to find a
+// view that containers could write to.
+type ReadOnlyReader interface {
+	// ReadOnly reports whether dir is read-only: by its mount's flag or
+	// its superblock's.
+	ReadOnly(dir string) (bool, error)
+}
+
 // flags keep the secret tmpfs inert: no devices, no set-uid, no exec. A
 // bind remount repeats them, or it would clear them.
 const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
@@ -40,7 +49,10 @@ const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 // Kernel mounts for real; it needs CAP_SYS_ADMIN.
 type Kernel struct{}
 
-var _ Mounter = Kernel{}
+var (
+	_ Mounter        = Kernel{}
+	_ ReadOnlyReader = Kernel{}
+)
 
 // MountTmpfs mounts a tmpfs whose root is 0755 root:root, so only root can
 // write and every uid can reach the files, which carry their own modes.
@@ -88,13 +100,34 @@ func (Kernel) MakePrivate(dir string) error {
 	return nil
 }
 
+// maxStacked bounds the mounts Unmount takes off one mount point.
+const maxStacked = 16
+
 // Unmount detaches the mount; MNT_DETACH because a dying container may still
 // hold a reference for a moment, and the memory is freed with the last one.
+// Mounts stacked on the same point (a view sealed by AttachView covers the
+// writable one below it) all come off, top first.
 func (Kernel) Unmount(dir string) error {
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", dir, err)
+	for range maxStacked {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
 	}
-	return nil
+	return fmt.Errorf("unmount %s: still a mount point after %d unmounts", dir, maxStacked)
+}
+
+// ReadOnly reads the flags statfs reports for dir: ST_RDONLY is set when
+// the mount or its superblock is read-only.
+func (Kernel) ReadOnly(dir string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return st.Flags&unix.ST_RDONLY != 0, nil
 }
 
 // MountsUnder reads the mount table (github.com/moby/sys/mountinfo, as

@@ -64,7 +64,7 @@ func TestCollectionNamesThatCannotBeFiles(t *testing.T) {
 			if !errors.Is(err, secrets.ErrBadValue) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "no file was written") {
 				t.Fatalf("Mount() error = %v, want a bad value saying %q", err, tt.want)
 			}
-			if entries, _ := os.ReadDir(filepath.Join(h.root, "app")); len(entries) != 0 {
+			if entries := listDir(t, filepath.Join(h.root, "app")); len(entries) != 0 {
 				t.Errorf("the volume holds %d entries after the refusal", len(entries))
 			}
 		})

@@ -393,7 +393,7 @@ func (h *harness) start() *Driver {
 		Refresh:   h.refresh,
 		TmpfsSize: 1 << 20,
 		Mounter:   mounter,
-		Logger:    zerolog.New(io.Discard),
+		Logger:    zerolog.New(testLogOut()),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -448,4 +448,53 @@ func (h *harness) status(name string) map[string]any {
 		h.t.Fatal(err)
 	}
 	return g.Volume.Status
+}
+
+// testLogOut is where the driver logs in tests: nowhere, unless
+// DSV_TEST_LOG=1 asks for stderr.
+func testLogOut() io.Writer {
+	if os.Getenv("DSV_TEST_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+// listDir lists a folder for a "nothing left" check: a folder that is gone
+// holds nothing; a listing that fails otherwise fails the test, which
+// would else pass on an empty answer.
+func listDir(t testing.TB, dir string) []os.DirEntry {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("list %s: %v", dir, err)
+	}
+	return entries
+}
+
+// kernelMountsUnder lists the real mounts under root; a failed read of the
+// mount table fails the test.
+func kernelMountsUnder(t testing.TB, root string) []string {
+	t.Helper()
+	m, err := tmpfs.Kernel{}.MountsUnder(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// log is every mount, bind and unmount so far.
+func (m *fakeMounter) log() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.mountLog...)
+}
+
+// drvVol is the driver's volume of that name, nil when it has none.
+func (h *harness) drvVol(t testing.TB, name string) *vol {
+	t.Helper()
+	v, err := h.drv.lookup(name)
+	if err != nil {
+		return nil
+	}
+	return v
 }

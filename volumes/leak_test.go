@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-
-	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
 // openFDs counts this process's open file descriptors.
@@ -65,14 +63,7 @@ func TestMountCyclesLeakNothing(t *testing.T) {
 	for i := range cycles {
 		cycle(i)
 	}
-	var mounts []string
-	for _, root := range []string{h.root, h.writer} {
-		m, err := tmpfs.Kernel{}.MountsUnder(root)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mounts = append(mounts, m...)
-	}
+	mounts := append(kernelMountsUnder(t, h.root), kernelMountsUnder(t, h.writer)...)
 	if len(mounts) > 0 {
 		t.Errorf("after %d cycles, tmpfs mounts remain: %s", cycles, strings.Join(mounts, ", "))
 	}
@@ -83,7 +74,7 @@ func TestMountCyclesLeakNothing(t *testing.T) {
 		buf := make([]byte, 1<<16)
 		t.Errorf("after %d cycles, %d goroutines, %d before:\n%s", cycles, n, goroutines, buf[:runtime.Stack(buf, true)])
 	}
-	entries, _ := os.ReadDir(h.root)
+	entries := listDir(t, h.root)
 	if len(entries) > 0 {
 		t.Errorf("after %d cycles, %d directories remain under the mount root", cycles, len(entries))
 	}

@@ -3,11 +3,10 @@ package volumes
 import (
 	"context"
 	"errors"
-	"github.com/dsv-plugin/dsv/render"
 	"time"
 
-	"github.com/dsv-plugin/dsv/metrics"
-	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/render"
+	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
 // maxBackoff caps the wait after failed refreshes.
@@ -31,107 +30,146 @@ func (d *Driver) refreshInterval(o render.Options, dynamic bool) time.Duration {
 	return d.cfg.Refresh
 }
 
-// startRefresh runs the volume's loop when it has something to do: a
-// refresh interval, or leases to renew.
-func (d *Driver) startRefresh(v *vol) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0 && len(v.retiring) == 0) {
-		return
+// needsLoop reports whether v has anything for a loop to do: content to
+// re-read, leases to renew or retiring leases to revoke.
+func (d *Driver) needsLoop(v *vol) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.live() != nil && d.refreshInterval(v.opts, v.dynamic) > 0 {
+		return true
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	v.stopRefresh = cancel
-	d.loops.Add(1)
-	go func() {
-		defer d.loops.Done()
-		d.refreshLoop(ctx, v)
-	}()
+	for _, in := range v.instances {
+		if len(in.leases) > 0 || len(in.retiring) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
-// refreshLoop re-reads a mounted volume at its interval, renews its leases
-// at about two thirds of their TTL (with jitter), and swaps in new content
-// when anything changed or a lease could not be renewed. Failures keep the
-// last good content and back off exponentially.
-func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
-	log := d.log.With().Str("volume", v.name).Logger()
-	d.mu.Lock()
-	interval := d.refreshInterval(v.opts, v.dynamic)
-	d.mu.Unlock()
-	renewFailures := 0
-	nextRefresh := time.Time{}
-	if interval > 0 {
-		nextRefresh = d.cfg.Now().Add(interval)
+// startLoop runs the volume's loop when it has something to do and none
+// runs; it schedules the first re-read one interval from now.
+func (d *Driver) startLoop(v *vol) {
+	if !d.needsLoop(v) {
+		return
 	}
-	renewAt := d.renewSchedule(v)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.looping || v.removed {
+		return
+	}
+	d.scheduleLocked(v)
+	v.looping = true
+	if d.cfg.manualLoops {
+		return
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	v.stopRefresh = cancel
+	d.bg.Go(func() { d.loop(ctx, v) })
+}
+
+// scheduleLocked sets the first re-read of a volume; v.mu held.
+func (d *Driver) scheduleLocked(v *vol) {
+	if i := d.refreshInterval(v.opts, v.dynamic); i > 0 && v.refreshAt.IsZero() {
+		v.refreshAt = d.cfg.Now().Add(i)
+	}
+}
+
+// stopLoop ends v's loop, if one runs.
+func (v *vol) stopLoop() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopRefresh != nil {
+		v.stopRefresh()
+		v.stopRefresh = nil
+	}
+	v.looping, v.refreshAt = false, time.Time{}
+}
+
+// loop waits for the next thing due on v and does it, until ctx ends.
+func (d *Driver) loop(ctx context.Context, v *vol) {
 	for {
-		next := nextRefresh
-		if !renewAt.IsZero() && (next.IsZero() || renewAt.Before(next)) {
-			next = renewAt
+		var fire <-chan time.Time
+		var timer *time.Timer
+		if next := d.nextDue(v); !next.IsZero() {
+			timer = time.NewTimer(time.Until(next))
+			fire = timer.C
 		}
-		if at := d.retireDue(v); !at.IsZero() && (next.IsZero() || at.Before(next)) {
-			next = at
-		}
-		if next.IsZero() {
-			<-ctx.Done()
-			return
-		}
-		timer := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-timer.C:
+		case <-fire:
 		case <-v.kick:
+		}
+		if timer != nil {
 			timer.Stop()
-			if !renewAt.IsZero() {
-				renewAt = d.cfg.Now()
-			}
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.turn(ctx, v)
+	}
+}
 
-		d.revokeRetired(v)
-		refetch := false
-		if !renewAt.IsZero() && !d.cfg.Now().Before(renewAt) {
-			select {
-			case <-v.kick: // a request to renew now, being met
-			default:
-			}
-			if !d.renewLeases(ctx, v) {
-				refetch = true
-				renewFailures++
-			} else {
-				renewFailures = 0
-			}
-			renewAt = d.renewSchedule(v)
-		}
-		if (!nextRefresh.IsZero() && !d.cfg.Now().Before(nextRefresh)) || refetch {
-			err := d.refreshOnce(ctx, v, refetch)
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			failures := d.recordRefresh(v, err)
-			if err != nil {
-				log.Warn().Err(err).Int("failures", failures).Msg("refresh failed; keeping the last good content")
-			}
-			if interval > 0 {
-				nextRefresh = d.cfg.Now().Add(backoff(interval, failures))
-			} else if err != nil {
-				nextRefresh = d.cfg.Now().Add(backoff(5*time.Second, failures))
-			} else {
-				nextRefresh = time.Time{}
-			}
-			renewAt = d.renewSchedule(v)
-		}
-		// A lease that could not be renewed and was not replaced (the read
-		// failed, or only containers from before a restart hold the
-		// volume) is still due: try again after a backoff, not at once.
-		if refetch {
-			if !renewAt.IsZero() && !renewAt.After(d.cfg.Now()) {
-				renewAt = d.cfg.Now().Add(backoff(5*time.Second, renewFailures-1))
-			} else {
-				renewFailures = 0
-			}
+// nextDue is when something is next due on v: a re-read, a renewal, or
+// the end of a retiring lease's grace. Zero: nothing.
+func (d *Driver) nextDue(v *vol) time.Time {
+	at := d.renewDue(v, d.cfg.Now())
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
 		}
 	}
+	earliest(v.refreshAt)
+	for _, in := range v.instances {
+		for _, r := range in.retiring {
+			earliest(r.RevokeAt)
+		}
+	}
+	return at
+}
+
+// turn does what is due on v now: retiring leases whose grace ended are
+// revoked, leases due are renewed, and the content is re-read at its
+// interval or when a lease could not be renewed. Failures keep the last
+// good content and back off exponentially.
+func (d *Driver) turn(ctx context.Context, v *vol) {
+	now := d.cfg.Now()
+	if due := v.dueRetired(now); len(due) > 0 {
+		d.revoker.add(v.name, due)
+		_ = d.save()
+	}
+	if at := d.renewDue(v, now); !at.IsZero() && !now.Before(at) {
+		d.renewLeases(ctx, v)
+	}
+	v.mu.Lock()
+	live := v.live()
+	refetch := live != nil && live.refetch
+	due := !v.refreshAt.IsZero() && !now.Before(v.refreshAt)
+	interval := d.refreshInterval(v.opts, v.dynamic)
+	v.mu.Unlock()
+	if !due && !refetch {
+		return
+	}
+	err := d.refreshOnce(ctx, v, refetch)
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	failures := d.recordRefresh(v, err)
+	if err != nil {
+		d.log.Warn().Str("volume", v.name).Err(err).Int("failures", failures).Msg("refresh failed; keeping the last good content")
+	}
+	now = d.cfg.Now()
+	v.mu.Lock()
+	switch {
+	case interval > 0:
+		v.refreshAt = now.Add(backoff(interval, failures))
+	case err != nil:
+		v.refreshAt = now.Add(backoff(5*time.Second, failures))
+	default:
+		v.refreshAt = time.Time{}
+	}
+	v.mu.Unlock()
 }
 
 // backoff doubles the wait per consecutive failure, up to maxBackoff.
@@ -143,38 +181,38 @@ func backoff(base time.Duration, failures int) time.Duration {
 	return min(d, max(base, maxBackoff))
 }
 
-// errFrozen: the volume's tmpfs cannot be written (see vol.frozen).
+// errFrozen: the volume's tmpfs cannot be written (see instance.frozen).
 var errFrozen = errors.New("the tmpfs was mounted read-only by an older dsv and containers still hold it; the new content is written once they stop")
 
-// refreshOnce re-reads every object (bypassing the cache) and swaps the
-// files in when anything changed. force swaps even leased content whose
-// digest is equal, because its lease is gone. Every backend call in it,
-// ALLOW's lookups included, ends by TIMEOUT: the volume's lock is held, and
-// docker run and stop of the volume wait for it. Revocations run after the
-// lock is released.
+// refreshOnce re-reads every object of the published instance (bypassing
+// the cache) and swaps the files in when anything changed. force swaps
+// even content whose digest is equal, because a lease of it is gone. It
+// holds the volume's op across the read (a mount waits for it; every
+// read ends by TIMEOUT) but no lock across a revocation.
 func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
-	var drop []render.HeldLease
-	defer func() { d.revoke(v.name, &render.Content{Leases: drop}) }()
 	v.op.Lock()
 	defer v.op.Unlock()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	d.mu.Lock()
-	mounted, frozen, opts, old := v.mounted, v.frozen, v.opts, v.digest
-	d.mu.Unlock()
-	if !mounted {
+	v.mu.Lock()
+	in := v.live()
+	if in == nil {
 		// Only containers from before a restart hold this volume; their
 		// tmpfs is out of reach, so there is nothing to swap.
+		v.mu.Unlock()
 		return nil
 	}
+	gen, frozen, old, opts := in.gen, in.frozen, in.digest, v.opts
+	v.mu.Unlock()
 
 	rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout()+mountSlack)
 	c, err := d.renderer.Render(rctx, opts, true)
 	cancel()
 	if err != nil {
 		if c != nil {
-			drop = c.Leases
+			d.revoker.add(v.name, c.Leases)
+			_ = d.save()
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -183,110 +221,52 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	}
 	now := d.cfg.Now().UTC()
 	if c.Digest == old && !force {
-		drop = c.Leases // unchanged: the new leases are not needed
-		d.mu.Lock()
+		// Unchanged: the new leases are not needed.
+		d.revoker.add(v.name, c.Leases)
+		v.mu.Lock()
 		v.status.FetchedAt = now
 		v.status.Versions = c.Versions
-		d.mu.Unlock()
+		v.mu.Unlock()
+		_ = d.save()
 		return nil
 	}
 	if frozen {
-		drop = c.Leases
+		d.revoker.add(v.name, c.Leases)
+		_ = d.save()
 		return errFrozen
 	}
+	mode := tmpfs.Atomic
 	if opts.Layout == render.LayoutFile {
+		mode = tmpfs.InPlace
 		d.log.Warn().Str("volume", v.name).Msg("rewriting a layout=file volume in place: readers may see a partial file; use layout=dir")
 	}
-	swapped, werr := d.writeFiles(d.fs.Side(v.name), opts, c.Files, false)
+	swapped, werr := d.fs.Write(v.name, c.Files, mode, d.cfg.Now(), d.cfg.CrashAfter)
 	if !swapped {
 		// Readers still see the old files, which still need their leases.
-		drop = c.Leases
+		d.revoker.add(v.name, c.Leases)
+		_ = d.save()
 		return werr
 	}
 	// Readers see the new files (even if the write's clean-up failed):
-	// the volume holds the new leases; the old ones retire.
-	d.mu.Lock()
-	drop = d.retireLocked(v, v.leases, now)
-	v.leases = c.Leases
-	v.digest = c.Digest
-	v.dynamic = v.dynamic || c.Dynamic
-	v.status.Versions = c.Versions
-	v.status.FetchedAt = now
-	v.status.ChangedAt = now
-	serr := d.saveLocked()
-	d.mu.Unlock()
+	// the instance holds the new leases; the old ones retire.
+	replaced, ok := v.swap(in, gen, c, now)
+	if !ok {
+		d.revoker.add(v.name, c.Leases)
+	} else {
+		d.retire(v, in, replaced, now)
+	}
+	serr := d.save()
 	d.log.Info().Str("volume", v.name).Int("files", len(c.Files)).Msg("content changed; swapped atomically")
 	d.cfg.Metrics.Swapped(v.name)
 	return errors.Join(werr, serr)
-}
-
-// leaseGrace is how long v keeps a lease of replaced content.
-func (d *Driver) leaseGrace(o render.Options) time.Duration {
-	if o.LeaseGraceSet {
-		return o.LeaseGrace
-	}
-	return d.cfg.LeaseGrace
-}
-
-// retireLocked puts leases of replaced content aside until their grace
-// ends: the app's open connections (a database session) may still use
-// them, as with Vault Agent and the CSI driver, which never revoke on a
-// re-render. It returns those to revoke now (no grace). d.mu must be held.
-func (d *Driver) retireLocked(v *vol, leases []render.HeldLease, now time.Time) []render.HeldLease {
-	grace := d.leaseGrace(v.opts)
-	if grace <= 0 {
-		return leases
-	}
-	for _, l := range leases {
-		if l.Lease.ID == "" {
-			continue
-		}
-		v.retiring = append(v.retiring, retiredLease{HeldLease: l, RevokeAt: now.Add(grace)})
-		d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("grace", grace.String()).Msg("lease of replaced content kept for its grace period")
-	}
-	return nil
-}
-
-// retireDue is when the first retiring lease of v is due; zero if none.
-func (d *Driver) retireDue(v *vol) time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var at time.Time
-	for _, r := range v.retiring {
-		if at.IsZero() || r.RevokeAt.Before(at) {
-			at = r.RevokeAt
-		}
-	}
-	return at
-}
-
-// revokeRetired revokes the retiring leases of v whose grace has ended.
-func (d *Driver) revokeRetired(v *vol) {
-	now := d.cfg.Now()
-	var due []render.HeldLease
-	d.mu.Lock()
-	var keep []retiredLease
-	for _, r := range v.retiring {
-		if now.Before(r.RevokeAt) {
-			keep = append(keep, r)
-			continue
-		}
-		due = append(due, r.HeldLease)
-	}
-	v.retiring = keep
-	if len(due) > 0 {
-		_ = d.saveLocked()
-	}
-	d.mu.Unlock()
-	d.revoke(v.name, &render.Content{Leases: due})
 }
 
 // recordRefresh updates the status after a refresh; it returns the number
 // of consecutive failures.
 func (d *Driver) recordRefresh(v *vol, err error) int {
 	d.cfg.Metrics.Refreshed(v.name, err)
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if err == nil {
 		v.status.Failures = 0
 		v.status.LastError = ""
@@ -296,180 +276,4 @@ func (d *Driver) recordRefresh(v *vol, err error) int {
 	v.status.LastError = err.Error()
 	v.status.LastErrorAt = d.cfg.Now().UTC()
 	return v.status.Failures
-}
-
-// renewSchedule is when the earliest lease is due for renewal: two thirds
-// of its duration after it was granted or last renewed, minus up to 10%
-// jitter; now for a lease whose terms' start is unknown. Zero when there is
-// nothing to renew.
-func (d *Driver) renewSchedule(v *vol) time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var at time.Time
-	for _, l := range v.leases {
-		if l.Lease.Duration <= 0 {
-			continue
-		}
-		if l.Since.IsZero() {
-			return d.cfg.Now()
-		}
-		wait := time.Duration(float64(l.Lease.Duration) * 2 / 3 * (1 - 0.1*d.cfg.Jitter()))
-		t := l.Since.Add(wait)
-		if at.IsZero() || t.Before(at) {
-			at = t
-		}
-	}
-	return at
-}
-
-// renewLeases renews every lease of the volume. It returns false when one
-// could not be renewed (not renewable, at its max TTL, revoked): the
-// content must then be fetched anew.
-func (d *Driver) renewLeases(ctx context.Context, v *vol) bool {
-	d.mu.Lock()
-	leases := append([]render.HeldLease(nil), v.leases...)
-	d.mu.Unlock()
-	ok := true
-	renewed := make([]render.HeldLease, 0, len(leases))
-	for _, l := range leases {
-		lm, isLM := d.cfg.Registry.LeaseManager(l.Ref.Backend)
-		if !isLM || !l.Lease.Renewable {
-			d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalNotRenewable)
-			ok = false
-			renewed = append(renewed, l)
-			continue
-		}
-		asked := d.cfg.Now().UTC()
-		rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout())
-		nl, err := lm.Renew(rctx, l.Ref, l.Lease)
-		cancel()
-		if err != nil || nl.Duration < l.Lease.Duration/2 {
-			// Failed, or capped by its max TTL: fetch a fresh secret now,
-			// before the old one expires.
-			if err != nil {
-				d.log.Warn().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Err(err).Msg("lease renewal failed; fetching a fresh secret")
-				d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalFailed)
-			} else {
-				d.log.Info().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Msg("lease near its max TTL; fetching a fresh secret")
-				d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalMaxTTL)
-			}
-			ok = false
-			if err == nil {
-				l.Lease, l.Since = nl, asked
-			}
-			renewed = append(renewed, l)
-			continue
-		}
-		l.Lease, l.Since = nl, asked
-		renewed = append(renewed, l)
-		d.log.Debug().Str("volume", v.name).Str("lease", leasePrefix(l.Lease.ID)).Str("ttl", nl.Duration.String()).Msg("lease renewed")
-		d.cfg.Metrics.LeaseRenewal(v.name, l.Ref.Backend, metrics.RenewalRenewed)
-	}
-	d.mu.Lock()
-	if len(v.leases) == len(leases) {
-		v.leases = renewed
-	}
-	v.status.RenewedAt = d.cfg.Now().UTC()
-	_ = d.saveLocked()
-	d.mu.Unlock()
-	return ok
-}
-
-// revoke hands back the leases of content that is not (or no longer) used.
-func (d *Driver) revoke(volume string, c *render.Content) {
-	if c == nil {
-		return
-	}
-	for _, l := range c.Leases {
-		lm, ok := d.cfg.Registry.LeaseManager(l.Ref.Backend)
-		if !ok || l.Lease.ID == "" {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Fetcher.Timeout())
-		err := lm.Revoke(ctx, l.Ref, l.Lease.ID)
-		cancel()
-		if err != nil {
-			d.log.Warn().Str("volume", volume).Str("lease", leasePrefix(l.Lease.ID)).Err(err).Msg("lease revocation failed")
-			continue
-		}
-		d.log.Info().Str("volume", volume).Str("lease", leasePrefix(l.Lease.ID)).Msg("lease revoked")
-	}
-}
-
-// resume runs at start-up: volumes whose tmpfs survived get their refresh
-// loop again; leases of volumes that containers still use are renewed
-// again; the others are revoked.
-func (d *Driver) resume() {
-	var loops []*vol
-	revoke := map[string][]render.HeldLease{}
-	d.mu.Lock()
-	for _, v := range d.vols {
-		switch {
-		case (len(v.leases) > 0 || len(v.retiring) > 0) && len(v.ids) == 0 && len(v.stale) == 0:
-			revoke[v.name] = v.end()
-		case v.mounted || len(v.leases) > 0 || len(v.retiring) > 0:
-			loops = append(loops, v)
-			// Leases read by the previous process: their issuer (a
-			// Vault login token) may have gone with it. Renew first
-			// thing, which replaces them if so; asked before the loop
-			// starts, so its first renewal meets the request.
-			if len(v.leases) > 0 {
-				kick(v)
-			}
-		}
-	}
-	_ = d.saveLocked()
-	d.mu.Unlock()
-	// The loops start once the state is saved: a renewal due at once
-	// saves too.
-	for _, v := range loops {
-		d.startRefresh(v)
-	}
-	for name, leases := range revoke {
-		go d.revoke(name, &render.Content{Leases: leases})
-	}
-}
-
-// kick asks v's loop to renew its leases now.
-func kick(v *vol) {
-	select {
-	case v.kick <- struct{}{}:
-	default:
-	}
-}
-
-// watchIssuers renews at once the leases of a backend whose issuer ended
-// (secrets.IssuerNotifier: a Vault login token reached its end, and its
-// leases with it): Renew then fails for the leases it issued, and a fresh
-// secret replaces them before they are gone.
-func (d *Driver) watchIssuers() {
-	ctx, cancel := context.WithCancel(context.Background())
-	d.stopWatch = cancel
-	for _, name := range d.cfg.Registry.Names() {
-		b, _ := d.cfg.Registry.Get(name)
-		n, ok := b.(secrets.IssuerNotifier)
-		if !ok {
-			continue
-		}
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-n.IssuerEnded():
-				}
-				d.mu.Lock()
-				for _, v := range d.vols {
-					for _, l := range v.leases {
-						if l.Ref.Backend == name {
-							kick(v)
-							break
-						}
-					}
-				}
-				d.mu.Unlock()
-				d.log.Info().Str("backend", name).Msg("a login that issued leases ended; renewing them now")
-			}
-		}()
-	}
 }

@@ -3,7 +3,6 @@ package volumes
 import (
 	"errors"
 	"fmt"
-	"github.com/dsv-plugin/dsv/tmpfs"
 	"github.com/dsv-plugin/dsv/tmpfs/tmpfstest"
 	"os"
 	"path/filepath"
@@ -69,19 +68,20 @@ func TestRefreshSwapsOnChangeOnly(t *testing.T) {
 	if payload() != first {
 		t.Fatal("an unchanged refresh rewrote the files")
 	}
+	mountsBefore := len(h.mounter.log())
 	h.backend.set("rot", "v2")
 	eventually(t, time.Second, "rotated value visible", func() bool {
 		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
 		return string(b) == "v2"
 	})
-	if h.mounter.mounted[mp] != true {
-		t.Error("tmpfs left writable after a swap")
+	// A swap writes through the side: no mount, bind or unmount (a
+	// remount of the view is what the read-only views replaced).
+	if log := h.mounter.log(); len(log) != mountsBefore {
+		t.Errorf("a swap changed the mount table: %v", log[mountsBefore:])
 	}
 	h.unmount("rot", "c1")
-	n := h.backend.fetchCount()
-	time.Sleep(150 * time.Millisecond)
-	if h.backend.fetchCount() != n {
-		t.Fatal("refresh loop kept running after the last unmount")
+	if v := h.drv.vols["rot"]; v.looping || v.stopRefresh != nil {
+		t.Fatal("refresh loop still running after the last unmount")
 	}
 }
 
@@ -102,11 +102,20 @@ func TestRefreshFailureKeepsContentAndBacksOff(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(g.Volume.Status["lastError"]), "backend unreachable") || g.Volume.Status["fetchedAt"] == nil {
 		t.Fatalf("status = %v", g.Volume.Status)
 	}
-	// Backoff: 40ms doubling gives at most ~5 attempts in 600ms, not 15.
-	before := h.backend.fetchCount()
-	time.Sleep(600 * time.Millisecond)
-	if n := h.backend.fetchCount() - before; n > 5 {
-		t.Fatalf("%d attempts in 600ms: no backoff", n)
+	// Backoff: after the k-th failure in a row the next attempt is
+	// 40ms·2^k after it, not 40ms.
+	eventually(t, 5*time.Second, "three failures in a row", func() bool {
+		v := h.drv.vols["flaky"]
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.status.Failures >= 3
+	})
+	v := h.drv.vols["flaky"]
+	v.mu.Lock()
+	failures, gap := v.status.Failures, v.refreshAt.Sub(v.status.LastErrorAt)
+	v.mu.Unlock()
+	if want := backoff(40*time.Millisecond, failures); gap < want-5*time.Millisecond {
+		t.Fatalf("after %d failures the next attempt is %v after the last, want %v: no backoff", failures, gap, want)
 	}
 	h.backend.setErr("flaky", nil)
 	h.backend.set("flaky", "recovered")
@@ -125,9 +134,8 @@ func TestFileLayoutIsNotRefreshed(t *testing.T) {
 	h.backend.set("ff", "v1")
 	h.create("ff", nil)
 	h.mount("ff", "c1")
-	time.Sleep(120 * time.Millisecond)
-	if n := h.backend.fetchCount(); n != 1 {
-		t.Fatalf("a layout=file volume was re-read %d times", n-1)
+	if v := h.drv.vols["ff"]; v.looping || !v.refreshAt.IsZero() {
+		t.Fatal("a layout=file volume has a refresh loop")
 	}
 	g, _ := h.drv.Get(&volume.GetRequest{Name: "ff"})
 	if !strings.Contains(fmt.Sprint(g.Volume.Status["refresh"]), "use layout=dir") {
@@ -208,16 +216,15 @@ func TestLeasesAfterRestart(t *testing.T) {
 			// A crash of the plugin, "idle" unmounted while it was down: its
 			// state still lists the lease but no mount id.
 			h.stopAll()
-			h.drv.mu.Lock()
-			delete(h.drv.vols["idle"].ids, "c1")
-			busy := h.drv.vols["busy"].leases
+			delete(h.drv.vols["idle"].instances[0].mounts, "c1")
+			busy := h.drv.vols["busy"].instances[0].leases
 			if len(busy) != 1 || busy[0].Since.IsZero() {
-				h.drv.mu.Unlock()
 				t.Fatalf("busy's lease has no start of its terms: %+v", busy)
 			}
 			busy[0].Since = c.since(busy[0].Since)
-			_ = h.drv.saveLocked()
-			h.drv.mu.Unlock()
+			if err := h.drv.save(); err != nil {
+				t.Fatal(err)
+			}
 
 			h.mounter = newFakeMounter(t.TempDir()) // the tmpfs did not survive
 			h.drv = h.start()
@@ -364,15 +371,17 @@ func TestRenewalFailureBacksOff(t *testing.T) {
 		b.renewErr = errors.New("permission denied")
 		b.fetchErr = secrets.Fail(secrets.Ref{Backend: "leased", Name: "database/creds/app"}, secrets.ErrAccessDenied, "", nil)
 	})
-	time.Sleep(time.Second)
-	// Renewal due at ~100ms, then tries at +5s backoff: one or two tries
-	// in a second, where a tight loop made thousands.
-	if n := h.leased.renewTries(); n < 1 || n > 3 {
-		t.Fatalf("%d renewal attempts in 1s after renewal and reads began to fail; want 1 (then a backoff)", n)
-	}
-	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
-	if !strings.Contains(fmt.Sprint(g.Volume.Status["lastError"]), "access denied") {
-		t.Fatalf("status does not show the failed read: %v", g.Volume.Status)
+	// Renewal due at ~100ms fails, the read that should replace the lease
+	// fails too: the next renewal waits 5s, the next read backs off.
+	eventually(t, 5*time.Second, "the failed read in the status", func() bool {
+		return strings.Contains(fmt.Sprint(h.status("creds")["lastError"]), "access denied")
+	})
+	v := h.drv.vols["creds"]
+	v.mu.Lock()
+	retryIn, refreshIn := time.Until(v.renewRetryAt), time.Until(v.refreshAt)
+	v.mu.Unlock()
+	if retryIn < 4*time.Second || refreshIn < 4*time.Second {
+		t.Fatalf("after a failed renewal and read, the next renewal is due in %v and the next read in %v; want a 5s backoff for both", retryIn, refreshIn)
 	}
 }
 
@@ -390,9 +399,11 @@ func TestRefreshResumesAfterRestart(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(mp, "secret"))
 		return string(b) == "v2"
 	})
-	eventually(t, time.Second, "the kept tmpfs read-only again after the swap", func() bool {
-		return !h.mounter.writable(mp)
-	})
+	// The restarted driver wrote through a side it bound again, never
+	// through a writable mount under the views' root.
+	if rw := h.mounter.everWritable(h.root); len(rw) > 0 {
+		t.Fatalf("mounted read-write under the views' root across the restart: %v", rw)
+	}
 }
 
 // TestRefreshSettingSkipsDynamicContent: the REFRESH setting does not
@@ -403,9 +414,8 @@ func TestRefreshSettingSkipsDynamicContent(t *testing.T) {
 	h.leased.ttl = time.Hour
 	h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "layout": "dir"})
 	h.mount("creds", "c1")
-	time.Sleep(300 * time.Millisecond)
-	if _, revoked, issued := h.leased.snapshot(); issued != 1 || len(revoked) != 0 {
-		t.Fatalf("REFRESH on a leased volume: %d credentials issued, %d revoked; want 1 and 0", issued, len(revoked))
+	if v := h.drv.vols["creds"]; !v.refreshAt.IsZero() {
+		t.Fatal("REFRESH scheduled a re-read of a leased volume")
 	}
 	g, _ := h.drv.Get(&volume.GetRequest{Name: "creds"})
 	if !strings.Contains(fmt.Sprint(g.Volume.Status["refresh"]), "dynamic secrets") {
@@ -414,9 +424,8 @@ func TestRefreshSettingSkipsDynamicContent(t *testing.T) {
 	// After a restart the state still says the content is dynamic.
 	h.stopAll()
 	h.drv = h.start()
-	time.Sleep(300 * time.Millisecond)
-	if _, _, issued := h.leased.snapshot(); issued != 1 {
-		t.Fatalf("after a restart REFRESH re-issued the credentials: %d issued", issued)
+	if v := h.drv.vols["creds"]; !v.refreshAt.IsZero() {
+		t.Fatal("after a restart REFRESH scheduled a re-read of the leased volume")
 	}
 }
 
@@ -445,28 +454,6 @@ func TestRefreshNearTheCap(t *testing.T) {
 	}
 }
 
-// TestFitsCountsFilesAndBytes: tmpfs counts a page per non-empty file and
-// an inode per file, link and directory.
-func TestFitsCountsFilesAndBytes(t *testing.T) {
-	d := &Driver{cfg: Config{TmpfsSize: 2 << 20}}
-	many := make([]tmpfs.File, 600)
-	for i := range many {
-		many[i] = tmpfs.File{Path: fmt.Sprintf("k%d", i), Data: []byte("v")}
-	}
-	if err := d.fits(many); err == nil || !strings.Contains(err.Error(), "600 files") {
-		t.Fatalf("600 files (1,200 inodes with their links): %v", err)
-	}
-	if err := d.fits(many[:400]); err != nil {
-		t.Fatalf("400 small files: %v", err)
-	}
-	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20)}}); err != nil {
-		t.Fatalf("exactly the budget: %v", err)
-	}
-	if err := d.fits([]tmpfs.File{{Path: "a", Data: make([]byte, 2<<20+1)}}); err == nil {
-		t.Fatal("one byte over the budget fits")
-	}
-}
-
 // TestRemoveEndsLeasesFromBeforeRestart: Docker removes a volume whose
 // containers from before a restart are gone (their unmounts never came):
 // the leases held for them are revoked and no longer renewed.
@@ -484,10 +471,8 @@ func TestRemoveEndsLeasesFromBeforeRestart(t *testing.T) {
 		_, revoked, _ := h.leased.snapshot()
 		return revoked["database/creds/app/lease-1"]
 	})
-	before := h.leased.renewTries()
-	time.Sleep(600 * time.Millisecond) // two renewal periods of the 300ms lease
-	if n := h.leased.renewTries() - before; n != 0 {
-		t.Fatalf("the lease of a removed volume was renewed %d times", n)
+	if v := h.drvVol(t, "creds"); v != nil {
+		t.Fatal("the removed volume is still known")
 	}
 }
 
@@ -599,8 +584,7 @@ func TestKernelRestartKeepsRefreshing(t *testing.T) {
 		t.Fatalf("write through the view after a restart: %v, want EROFS", err)
 	}
 	h.unmount("rot", "c1")
-	mounts, _ := tmpfs.Kernel{}.MountsUnder(h.writer)
-	views, _ := tmpfs.Kernel{}.MountsUnder(h.root)
+	mounts, views := kernelMountsUnder(t, h.writer), kernelMountsUnder(t, h.root)
 	if len(mounts)+len(views) > 0 {
 		t.Fatalf("mounts left after the last unmount: %v %v", mounts, views)
 	}

@@ -45,7 +45,7 @@ func writeStateForever(path string) error {
 	if err != nil {
 		return err
 	}
-	gen, err := generation(recs)
+	gen, err := generation(recs.Volumes)
 	if err != nil {
 		return err
 	}
@@ -56,10 +56,10 @@ func writeStateForever(path string) error {
 			vols[fmt.Sprintf("volume-%03d", i)] = volumeRecord{
 				Options:   render.Options{Objects: []render.Object{{Name: "secret", Mode: 0o444}}},
 				CreatedAt: time.Unix(1, 0).UTC(),
-				MountIDs:  []string{"gen-" + strconv.Itoa(gen), fmt.Sprintf("%064x", i)},
+				Instances: []instanceRecord{{ID: "i", Mounts: map[string]int{"gen-" + strconv.Itoa(gen): 1, fmt.Sprintf("%064x", i): 1}}},
 			}
 		}
-		if err := store.Save(vols); err != nil {
+		if err := store.Save(State{Volumes: vols}); err != nil {
 			return err
 		}
 		// Tells the test that a generation is saved: it kills on events,
@@ -81,11 +81,11 @@ func generation(recs map[string]volumeRecord) (int, error) {
 	}
 	gen := -1
 	for name, r := range recs {
-		if len(r.MountIDs) != 2 {
-			return 0, fmt.Errorf("volume %s has mount ids %v", name, r.MountIDs)
+		if len(r.Instances) != 1 || len(r.Instances[0].Mounts) != 2 {
+			return 0, fmt.Errorf("volume %s has instances %v", name, r.Instances)
 		}
 		var g int
-		for _, id := range r.MountIDs {
+		for id := range r.Instances[0].Mounts {
 			if n, err := fmt.Sscanf(id, "gen-%d", &g); n == 1 && err == nil {
 				break
 			}
@@ -144,7 +144,7 @@ func TestStateKilledDuringSave(t *testing.T) {
 		if err != nil {
 			t.Fatalf("kill %d: the state does not load: %v", i, err)
 		}
-		gen, err := generation(recs)
+		gen, err := generation(recs.Volumes)
 		if err != nil {
 			t.Fatalf("kill %d: torn state: %v", i, err)
 		}

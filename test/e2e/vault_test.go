@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -113,19 +114,26 @@ func newVaultFixture(t *testing.T) *vaultFixture {
 // leases lists the ids of the database role's leases that Vault holds.
 func (f *vaultFixture) leases(t testing.TB) []string {
 	t.Helper()
+	return vaultLeases(t, f.vault, "database/creds/app")
+}
+
+// vaultLeases lists the ids of the leases Vault holds under prefix.
+func vaultLeases(t testing.TB, v *vaulttest.Server, prefix string) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sec, err := f.vault.Client.Logical().ListWithContext(ctx, "sys/leases/lookup/database/creds/app")
+	sec, err := v.Client.Logical().ListWithContext(ctx, "sys/leases/lookup/"+prefix)
 	if err != nil {
-		t.Fatalf("vault list sys/leases/lookup/database/creds/app: %v", err)
+		t.Fatalf("vault list sys/leases/lookup/%s: %v", prefix, err)
 	}
 	var ids []string
 	if sec != nil {
 		keys, _ := sec.Data["keys"].([]any)
 		for _, k := range keys {
-			ids = append(ids, "database/creds/app/"+fmt.Sprint(k))
+			ids = append(ids, prefix+"/"+fmt.Sprint(k))
 		}
 	}
+	sort.Strings(ids)
 	return ids
 }
 
