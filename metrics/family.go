@@ -66,6 +66,22 @@ func (f *family) add(v float64, values ...string) {
 	f.get(values).value += v
 }
 
+// dropWhere removes the series whose value of the label name is one gone
+// says is gone; a family without that label keeps all.
+func (f *family) dropWhere(name string, gone func(string) bool) {
+	i := slices.Index(f.labels, name)
+	if i < 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, s := range f.series {
+		if gone(s.values[i]) {
+			delete(f.series, key)
+		}
+	}
+}
+
 // observe records one observation in a histogram's series.
 func (f *family) observe(v float64, values ...string) {
 	f.mu.Lock()

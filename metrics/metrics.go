@@ -142,12 +142,17 @@ func (m *Metrics) Handler() http.Handler {
 
 // write writes every family, in a fixed order.
 func (m *Metrics) write(w *bufio.Writer) {
+	// First the volumes: a removed one's counters go before they are
+	// written.
+	vols, watched := m.volumes()
 	writeGauges(w, "dsv_build_info", "Always 1; the plugin's version as a label.",
 		[]string{"version"}, []sample{{values: []string{m.version}, value: 1}})
 	for _, f := range []*family{m.reads, m.readSeconds, m.hits, m.shared, m.mountSeconds, m.refreshes, m.swaps, m.renewals} {
 		f.write(w)
 	}
-	m.writeVolumes(w)
+	if watched {
+		m.writeVolumes(w, vols)
+	}
 }
 
 // objectLabels are the label values of a per-object counter.

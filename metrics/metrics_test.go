@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,6 +279,82 @@ dsv_volumes_mounted 2
 dsv_volume_last_read_timestamp_seconds{volume="app"} 1.7000001e+09
 dsv_volume_last_read_timestamp_seconds{volume="db"} 1.7000000005e+09
 `, "dsv_volumes", "dsv_volumes_mounted", "dsv_volume_last_read_timestamp_seconds")
+}
+
+// TestRemovedVolumeCounters: the per-volume counters of a removed volume
+// are gone from the next scrape, as its gauges are: at ForgetVolume, and
+// at a scrape whose volume list no longer has it.
+func TestRemovedVolumeCounters(t *testing.T) {
+	count := func(m *Metrics, vols ...string) {
+		for _, v := range vols {
+			m.Refreshed(v, nil)
+			m.Refreshed(v, errors.New("x"))
+			m.Swapped(v)
+			m.LeaseRenewal(v, "vault", RenewalRenewed)
+		}
+	}
+	perVolume := []string{"dsv_refreshes_total", "dsv_refresh_swaps_total", "dsv_lease_renewals_total"}
+	volumesIn := func(t *testing.T, m *Metrics) map[string]bool {
+		t.Helper()
+		seen := map[string]bool{}
+		fams := parse(t, scrape(t, m))
+		for _, name := range perVolume {
+			for _, s := range fams[name].GetMetric() {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "volume" {
+						seen[name+"/"+l.GetValue()] = true
+					}
+				}
+			}
+		}
+		return seen
+	}
+	want := func(vols ...string) map[string]bool {
+		out := map[string]bool{}
+		for _, n := range perVolume {
+			for _, v := range vols {
+				out[n+"/"+v] = true
+			}
+		}
+		return out
+	}
+
+	t.Run("ForgetVolume", func(t *testing.T) {
+		m := New(Config{})
+		count(m, "db", "web")
+		m.ForgetVolume("db")
+		if got := volumesIn(t, m); !maps.Equal(got, want("web")) {
+			t.Errorf("after ForgetVolume(db): %v, want web's only", got)
+		}
+		// Created again, it counts from zero.
+		count(m, "db")
+		f := parse(t, scrape(t, m))["dsv_refresh_swaps_total"]
+		for _, s := range f.GetMetric() {
+			if s.GetLabel()[0].GetValue() == "db" && s.GetCounter().GetValue() != 1 {
+				t.Errorf("db's swaps after it came back: %v, want 1", s.GetCounter().GetValue())
+			}
+		}
+	})
+	t.Run("gone from the volume list", func(t *testing.T) {
+		m := New(Config{})
+		list := []VolumeStat{{Name: "db", Mounted: true}, {Name: "web", Mounted: true}}
+		var mu sync.Mutex
+		m.WatchVolumes(func() []VolumeStat {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(list)
+		})
+		count(m, "db", "web")
+		if got := volumesIn(t, m); !maps.Equal(got, want("db", "web")) {
+			t.Fatalf("before the removal: %v", got)
+		}
+		mu.Lock()
+		list = list[1:] // docker volume rm db
+		mu.Unlock()
+		if got := volumesIn(t, m); !maps.Equal(got, want("web")) {
+			t.Errorf("the first scrape after db was removed: %v, want web's only", got)
+		}
+	})
 }
 
 // TestEmptyScrapeParses: a fresh endpoint (no volume, no read) is valid.

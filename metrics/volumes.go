@@ -26,15 +26,46 @@ func (m *Metrics) WatchVolumes(stats func() []VolumeStat) {
 	m.volumeStats = stats
 }
 
-// writeVolumes writes the gauges computed from the volumes at scrape time.
-func (m *Metrics) writeVolumes(w *bufio.Writer) {
+// ForgetVolume drops the per-volume counters of a removed volume
+// (dsv_refreshes_total, dsv_refresh_swaps_total, dsv_lease_renewals_total),
+// so that a plugin whose volumes come and go keeps no series of the gone
+// ones, as the gauges keep none. A volume created again with the name
+// starts from zero, which Prometheus reads as a counter reset.
+func (m *Metrics) ForgetVolume(name string) {
+	if m == nil {
+		return
+	}
+	for _, f := range m.perVolume() {
+		f.dropWhere("volume", func(v string) bool { return v == name })
+	}
+}
+
+// perVolume are the counter families labelled by volume.
+func (m *Metrics) perVolume() []*family { return []*family{m.refreshes, m.swaps, m.renewals} }
+
+// volumes reads the volumes at scrape time, and drops the per-volume
+// counters of volumes no longer in the list (a removal nobody reported
+// with ForgetVolume); ok is false when no list is watched.
+func (m *Metrics) volumes() (vols []VolumeStat, ok bool) {
 	m.mu.Lock()
 	stats := m.volumeStats
 	m.mu.Unlock()
 	if stats == nil {
-		return
+		return nil, false
 	}
-	vols := stats()
+	vols = stats()
+	known := make(map[string]bool, len(vols))
+	for _, v := range vols {
+		known[v.Name] = true
+	}
+	for _, f := range m.perVolume() {
+		f.dropWhere("volume", func(v string) bool { return !known[v] })
+	}
+	return vols, true
+}
+
+// writeVolumes writes the gauges computed from the volumes.
+func (m *Metrics) writeVolumes(w *bufio.Writer, vols []VolumeStat) {
 	mounted := 0
 	var lastRead []sample
 	for _, v := range vols {

@@ -3,12 +3,16 @@ package azure
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -77,7 +81,61 @@ func newChain(creds Credentials, opts azcore.ClientOptions) *chain {
 type CredentialError struct {
 	Source string // sourceSecret, ...
 	File   string // the credential file, "" for managed identity
-	Err    error
+	// IMDS is, for the managed identity, what answered at the Instance
+	// Metadata Service's address: whether this host is an Azure VM.
+	IMDS IMDSState
+	Err  error
+}
+
+// IMDSState is what the address of Azure's Instance Metadata Service
+// answered after the managed identity gave no token.
+type IMDSState int
+
+const (
+	// IMDSUnknown: not asked (the fetch's deadline had passed).
+	IMDSUnknown IMDSState = iota
+	// IMDSAbsent: nothing answered; the host is not an Azure VM, or the
+	// plugin does not reach 169.254.169.254.
+	IMDSAbsent
+	// IMDSOther: a server answered that is not Azure's IMDS (another
+	// cloud's metadata server): the host is not an Azure VM.
+	IMDSOther
+	// IMDSAzure: Azure's IMDS answered: the host is an Azure VM.
+	IMDSAzure
+)
+
+// imdsInstance is the IMDS's compute metadata, which Azure's IMDS serves
+// only with the header Metadata: true
+// (https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service).
+const imdsInstance = "http://169.254.169.254/metadata/instance/compute?api-version=2021-02-01&format=json"
+
+// probeIMDS asks the Instance Metadata Service's address whether this is
+// an Azure VM, within ctx and at most two seconds.
+func (c *chain) probeIMDS(ctx context.Context) IMDSState {
+	if ctx.Err() != nil || c.opts.Transport == nil {
+		return IMDSUnknown
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, imdsInstance, nil)
+	if err != nil {
+		return IMDSUnknown
+	}
+	req.Header.Set("Metadata", "true")
+	resp, err := c.opts.Transport.Do(req)
+	if err != nil {
+		return IMDSAbsent
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var compute struct {
+		AzEnvironment string `json:"azEnvironment"`
+		VMID          string `json:"vmId"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&compute) != nil ||
+		compute.AzEnvironment == "" || compute.VMID == "" {
+		return IMDSOther
+	}
+	return IMDSAzure
 }
 
 func (e *CredentialError) Error() string {
@@ -97,7 +155,13 @@ func (c *chain) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (
 	}
 	tok, err := cred.GetToken(ctx, opts)
 	if err != nil {
-		return tok, &CredentialError{Source: source, File: file, Err: err}
+		e := &CredentialError{Source: source, File: file, Err: err}
+		if source == sourceManaged {
+			// Before blaming a missing identity, see whether this is an
+			// Azure VM at all.
+			e.IMDS = c.probeIMDS(ctx)
+		}
+		return tok, e
 	}
 	return tok, nil
 }

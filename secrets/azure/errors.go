@@ -24,7 +24,9 @@ const (
 	hintNoCredentials = "no Azure credentials: put a client-secret, client-certificate.pem or federated-token file in the plugin's credentials mount (azure/), with the AZURE_TENANT_ID and AZURE_CLIENT_ID settings, or run on an Azure VM with a managed identity"
 	hintNoIdentity    = "set the AZURE_TENANT_ID and AZURE_CLIENT_ID plugin settings to the service principal's tenant and application (client) id"
 	hintRefused       = "Microsoft Entra ID refused the credentials; check the file in the credentials mount and the AZURE_TENANT_ID and AZURE_CLIENT_ID settings"
-	hintManaged       = "the host's managed identity gave no token; assign the VM an identity (and set AZURE_CLIENT_ID for a user-assigned one), or put credentials in the plugin's credentials mount"
+	hintManaged       = "this Azure VM's managed identity gave no token; assign the VM an identity (and set AZURE_CLIENT_ID for a user-assigned one), or put credentials in the plugin's credentials mount"
+	hintNotAzure      = "no Azure credentials, and this host is not an Azure VM (no Instance Metadata Service answered at 169.254.169.254): put a client-secret, client-certificate.pem or federated-token file in the plugin's credentials mount (azure/), with the AZURE_TENANT_ID and AZURE_CLIENT_ID settings"
+	hintNotAzureOther = "no Azure credentials, and this host is not an Azure VM (the server at 169.254.169.254 is not Azure's Instance Metadata Service): put a client-secret, client-certificate.pem or federated-token file in the plugin's credentials mount (azure/), with the AZURE_TENANT_ID and AZURE_CLIENT_ID settings"
 	hintBadFile       = "the credential file in the plugin's credentials mount could not be used; fix or replace it"
 	hintAccessDenied  = "the identity may not read this secret: grant it the secrets/get permission in the vault's access policy, or the \"Key Vault Secrets User\" role on the vault or the secret (Azure RBAC)"
 	hintFirewall      = "the vault's firewall refused the host's address; allow it in the vault's networking settings, or use a private endpoint"
@@ -71,8 +73,16 @@ func classify(ctx context.Context, ref secrets.Ref, loc location, err error) err
 func classifyCredential(ctx context.Context, ref secrets.Ref, ce *CredentialError) error {
 	cause := &CredentialError{Source: ce.Source, File: ce.File, Err: errors.New(credentialCause(ce.Err))}
 	if ce.Source == sourceManaged {
-		// Off Azure, the managed identity endpoint does not answer:
-		// the likely story is that nothing was configured.
+		// Blame the managed identity only on an Azure VM; elsewhere
+		// nothing was configured.
+		switch ce.IMDS {
+		case IMDSAzure:
+			return secrets.Fail(ref, secrets.ErrAccessDenied, hintManaged, cause)
+		case IMDSOther:
+			return secrets.Fail(ref, secrets.ErrAccessDenied, hintNotAzureOther, cause)
+		case IMDSAbsent:
+			return secrets.Fail(ref, secrets.ErrAccessDenied, hintNotAzure, cause)
+		}
 		var af *azidentity.AuthenticationFailedError
 		if errors.As(ce.Err, &af) && af.RawResponse != nil {
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintManaged, cause)

@@ -3,7 +3,10 @@ package azure
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,7 +247,26 @@ func TestIntegrationManagedIdentity(t *testing.T) {
 		closed := l.Addr().String()
 		_ = l.Close()
 		d, _ := newIntegrationDriver(t, env, "", nil, WithDial(toLocal(closed)))
-		wantFetchError(t, d, secrets.Ref{Backend: Name, Name: "mi-read"}, secrets.ErrAccessDenied, "managed identity", hintNoCredentials)
+		wantFetchError(t, d, secrets.Ref{Backend: Name, Name: "mi-read"}, secrets.ErrAccessDenied, "managed identity", hintNotAzure)
+	})
+	t.Run("an Azure VM without that identity", func(t *testing.T) {
+		// IMDS answers (an Azure VM), but the user-assigned identity
+		// named is not the VM's.
+		d, _ := newIntegrationDriver(t, env, "11111111-0000-4000-8000-0000000000ff", nil, WithDial(toLocal(env.IMDSAddr)))
+		wantFetchError(t, d, secrets.Ref{Backend: Name, Name: "mi-read"}, secrets.ErrAccessDenied, "managed identity", hintManaged)
+	})
+	t.Run("another cloud's metadata server", func(t *testing.T) {
+		// Something answers at 169.254.169.254, as on AWS or Google
+		// Cloud: the host is not an Azure VM, whatever the answer.
+		for _, status := range []int{http.StatusNotFound, http.StatusBadRequest, http.StatusOK} {
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(status)
+				_, _ = io.WriteString(w, `{"error":"invalid_request","error_description":"not here"}`)
+			}))
+			d, _ := newIntegrationDriver(t, env, "", nil, WithDial(toLocal(strings.TrimPrefix(other.URL, "http://"))))
+			wantFetchError(t, d, secrets.Ref{Backend: Name, Name: "mi-read"}, secrets.ErrAccessDenied, "managed identity", hintNotAzureOther)
+			other.Close()
+		}
 	})
 }
 

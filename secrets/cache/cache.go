@@ -54,6 +54,9 @@ type Fetcher struct {
 	group singleflight.Group
 	mu    sync.Mutex
 	items map[string]*entry
+	// releases counts the release goroutines running, so that a test can
+	// wait for them rather than for a time.
+	releases sync.WaitGroup
 
 	reads, hits, shared atomic.Int64
 }
@@ -109,6 +112,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref secrets.Ref, fresh bool) (secre
 	select {
 	case res = <-ch:
 	case <-ctx.Done():
+		f.releases.Add(1)
 		go f.release(whole, ch)
 		return secrets.Secret{}, secrets.FromContext(ctx, ref)
 	}
@@ -149,6 +153,7 @@ type flight struct {
 // release waits for a flight its caller gave up on, and revokes a unique
 // value's lease if no other caller claims it.
 func (f *Fetcher) release(ref secrets.Ref, ch <-chan singleflight.Result) {
+	defer f.releases.Done()
 	res := <-ch
 	if res.Err != nil {
 		return

@@ -14,11 +14,13 @@ import (
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
-// Google's endpoints of Secret Manager: one global, one per region for
-// regional secrets.
+// Google's endpoints of Secret Manager in a universe: one global, one per
+// region for regional secrets
+// (https://cloud.google.com/secret-manager/docs/reference/rest; in another
+// universe, its domain takes googleapis.com's place).
 const (
-	globalEndpoint   = "https://secretmanager.googleapis.com"
-	regionalEndpoint = "https://secretmanager.%s.rep.googleapis.com"
+	globalEndpoint   = "https://secretmanager.%s"
+	regionalEndpoint = "https://secretmanager.%s.rep.%s"
 )
 
 // Limits of a request.
@@ -58,19 +60,23 @@ func NewClient(cfg Config) *Client {
 	}
 }
 
-// baseURL is the endpoint that serves a version's resource name.
-func baseURL(endpoint, name string) string {
+// baseURL is the endpoint that serves a version's resource name in a
+// universe ("" is googleapis.com).
+func baseURL(endpoint, universe, name string) string {
 	if endpoint != "" {
 		return endpoint
 	}
-	if p := strings.Split(name, "/"); len(p) > 3 && p[2] == "locations" {
-		return fmt.Sprintf(regionalEndpoint, p[3])
+	if universe == "" {
+		universe = defaultUniverse
 	}
-	return globalEndpoint
+	if p := strings.Split(name, "/"); len(p) > 3 && p[2] == "locations" {
+		return fmt.Sprintf(regionalEndpoint, p[3], universe)
+	}
+	return fmt.Sprintf(globalEndpoint, universe)
 }
 
 // host names the endpoint of a resource name in messages.
-func (d *Driver) host(name string) string { return baseURL(d.endpoint, name) }
+func (d *Driver) host(name string) string { return baseURL(d.endpoint, "", name) }
 
 // APIError is an error answer of the API.
 type APIError struct {
@@ -122,10 +128,9 @@ var errTooLarge = fmt.Errorf("the answer is larger than %d bytes", maxBody)
 // Access reads a version (GET v1/{name}:access), retrying what is
 // retryable within ctx's deadline.
 func (c *Client) Access(ctx context.Context, name string) (Payload, error) {
-	url := baseURL(c.endpoint, name) + "/v1/" + name + ":access"
 	wait := firstBackoff
 	for try := 1; ; try++ {
-		p, retry, err := c.access(ctx, url)
+		p, retry, err := c.access(ctx, name)
 		if err == nil || !retry || try == maxTries {
 			return p, err
 		}
@@ -141,17 +146,25 @@ func (c *Client) Access(ctx context.Context, name string) (Payload, error) {
 }
 
 // access makes one try; retry says whether another may succeed.
-func (c *Client) access(ctx context.Context, url string) (p Payload, retry bool, err error) {
-	tok, err := c.creds.token(ctx)
+func (c *Client) access(ctx context.Context, name string) (p Payload, retry bool, err error) {
+	g, err := c.creds.token(ctx)
 	if err != nil {
 		return Payload{}, false, err
 	}
+	// The credentials name the universe, so the URL follows the token.
+	url := baseURL(c.endpoint, g.universe, name) + "/v1/" + name + ":access"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return Payload{}, false, err
 	}
-	req.Header.Set("Authorization", tok.Type()+" "+tok.AccessToken)
+	req.Header.Set("Authorization", g.tok.Type()+" "+g.tok.AccessToken)
 	req.Header.Set("Accept", "application/json")
+	if g.quotaProject != "" {
+		// The project billed for quota, as Google's libraries send a
+		// credentials file's quota_project_id
+		// (https://cloud.google.com/docs/quotas/set-quota-project).
+		req.Header.Set("X-Goog-User-Project", g.quotaProject)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// A GET: a failed send is safe to try again.

@@ -3,6 +3,7 @@ package gcp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -83,5 +84,20 @@ func validEndpoint(s string) error {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("%q: remove the query or fragment", quoted(s))
 	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		// Every request carries the plugin's bearer token: in clear text
+		// only to this machine (an emulator, a local proxy).
+		return fmt.Errorf("%q is plain http:// to a host other than this machine; the plugin sends its access tokens there: use https://, or http:// only to 127.0.0.1, [::1] or localhost", quoted(s))
+	}
 	return nil
+}
+
+// loopback reports whether host names this machine: localhost or a
+// loopback address (127.0.0.0/8, ::1).
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 
-	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -90,13 +89,26 @@ func apiFailure(ref secrets.Ref, ae *APIError) error {
 func (d *Driver) credentialsFailure(ctx context.Context, ref secrets.Ref, ce *CredentialsError) error {
 	file := fmt.Sprintf("%s (the %s setting, in the plugin's credentials mount)", ce.File, EnvCredentials)
 	if ce.Metadata {
-		var nd metadata.NotDefinedError
-		if errors.As(ce.Err, &nd) {
+		// Blame a missing service account only when Google's metadata
+		// server said so; elsewhere say the host is not on Google Cloud.
+		var me *MetadataError
+		errors.As(ce.Err, &me)
+		switch {
+		case me != nil && me.NoServiceAccount():
 			return secrets.Fail(ref, secrets.ErrAccessDenied,
-				"no credentials file, and the metadata server has no service account for this instance; attach one to the instance, or put a service-account or workload identity federation JSON at "+file, ce)
+				"no credentials file, and this Google Cloud instance has no service account (its metadata server has none); attach one to the instance, or put a service-account or workload identity federation JSON at "+file, ce)
+		case me != nil && me.Google:
+			return secrets.Fail(ref, secrets.ErrUnavailable,
+				"no credentials file, and the Google Cloud metadata server did not give a token; try again, or put a service-account or workload identity federation JSON at "+file, ce)
+		case me != nil && me.Status != 0:
+			return secrets.Fail(ref, secrets.ErrAccessDenied,
+				"no Google credentials found: no file at "+file+", and this host is not on Google Cloud (the server at the metadata address is not Google's); put a service-account or workload identity federation JSON there", ce)
+		case me != nil && me.GCE:
+			return secrets.Fail(ref, secrets.ErrUnavailable,
+				"no credentials file, and the metadata server of this Compute Engine machine did not answer; check that the plugin runs on the host network and nothing blocks "+me.Host+", or put a service-account or workload identity federation JSON at "+file, ce)
 		}
 		return secrets.Fail(ref, secrets.ErrAccessDenied,
-			"no Google credentials found: no file at "+file+", and no metadata server answered; put a service-account or workload identity federation JSON there, or run on Google Cloud", ce)
+			"no Google credentials found: no file at "+file+", and this host is not on Google Cloud (no metadata server answered, and it is not a Compute Engine machine); put a service-account or workload identity federation JSON there", ce)
 	}
 	if ce.Load {
 		return secrets.Fail(ref, secrets.ErrAccessDenied,

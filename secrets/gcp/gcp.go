@@ -107,7 +107,7 @@ func (d *Driver) Name() string { return Name }
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Fetch reads one version of a secret and checks it against the checksum
-// that came with it. Errors are *secrets.Error.
+// that came with it, when one came. Errors are *secrets.Error.
 func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, error) {
 	r, err := d.resolve(ref)
 	if err != nil {
@@ -126,8 +126,12 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 	version := versionOf(p.Name)
 	switch {
 	case p.CRC32C == nil:
-		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue,
-			"the answer carried no CRC32C checksum of the value, so its integrity cannot be checked; nothing was written (check GCP_ENDPOINT: Secret Manager always sends one)", nil)
+		// dataCrc32c is optional in SecretPayload: Secret Manager sends
+		// the checksum it stored with the version, and versions added
+		// before checksums were stored (mid 2021) have none
+		// (https://cloud.google.com/secret-manager/docs/reference/rest/v1/SecretPayload).
+		// Such a version is read unchecked, as Google's clients read it.
+		log.Info().Str("version", version).Msg("the version has no CRC32C checksum (added before Secret Manager stored them): read without an integrity check")
 	case int64(crc32.Checksum(p.Data, castagnoli)) != *p.CRC32C:
 		log.Warn().Str("version", version).Msg("checksum mismatch: value refused")
 		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue,

@@ -85,11 +85,20 @@ func TestIntegrationFetch(t *testing.T) {
 	bad := srv.CreateSecret(gcptest.Project, "corrupted")
 	srv.AddVersion(bad, []byte("s3cr3t-corrupted"))
 	srv.Corrupt(bad + "/versions/1")
-	private := srv.CreateSecret(gcptest.Project, "private")
+	legacy := srv.CreateSecret(gcptest.Project, "legacy")
+	srv.AddVersion(legacy, []byte("from-2020"))
+	srv.DropChecksum(legacy + "/versions/1")
+	// appSA holds the accessor role on gcptest.Project; in other-project,
+	// on one secret only.
+	srv.GrantProjectAccessor(gcptest.Project, "serviceAccount:"+appSA)
+	private := srv.CreateSecret("other-project", "private")
 	srv.AddVersion(private, []byte("v"))
 	srv.GrantAccessor(private, "serviceAccount:other@"+gcptest.Project+".iam.gserviceaccount.com")
+	noPolicy := srv.CreateSecret("other-project", "no-policy")
+	srv.AddVersion(noPolicy, []byte("v"))
 	srv.CreateSecret("other-project", "db")
 	srv.AddVersion("projects/other-project/secrets/db", []byte("elsewhere"))
+	srv.GrantAccessor("projects/other-project/secrets/db", "serviceAccount:"+appSA)
 	srv.DisableAPI("off-project")
 
 	d, _ := withKey(t, srv, gcptest.Project)
@@ -111,16 +120,23 @@ func TestIntegrationFetch(t *testing.T) {
 		{name: "binary", ref: secrets.Ref{Name: "blob"}, want: []byte{0, 1, 2, 0xfe, 0xff}, wantVersion: "1"},
 		{name: "regional", ref: secrets.Ref{Name: regional}, want: []byte("in-europe"), wantVersion: "1"},
 		{name: "another project", ref: secrets.Ref{Name: "projects/other-project/secrets/db"}, want: []byte("elsewhere"), wantVersion: "1"},
-		{name: "latest skips a disabled version", ref: secrets.Ref{Name: "off"}, want: []byte("v1"), wantVersion: "1"},
+		{name: "a version without a checksum", ref: secrets.Ref{Name: "legacy"}, want: []byte("from-2020"), wantVersion: "1"},
+		{name: "an older version of a secret whose newest is disabled", ref: secrets.Ref{Name: "off", VersionID: "1"}, want: []byte("v1"), wantVersion: "1"},
 
 		{name: "missing key", ref: secrets.Ref{Name: db, Key: "password"}, wantErr: secrets.ErrBadValue, wantHint: `its keys are: "pass", "port", "user"`},
+		// latest is the newest version, not the newest enabled one.
+		{name: "latest, disabled", ref: secrets.Ref{Name: "off"}, wantErr: secrets.ErrNotFound, wantHint: "disabled or destroyed"},
+		// Where the identity may read the project's secrets, a missing
+		// one is not found; elsewhere IAM answers first: denied.
 		{name: "unknown secret", ref: secrets.Ref{Name: "nope"}, wantErr: secrets.ErrNotFound, wantHint: "check the project, the secret name"},
+		{name: "unknown secret, no access to the project", ref: secrets.Ref{Name: "projects/other-project/secrets/nope"}, wantErr: secrets.ErrAccessDenied, wantHint: "roles/secretmanager.secretAccessor"},
+		{name: "a secret without a policy", ref: secrets.Ref{Name: "projects/other-project/secrets/no-policy"}, wantErr: secrets.ErrAccessDenied, wantHint: "roles/secretmanager.secretAccessor"},
 		{name: "unknown version", ref: secrets.Ref{Name: "db", VersionID: "9"}, wantErr: secrets.ErrNotFound},
 		{name: "unknown alias", ref: secrets.Ref{Name: "db", VersionID: "staging"}, wantErr: secrets.ErrNotFound},
 		{name: "disabled version", ref: secrets.Ref{Name: "off", VersionID: "2"}, wantErr: secrets.ErrNotFound, wantHint: "disabled or destroyed"},
 		{name: "destroyed version", ref: secrets.Ref{Name: "gone"}, wantErr: secrets.ErrNotFound, wantHint: "disabled or destroyed"},
 		{name: "corrupted on the way", ref: secrets.Ref{Name: "corrupted"}, wantErr: secrets.ErrBadValue, wantHint: "does not match its CRC32C checksum"},
-		{name: "no accessor role", ref: secrets.Ref{Name: "private"}, wantErr: secrets.ErrAccessDenied, wantHint: "roles/secretmanager.secretAccessor"},
+		{name: "no accessor role", ref: secrets.Ref{Name: private}, wantErr: secrets.ErrAccessDenied, wantHint: "roles/secretmanager.secretAccessor"},
 		{name: "api disabled", ref: secrets.Ref{Name: "projects/off-project/secrets/db"}, wantErr: secrets.ErrAccessDenied, wantHint: "enable secretmanager.googleapis.com"},
 	}
 	for _, tt := range tests {
@@ -161,6 +177,7 @@ func TestIntegrationCredentials(t *testing.T) {
 	srv := gcptest.Start(t)
 	db := srv.CreateSecret(gcptest.Project, "db")
 	srv.AddVersion(db, []byte("pw"))
+	srv.GrantAccessor(db, "serviceAccount:"+appSA, "principal://iam.googleapis.com/dsv-host", "serviceAccount:default@compute.fake.iam.gserviceaccount.com")
 	ref := secrets.Ref{Backend: gcp.Name, Name: db}
 	fetch := func(t *testing.T, d *gcp.Driver) (string, error) {
 		t.Helper()
@@ -262,6 +279,7 @@ func TestIntegrationRetries(t *testing.T) {
 	srv := gcptest.Start(t)
 	db := srv.CreateSecret(gcptest.Project, "db")
 	srv.AddVersion(db, []byte("pw"))
+	srv.GrantAccessor(db, "serviceAccount:"+appSA)
 	d, _ := withKey(t, srv, gcptest.Project)
 	ref := secrets.Ref{Backend: gcp.Name, Name: "db"}
 
@@ -297,6 +315,7 @@ func TestIntegrationStoppedServer(t *testing.T) {
 	srv := gcptest.Start(t)
 	db := srv.CreateSecret(gcptest.Project, "db")
 	srv.AddVersion(db, []byte("pw"))
+	srv.GrantAccessor(db, "serviceAccount:"+appSA)
 	d, _ := withKey(t, srv, gcptest.Project)
 	ref := secrets.Ref{Backend: gcp.Name, Name: "db"}
 	if _, err := d.Fetch(fetchContext(t), ref); err != nil {

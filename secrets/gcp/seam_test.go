@@ -1,6 +1,7 @@
 package gcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"hash/crc32"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/compute/metadata"
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
@@ -45,6 +45,7 @@ func TestFetchChecksum(t *testing.T) {
 		key     string
 		want    string
 		wantErr []string
+		wantLog string
 	}{
 		{name: "good", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: crc([]byte(value))}, want: value},
 		{name: "good, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: crc([]byte(value))}, key: "password", want: "s3cr3t-value"},
@@ -53,13 +54,16 @@ func TestFetchChecksum(t *testing.T) {
 			wantErr: []string{`gcp secret "projects/p-123456/secrets/db": unusable value`, `version "7" does not match its CRC32C checksum`, "nothing was written"}},
 		{name: "mismatch, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value), CRC32C: &wrong}, key: "password",
 			wantErr: []string{"CRC32C"}},
-		{name: "no checksum", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)},
-			wantErr: []string{"no CRC32C checksum"}},
+		// A version added before Secret Manager stored checksums has none.
+		{name: "no checksum", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)}, want: value,
+			wantLog: `"version":"7","message":"the version has no CRC32C checksum`},
+		{name: "no checksum, key", p: Payload{Name: "projects/1/secrets/db/versions/7", Data: []byte(value)}, key: "password", want: "s3cr3t-value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			api := &fakeAPI{p: tt.p}
-			d := New(Config{API: api}, zerolog.Nop())
+			var logs bytes.Buffer
+			d := New(Config{API: api}, zerolog.New(&logs))
 			ref := secrets.Ref{Backend: Name, Name: "projects/p-123456/secrets/db", Key: tt.key}
 			got, err := d.Fetch(context.Background(), ref)
 			if want := []string{"projects/p-123456/secrets/db/versions/latest"}; len(api.asked) != 1 || api.asked[0] != want[0] {
@@ -84,6 +88,9 @@ func TestFetchChecksum(t *testing.T) {
 			}
 			if string(got.Value) != tt.want || got.Version != "7" {
 				t.Errorf("Fetch() = %q version %q, want %q version 7", got.Value, got.Version, tt.want)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) || strings.Contains(logs.String(), "s3cr3t") {
+				t.Errorf("logs %q: want %q, and never the value", logs.String(), tt.wantLog)
 			}
 		})
 	}
@@ -127,8 +134,16 @@ func TestClassify(t *testing.T) {
 			wantClass: secrets.ErrTimeout, wantHint: "token endpoint of the credentials in /c/gcp.json did not answer"},
 		{name: "no metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: context.DeadlineExceeded}, expired: true,
 			wantClass: secrets.ErrAccessDenied, wantHint: "no Google credentials found: no file at /c/gcp.json"},
-		{name: "metadata without a service account", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: metadata.NotDefinedError("instance/service-accounts/default/token")},
-			wantClass: secrets.ErrAccessDenied, wantHint: "no service account for this instance"},
+		{name: "metadata without a service account", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 404, Google: true, GCE: true}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this Google Cloud instance has no service account"},
+		{name: "another cloud's metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 404}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this host is not on Google Cloud (the server at the metadata address is not Google's)"},
+		{name: "Compute Engine, metadata server silent", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", GCE: true, Err: errors.New("connection refused")}},
+			wantClass: secrets.ErrUnavailable, wantHint: "the metadata server of this Compute Engine machine did not answer"},
+		{name: "not Compute Engine, no metadata server", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Err: errors.New("connection refused")}},
+			wantClass: secrets.ErrAccessDenied, wantHint: "this host is not on Google Cloud (no metadata server answered, and it is not a Compute Engine machine)"},
+		{name: "Google's metadata server failing", err: &CredentialsError{File: "/c/gcp.json", Metadata: true, Err: &MetadataError{Host: "169.254.169.254", Status: 503, Google: true, GCE: true}},
+			wantClass: secrets.ErrUnavailable, wantHint: "the Google Cloud metadata server did not give a token"},
 		{name: "federation refused", err: &CredentialsError{File: "/c/gcp.json", Err: errors.New("oauth2/google/externalaccount: status code 400")},
 			wantClass: secrets.ErrAccessDenied, wantHint: "check the file"},
 	}
@@ -190,13 +205,15 @@ func TestParseAccess(t *testing.T) {
 }
 
 func TestBaseURL(t *testing.T) {
-	for _, tt := range []struct{ endpoint, name, want string }{
-		{"", "projects/p/secrets/s/versions/1", "https://secretmanager.googleapis.com"},
-		{"", "projects/p/locations/europe-west4/secrets/s/versions/1", "https://secretmanager.europe-west4.rep.googleapis.com"},
-		{"http://127.0.0.1:8085", "projects/p/locations/europe-west4/secrets/s/versions/1", "http://127.0.0.1:8085"},
+	for _, tt := range []struct{ endpoint, universe, name, want string }{
+		{"", "", "projects/p/secrets/s/versions/1", "https://secretmanager.googleapis.com"},
+		{"", "", "projects/p/locations/europe-west4/secrets/s/versions/1", "https://secretmanager.europe-west4.rep.googleapis.com"},
+		{"", "s3nsapis.fr", "projects/p/secrets/s/versions/1", "https://secretmanager.s3nsapis.fr"},
+		{"", "s3nsapis.fr", "projects/p/locations/u-france-east1/secrets/s/versions/1", "https://secretmanager.u-france-east1.rep.s3nsapis.fr"},
+		{"http://127.0.0.1:8085", "s3nsapis.fr", "projects/p/locations/europe-west4/secrets/s/versions/1", "http://127.0.0.1:8085"},
 	} {
-		if got := baseURL(tt.endpoint, tt.name); got != tt.want {
-			t.Errorf("baseURL(%q, %q) = %q, want %q", tt.endpoint, tt.name, got, tt.want)
+		if got := baseURL(tt.endpoint, tt.universe, tt.name); got != tt.want {
+			t.Errorf("baseURL(%q, %q, %q) = %q, want %q", tt.endpoint, tt.universe, tt.name, got, tt.want)
 		}
 	}
 }

@@ -94,6 +94,18 @@ func TestConfigFromEnv(t *testing.T) {
 		{name: "endpoint with a password", env: map[string]string{EnvEndpoint: "https://user:hunter2@sm.example"},
 			wantErr: []string{"setting GCP_ENDPOINT", "user credentials"}, notIn: "hunter2"},
 		{name: "endpoint with a query", env: map[string]string{EnvEndpoint: "http://h?x=1"}, wantErr: []string{"remove the query"}},
+		{name: "plain http to loopback", env: map[string]string{EnvEndpoint: "http://127.0.0.1:8085"},
+			want: Config{Endpoint: "http://127.0.0.1:8085", CredentialsFile: DefaultCredentialsFile}},
+		{name: "plain http to localhost", env: map[string]string{EnvEndpoint: "http://localhost:8085/"},
+			want: Config{Endpoint: "http://localhost:8085", CredentialsFile: DefaultCredentialsFile}},
+		{name: "plain http to ::1", env: map[string]string{EnvEndpoint: "http://[::1]:8085"},
+			want: Config{Endpoint: "http://[::1]:8085", CredentialsFile: DefaultCredentialsFile}},
+		{name: "plain http to another host", env: map[string]string{EnvEndpoint: "http://sm.example:8085"},
+			wantErr: []string{"setting GCP_ENDPOINT", `"http://sm.example:8085" is plain http:// to a host other than this machine`, "use https://"}},
+		{name: "plain http to a private address", env: map[string]string{EnvEndpoint: "http://10.0.0.7"},
+			wantErr: []string{"setting GCP_ENDPOINT", "access tokens"}},
+		{name: "plain http to a name that starts like localhost", env: map[string]string{EnvEndpoint: "http://localhost.evil.example"},
+			wantErr: []string{"setting GCP_ENDPOINT"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

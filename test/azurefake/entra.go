@@ -20,20 +20,21 @@ import (
 	"time"
 )
 
-// tokenLifetime is how long issued tokens live.
-const tokenLifetime = time.Hour
-
 // entra is a Microsoft Entra ID authority for one tenant.
 type entra struct {
 	base, tenant string
 	signer       tokenSigner
-	secrets      map[string]string            // client -> file of its secret
-	certs        map[string]*x509.Certificate // client -> certificate
-	federated    map[string]string            // client -> file of its token
+	// lifetime is how long issued tokens live; the vault refuses them
+	// after it.
+	lifetime  time.Duration
+	faults    *faults
+	secrets   map[string]string            // client -> file of its secret
+	certs     map[string]*x509.Certificate // client -> certificate
+	federated map[string]string            // client -> file of its token
 }
 
-func newEntra(base, tenant string, signer tokenSigner, secrets, certs, federated []string) (*entra, error) {
-	e := &entra{base: base, tenant: tenant, signer: signer,
+func newEntra(base, tenant string, signer tokenSigner, lifetime time.Duration, secrets, certs, federated []string) (*entra, error) {
+	e := &entra{base: base, tenant: tenant, signer: signer, lifetime: lifetime, faults: newFaults(),
 		secrets: map[string]string{}, certs: map[string]*x509.Certificate{}, federated: map[string]string{}}
 	for _, s := range secrets {
 		id, file, ok := strings.Cut(s, "=")
@@ -78,6 +79,9 @@ func newEntra(base, tenant string, signer tokenSigner, secrets, certs, federated
 }
 
 func (e *entra) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e.faults.control(w, r) {
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if len(parts) < 2 {
 		http.NotFound(w, r)
@@ -112,6 +116,10 @@ func (e *entra) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := r.PostForm.Get("client_id")
+	if f, ok := e.faults.take(w, "token"); ok {
+		oauthFail(w, f.Status, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again. (injected)")
+		return
+	}
 	if r.PostForm.Get("grant_type") != "client_credentials" {
 		oauthFail(w, http.StatusBadRequest, "unsupported_grant_type", 70003, "The fake serves the client_credentials grant only.")
 		return
@@ -143,9 +151,9 @@ func (e *entra) token(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_type":     "Bearer",
-		"expires_in":     int(tokenLifetime.Seconds()),
-		"ext_expires_in": int(tokenLifetime.Seconds()),
-		"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: time.Now().Add(tokenLifetime).Unix()}),
+		"expires_in":     int(e.lifetime.Seconds()),
+		"ext_expires_in": int(e.lifetime.Seconds()),
+		"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: time.Now().Add(e.lifetime).Unix()}),
 	})
 }
 
@@ -251,9 +259,21 @@ func (e *entra) checkAssertion(client, assertion string) error {
 	return nil
 }
 
-// imdsHandler is the managed identity endpoint of an Azure VM (IMDS).
+// imdsHandler is the Instance Metadata Service of an Azure VM: its managed
+// identity endpoint and its compute metadata.
 func (e *entra) imdsHandler(client string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metadata/instance/compute" {
+			// The instance's compute metadata, which only Azure's IMDS
+			// serves, and only with Metadata: true.
+			if r.Header.Get("Metadata") != "true" || r.URL.Query().Get("api-version") == "" {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Bad request. Required metadata header not specified"})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"azEnvironment": "AzurePublicCloud", "location": "westeurope",
+				"vmId": "00000000-0000-4000-8000-0000000000aa", "name": "dsv-fake-vm"})
+			return
+		}
 		if r.URL.Path != "/metadata/identity/oauth2/token" {
 			http.NotFound(w, r)
 			return
@@ -268,13 +288,14 @@ func (e *entra) imdsHandler(client string) http.Handler {
 			return
 		}
 		resource := strings.TrimSuffix(q.Get("resource"), "/")
-		exp := time.Now().Add(tokenLifetime)
+		e.faults.take(w, "imds-token")
+		exp := time.Now().Add(e.lifetime)
 		writeJSON(w, http.StatusOK, map[string]string{
 			"access_token":   e.signer.sign(claims{Audience: resource, AppID: client, Tenant: e.tenant, Expires: exp.Unix()}),
 			"client_id":      client,
-			"expires_in":     strconv.Itoa(int(tokenLifetime.Seconds())),
+			"expires_in":     strconv.Itoa(int(e.lifetime.Seconds())),
 			"expires_on":     strconv.FormatInt(exp.Unix(), 10),
-			"ext_expires_in": strconv.Itoa(int(tokenLifetime.Seconds())),
+			"ext_expires_in": strconv.Itoa(int(e.lifetime.Seconds())),
 			"not_before":     strconv.FormatInt(time.Now().Unix(), 10),
 			"resource":       resource,
 			"token_type":     "Bearer",

@@ -19,6 +19,7 @@ type vault struct {
 	tenant, resource string
 	signer           tokenSigner
 	deny             []string
+	faults           *faults
 
 	mu      sync.Mutex
 	secrets map[string][]*version // by lower-case name, oldest first
@@ -47,12 +48,15 @@ type attributes struct {
 }
 
 func newVault(_, tenant, resource string, signer tokenSigner, deny []string) *vault {
-	return &vault{tenant: tenant, resource: resource, signer: signer, deny: deny, secrets: map[string][]*version{}}
+	return &vault{tenant: tenant, resource: resource, signer: signer, deny: deny, faults: newFaults(), secrets: map[string][]*version{}}
 }
 
 var nameRE = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
 
 func (v *vault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if v.faults.control(w, r) {
+		return
+	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] != "secrets" {
@@ -82,6 +86,14 @@ func (v *vault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	base := "https://" + r.Host
 	switch {
 	case r.Method == http.MethodGet:
+		if f, ok := v.faults.take(w, "get"); ok {
+			if f.Status == http.StatusTooManyRequests {
+				kvFail(w, f.Status, "Throttled", "", "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")
+			} else {
+				kvFail(w, f.Status, "InternalServerError", "", "The service failed (injected).")
+			}
+			return
+		}
 		if slices.Contains(v.deny, c.AppID) {
 			kvFail(w, http.StatusForbidden, "Forbidden", "AccessDenied", fmt.Sprintf(
 				"The user, group or application 'appid=%s;iss=https://sts.windows.net/%s/' does not have secrets get permission on key vault 'fake;location=local'.", c.AppID, v.tenant))

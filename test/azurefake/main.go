@@ -14,7 +14,14 @@
 //
 // Tokens are signed with a key both processes read from the file named by
 // -token-key, so that the vault accepts exactly the tokens Entra issued,
-// for the vault's resource, until they expire. Each process prints one line,
+// for the vault's resource, until they expire (-token-lifetime, 1h by
+// default; a short one makes the client refresh them).
+//
+// Test-only controls, on each process: POST /fake/fail queues failures,
+// [{"status": 429, "retryAfter": 2}, {"status": 503}], that the next vault
+// GETs (keyvault) or token requests (entra) answer, throttling with
+// Retry-After as Key Vault and Entra ID do; GET /fake/counts counts the
+// requests by kind (get; token, imds-token). Each process prints one line,
 // "ready URL [IMDS-URL]", on stdout once it serves. test/azuretest builds
 // and runs it.
 package main
@@ -66,6 +73,7 @@ func run(args []string) error {
 	fs.Var(&federated, "federated", "CLIENT=TOKENFILE: a client and the file of its federated token (repeatable)")
 	imdsListen := fs.String("imds-listen", "", "address to serve the managed identity endpoint on (HTTP)")
 	imdsClient := fs.String("imds-client", "", "client id of the managed identity")
+	tokenLifetime := fs.Duration("token-lifetime", time.Hour, "how long the tokens entra issues live (at least 1s)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -93,7 +101,10 @@ func run(args []string) error {
 	case "keyvault":
 		handler = newVault(base, *tenant, *resource, signer, deny)
 	case "entra":
-		e, err := newEntra(base, *tenant, signer, secretsFlag, certsFlag, federated)
+		if *tokenLifetime < time.Second {
+			return errors.New("-token-lifetime: at least 1s")
+		}
+		e, err := newEntra(base, *tenant, signer, *tokenLifetime, secretsFlag, certsFlag, federated)
 		if err != nil {
 			return err
 		}

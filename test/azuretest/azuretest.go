@@ -19,6 +19,7 @@ package azuretest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -28,8 +29,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -83,9 +86,23 @@ type Env struct {
 	t     testing.TB
 }
 
+// Option changes how Start runs the pair.
+type Option func(*options)
+
+type options struct{ tokenLifetime time.Duration }
+
+// TokenLifetime makes Entra issue tokens that live d (at least a second)
+// in place of an hour: the vault refuses them after it, so a client must
+// refresh them.
+func TokenLifetime(d time.Duration) Option { return func(o *options) { o.tokenLifetime = d } }
+
 // Start builds test/azurefake and runs the pair for t.
-func Start(t testing.TB) *Env {
+func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
+	o := options{tokenLifetime: time.Hour}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dir := t.TempDir()
 	e := &Env{Dir: dir, t: t}
 	bin := build(t, dir)
@@ -100,7 +117,8 @@ func Start(t testing.TB) *Env {
 		"-client-secret", adminApp+"="+filepath.Join(dir, "admin-secret"),
 		"-client-cert", CertificateApp+"="+e.CertificateFile,
 		"-federated", WorkloadApp+"="+e.FederatedTokenFile,
-		"-imds-listen", "127.0.0.1:0", "-imds-client", ManagedIdentityID)...)...)
+		"-imds-listen", "127.0.0.1:0", "-imds-client", ManagedIdentityID,
+		"-token-lifetime", o.tokenLifetime.String())...)...)
 	if len(ready) != 2 {
 		t.Fatalf("azurefake entra said %q, want two URLs", ready)
 	}
@@ -326,6 +344,77 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Fault is a failure the next requests answer: Status 429 throttles (with
+// Retry-After seconds when set), 5xx fails.
+type Fault struct {
+	Status     int `json:"status"`
+	RetryAfter int `json:"retryAfter,omitempty"`
+}
+
+// FailVault makes the vault's next GETs answer these faults, in order.
+func (e *Env) FailVault(faults ...Fault) { e.t.Helper(); e.control(e.VaultURL, "fail", faults, nil) }
+
+// FailEntra makes Entra's next token requests answer these faults.
+func (e *Env) FailEntra(faults ...Fault) {
+	e.t.Helper()
+	e.control(e.AuthorityHost, "fail", faults, nil)
+}
+
+// VaultCounts counts the vault's requests by kind: get (authenticated
+// GETs of a secret).
+func (e *Env) VaultCounts() map[string]int {
+	e.t.Helper()
+	var c map[string]int
+	e.control(e.VaultURL, "counts", nil, &c)
+	return c
+}
+
+// EntraCounts counts Entra's requests by kind: token (the token
+// endpoint), imds-token (the managed identity endpoint).
+func (e *Env) EntraCounts() map[string]int {
+	e.t.Helper()
+	var c map[string]int
+	e.control(e.AuthorityHost, "counts", nil, &c)
+	return c
+}
+
+// control calls a test-only control of a process: POST with body, or GET
+// into out.
+func (e *Env) control(base, what string, body, out any) {
+	e.t.Helper()
+	client, ok := e.ClientOptions().Transport.(*http.Client)
+	if !ok {
+		e.t.Fatal("azuretest: ClientOptions has no *http.Client")
+	}
+	method, rd := http.MethodGet, io.Reader(nil)
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		method, rd = http.MethodPost, bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, base+"/fake/"+what, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		e.t.Fatalf("azurefake control %s: %v", what, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("azurefake control %s: HTTP %d", what, resp.StatusCode)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			e.t.Fatalf("azurefake control %s: %v", what, err)
+		}
+	}
 }
 
 // String describes the pair for logs.

@@ -22,6 +22,7 @@ func TestTemplateAcrossClouds(t *testing.T) {
 	az := azuretest.Start(t)
 	gc := gcptest.Start(t)
 	key, _ := gc.ServiceAccountKey(gcpSA)
+	gc.GrantProjectAccessor(gcptest.Project, "serviceAccount:"+gcpSA)
 	dir := usePluginFolder(t, "credentials", nil)
 	writeCredentials(t, dir, map[string]string{
 		"azure/client-secret":  az.ClientSecret + "\n",

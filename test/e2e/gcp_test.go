@@ -24,6 +24,9 @@ func useGCP(t *testing.T) *gcptest.Server {
 	t.Helper()
 	srv := gcptest.Start(t)
 	key, _ := srv.ServiceAccountKey(gcpSA)
+	// As on Google Cloud: the plugin's identity reads the project's
+	// secrets by its role on the project.
+	srv.GrantProjectAccessor(gcptest.Project, "serviceAccount:"+gcpSA)
 	dir := usePluginFolder(t, "credentials", map[string]string{"GCP_ENDPOINT": srv.URL, "GCP_PROJECT": gcptest.Project})
 	writeCredentials(t, dir, map[string]string{"gcp/credentials.json": string(key)})
 	t.Cleanup(func() {

@@ -316,9 +316,17 @@ func (sc *scope) mustRunImage(image string, cmd ...string) string {
 	return mustDocker(sc.t, args...)
 }
 
-// TestVolumePruneKeepsVolumes: `docker volume prune` keeps named dsv
-// volumes that no container uses (Engine 20.10 prunes volumes of every
-// driver; the filter keeps the test to its own volume).
+// TestVolumePruneKeepsVolumes: `docker volume prune` never removes a dsv
+// volume, on any engine, with or without --all: the engine prunes volumes
+// of the local driver only, and only those without mount options
+// (VolumesService.Prune's ByDriver(volume.DefaultDriverName) filter, in
+// 20.10 as in 29). What differs by the API version the CLI and engine
+// speak is which local volumes go (moby/moby#44216): up to API 1.41
+// (Engine 20.10) every unused one, named or anonymous; from API 1.42
+// (Engine 23) anonymous ones only, unless --all (the filter all=true). A
+// named local volume beside the dsv one, under the same label, checks that
+// each prune ran and took what that engine takes. The dsv volume mounts
+// and reads after the prunes.
 func TestVolumePruneKeepsVolumes(t *testing.T) {
 	sc := newScope(t)
 	label := "dsv-e2e-prune=" + env.runID
@@ -329,20 +337,57 @@ func TestVolumePruneKeepsVolumes(t *testing.T) {
 	vol := sc.volume("prune")
 	mustDocker(t, "volume", "create", "-d", env.plugin, "--label", label, "-o", "secret="+file, vol)
 	sc.mustRun([]string{"-v", vol + ":/s"}, "true")
-	r := docker(t, "volume", "prune", "-f", "--filter", "label="+label)
-	if r.err != nil {
-		t.Fatalf("docker volume prune: %v", r)
-	}
-	if strings.Contains(r.stdout, vol) {
-		t.Logf("docker volume prune removed %s: Engine %s prunes named volumes of any driver", vol, serverVersion(t))
-		if volumeExists(t, vol) {
-			t.Fatalf("prune reported %s removed, yet it exists", vol)
+	local := sc.volume("prune-local")
+	mustDocker(t, "volume", "create", "-d", "local", "--label", label, local)
+
+	api := pruneAPIVersion(t)
+	engine := fmt.Sprintf("API 1.%d (Engine %s)", api, serverVersion(t))
+	prune := func(args ...string) string {
+		t.Helper()
+		r := docker(t, append(append([]string{"volume", "prune", "-f"}, args...), "--filter", "label="+label)...)
+		if r.err != nil {
+			t.Fatalf("docker volume prune %s: %v", strings.Join(args, " "), r)
 		}
-		return
+		if strings.Contains(r.stdout, vol) || !volumeExists(t, vol) {
+			t.Fatalf("%s: docker volume prune %s removed the dsv volume %s: %q", engine, strings.Join(args, " "), vol, r.stdout)
+		}
+		return r.stdout
 	}
-	if !volumeExists(t, vol) {
-		t.Fatalf("docker volume prune removed the named volume %s: %v", vol, r)
+	wantLocal := func(how, out string, gone bool) {
+		t.Helper()
+		if removed := strings.Contains(out, local) && !volumeExists(t, local); removed != gone {
+			t.Fatalf("%s: %s: the named local volume %s removed: %v, want %v: %q", engine, how, local, removed, gone, out)
+		}
 	}
+
+	if api < 42 {
+		wantLocal("docker volume prune", prune(), true)
+	} else {
+		wantLocal("docker volume prune", prune(), false)
+		wantLocal("docker volume prune --all", prune("--all"), true)
+	}
+	// layout=file: the mount is the secret file.
+	if out := sc.mustRun([]string{"-v", vol + ":/s"}, "cat", "/s"); out != "x" {
+		t.Fatalf("the dsv volume after the prunes read %q, want x", out)
+	}
+}
+
+// pruneAPIVersion is the minor version of the Engine API the CLI speaks to
+// the engine (1.MINOR): the lower of the two, as the CLI negotiates it.
+func pruneAPIVersion(t *testing.T) int {
+	t.Helper()
+	out := strings.Fields(mustDocker(t, "version", "--format", "{{.Client.APIVersion}} {{.Server.APIVersion}}"))
+	if len(out) != 2 {
+		t.Fatalf("docker version: API versions %q", out)
+	}
+	minor := func(v string) int {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, "1."))
+		if !strings.HasPrefix(v, "1.") || err != nil {
+			t.Fatalf("docker version: API version %q is not 1.N", v)
+		}
+		return n
+	}
+	return min(minor(out[0]), minor(out[1]))
 }
 
 func serverVersion(t *testing.T) string {

@@ -1,7 +1,9 @@
 // Package faultproxy is an HTTP reverse proxy that injects backend faults,
 // for tests that put it between the plugin and a real backend (moto, a Vault
 // dev server): the backend down (connections refused), slow (each request
-// held), or answering errors of its own (throttled, sealed).
+// held), answering errors of its own (throttled, sealed), a connection reset
+// in the middle of an answer, a connect that hangs (the SYN unanswered), or
+// only the Nth request failing.
 //
 // A Proxy listens on 127.0.0.1 and keeps its port for its whole life, so the
 // plugin is configured once with URL and the faults are switched under it,
@@ -19,8 +21,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +94,8 @@ const (
 	refuse
 	delay
 	respond
+	reset
+	hang
 )
 
 // Proxy is a fault-injecting reverse proxy to one target. Its methods are
@@ -109,7 +115,13 @@ type Proxy struct {
 	mode   mode
 	delay  time.Duration
 	answer Answer
-	closed bool
+	// resetAfter: in reset, the bytes of the body sent before the reset.
+	resetAfter int
+	// failAt is the number (Requests) of the request FailNth answers
+	// with failAnswer; 0: none.
+	failAt     int64
+	failAnswer Answer
+	closed     bool
 	// While listening: the listener, its server, and done, closed when
 	// the server's Serve returns.
 	ln   net.Listener
@@ -118,6 +130,11 @@ type Proxy struct {
 	// While refusing: a socket bound to addr but not listening, which
 	// holds the port (connections to it are refused); -1 otherwise.
 	hold int
+	// While hanging: a socket listening on addr with a backlog of 0 that
+	// never accepts, and the connections that fill its accept queue, so
+	// that the kernel drops every further SYN; -1 and nil otherwise.
+	hangFD  int
+	fillers []net.Conn
 }
 
 // Start starts a proxy to target (e.g. http://127.0.0.1:5000) on a free
@@ -138,7 +155,7 @@ func Start(target string) (*Proxy, error) {
 	tr.Proxy = nil
 	// Forward the client's Accept-Encoding as it is, or none.
 	tr.DisableCompression = true
-	p := &Proxy{addr: ln.Addr().(*net.TCPAddr), tr: tr, hold: -1}
+	p := &Proxy{addr: ln.Addr().(*net.TCPAddr), tr: tr, hold: -1, hangFD: -1}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
@@ -185,6 +202,99 @@ func (p *Proxy) Respond(a Answer) error {
 	return p.set(respond, 0, a)
 }
 
+// ResetMidResponse forwards each request, then sends the target's status,
+// headers (with the Content-Length of the whole body) and the first n bytes
+// of its body (at most all but one), and resets the connection (RST): the
+// client sees its answer cut short, as when a backend or a middlebox dies
+// mid-response. It listens again if the proxy was refusing.
+func (p *Proxy) ResetMidResponse(n int) error {
+	p.mu.Lock()
+	p.resetAfter = max(n, 0)
+	p.mu.Unlock()
+	return p.set(reset, 0, Answer{})
+}
+
+// FailNth answers the nth request from now (1: the next) with a, once, in
+// whatever mode the proxy is then; the others are treated as before.
+func (p *Proxy) FailNth(n int, a Answer) error {
+	if n < 1 {
+		return fmt.Errorf("faultproxy: FailNth(%d): n counts from 1", n)
+	}
+	if a.Status < 200 || a.Status > 599 {
+		return fmt.Errorf("faultproxy: answer status %d is not a final HTTP status (200-599)", a.Status)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	p.failAt, p.failAnswer = p.requests.Load()+int64(n), Answer{Status: a.Status, Header: a.Header.Clone(), Body: a.Body}
+	return nil
+}
+
+// HangConnect makes connects to URL hang: the proxy listens with a backlog
+// of 0, never accepts, and fills the accept queue with connections of its
+// own, so that the kernel drops every further SYN and a client's connect
+// waits until its own timeout, as towards a host that is down behind a
+// firewall. Connections open now are closed. Pass, Delay, Respond and
+// ResetMidResponse listen again.
+func (p *Proxy) HangConnect() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	p.mode = hang
+	if p.hangFD >= 0 {
+		return nil
+	}
+	if p.srv != nil {
+		p.stop()
+	}
+	if p.hold >= 0 {
+		_ = unix.Close(p.hold)
+		p.hold = -1
+	}
+	fd, err := holdPort(p.addr)
+	if err == nil {
+		err = unix.Listen(fd, 0)
+	}
+	if err != nil {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+		return fmt.Errorf("faultproxy: hang on port %d: %w", p.addr.Port, err)
+	}
+	p.hangFD = fd
+	// A backlog of 0 holds one connection; go on until a connect hangs.
+	for range 8 {
+		c, err := net.DialTimeout("tcp4", p.addr.String(), time.Second)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		if err != nil {
+			p.unhang()
+			return fmt.Errorf("faultproxy: fill the accept queue of port %d: %w", p.addr.Port, err)
+		}
+		p.fillers = append(p.fillers, c)
+	}
+	p.unhang()
+	return fmt.Errorf("faultproxy: port %d still accepts connections after 8 that are never accepted", p.addr.Port)
+}
+
+// unhang closes the hanging socket and its fillers. Called with p.mu held.
+func (p *Proxy) unhang() {
+	for _, c := range p.fillers {
+		_ = c.Close()
+	}
+	p.fillers = nil
+	if p.hangFD >= 0 {
+		_ = unix.Close(p.hangFD)
+		p.hangFD = -1
+	}
+}
+
 // Refuse stops listening, so that connections to URL are refused, and
 // closes the connections open now, idle keep-alive ones and in-flight
 // requests included. (A client notices that its idle connection was closed
@@ -205,10 +315,13 @@ func (p *Proxy) Refuse() error {
 		return ErrClosed
 	}
 	p.mode = refuse
-	if p.srv == nil {
+	p.unhang()
+	if p.srv == nil && p.hold >= 0 {
 		return nil
 	}
-	p.stop()
+	if p.srv != nil {
+		p.stop()
+	}
 	fd, err := holdPort(p.addr)
 	if err != nil {
 		return fmt.Errorf("faultproxy: hold port %d: %w", p.addr.Port, err)
@@ -230,6 +343,7 @@ func (p *Proxy) Close() error {
 	if p.srv != nil {
 		p.stop()
 	}
+	p.unhang()
 	if p.hold >= 0 {
 		err = unix.Close(p.hold)
 		p.hold = -1
@@ -247,6 +361,8 @@ func (p *Proxy) set(m mode, d time.Duration, a Answer) error {
 		return ErrClosed
 	}
 	if p.srv == nil {
+		// A hanging socket listens: it goes first.
+		p.unhang()
 		// The held port is bound with SO_REUSEADDR and not listening, so
 		// the listener (Go sets SO_REUSEADDR too) may bind it alongside.
 		ln, err := net.Listen("tcp4", p.addr.String())
@@ -291,9 +407,13 @@ func (p *Proxy) stop() {
 }
 
 func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
-	p.requests.Add(1)
+	n := p.requests.Add(1)
 	p.mu.Lock()
-	m, d, a := p.mode, p.delay, p.answer
+	m, d, a, after := p.mode, p.delay, p.answer, p.resetAfter
+	if n == p.failAt {
+		m, a = respond, p.failAnswer
+		p.failAt = 0
+	}
 	p.mu.Unlock()
 	switch m {
 	case refuse:
@@ -306,6 +426,9 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(a.Status)
 		_, _ = io.WriteString(w, a.Body)
+		return
+	case reset:
+		p.resetMidResponse(w, r, after)
 		return
 	case delay:
 		// Read the body first: the server notices a client that hangs up
@@ -324,6 +447,32 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// resetMidResponse forwards r, sends the answer's head and the first
+// bytes of its body, and resets the connection.
+func (p *Proxy) resetMidResponse(w http.ResponseWriter, r *http.Request, after int) {
+	rec := httptest.NewRecorder()
+	p.rp.ServeHTTP(rec, r)
+	body := rec.Body.Bytes()
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Del("Transfer-Encoding")
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(body[:max(min(after, len(body)-1), 0)])
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Close with a linger of 0 sends RST, not FIN.
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
 }
 
 // holdPort binds a socket to addr without listening on it, with

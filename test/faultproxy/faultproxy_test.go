@@ -694,3 +694,149 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// vaultTarget answers every request as a Vault KV v2 read of a secret
+// whose password is long enough to be cut.
+func vaultTarget(t *testing.T) *target {
+	t.Helper()
+	tg := &target{}
+	tg.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tg.mu.Lock()
+		tg.reqs = append(tg.reqs, seen{method: r.Method, uri: r.RequestURI})
+		tg.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"request_id":"r","lease_id":"","renewable":false,"lease_duration":0,"data":{"data":{"password":"`+strings.Repeat("p", 512)+`"},"metadata":{"version":1}}}`)
+	}))
+	t.Cleanup(tg.Close)
+	return tg
+}
+
+func vaultClient(t *testing.T, addr string, retries int, timeout time.Duration) *api.Client {
+	t.Helper()
+	conf := api.DefaultConfig()
+	conf.Address = addr
+	conf.MaxRetries = retries
+	conf.MinRetryWait, conf.MaxRetryWait = time.Millisecond, time.Millisecond
+	conf.Timeout = timeout
+	c, err := api.NewClient(conf)
+	must(t, err)
+	c.SetToken("test-token")
+	return c
+}
+
+// TestResetMidResponse: the answer's head and part of its body arrive,
+// then a reset; the real Vault client fails the read rather than return a
+// part of the secret.
+func TestResetMidResponse(t *testing.T) {
+	tg := vaultTarget(t)
+	p := startProxy(t, tg.URL)
+	must(t, p.ResetMidResponse(100))
+
+	// On the wire: the status, the full length promised, 100 bytes, RST.
+	resp, body, err := do(t.Context(), newClient(t, 10*time.Second), http.MethodGet, p.URL()+"/v1/secret/data/db", "")
+	if err == nil {
+		t.Fatalf("the whole answer arrived: %q", body)
+	}
+	if resp == nil || resp.StatusCode != http.StatusOK || len(body) != 100 || resp.ContentLength <= 100 {
+		t.Fatalf("got %v, %d bytes of the body (error %v); want 200, then 100 of %d bytes", resp, len(body), err, resp.ContentLength)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("reading the body: %v, want a connection reset", err)
+	}
+
+	s, err := vaultClient(t, p.URL(), 0, 10*time.Second).Logical().ReadWithContext(t.Context(), "secret/data/db")
+	if err == nil {
+		t.Fatalf("the Vault client read %v from a cut answer", s)
+	}
+	t.Logf("Vault client: %v", err)
+
+	must(t, p.Pass())
+	if _, err := vaultClient(t, p.URL(), 0, 10*time.Second).Logical().ReadWithContext(t.Context(), "secret/data/db"); err != nil {
+		t.Fatalf("after Pass: %v", err)
+	}
+}
+
+// TestHangConnect: a connect waits until the client's timeout (no refusal,
+// no request reaches the proxy or the target); Pass makes the port answer
+// again.
+func TestHangConnect(t *testing.T) {
+	tg := vaultTarget(t)
+	p := startProxy(t, tg.URL)
+	must(t, p.HangConnect())
+
+	start := time.Now()
+	c, err := net.DialTimeout("tcp4", strings.TrimPrefix(p.URL(), "http://"), 300*time.Millisecond)
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		if c != nil {
+			_ = c.Close()
+		}
+		t.Fatalf("connect: %v, want a timeout (not a refusal)", err)
+	}
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Errorf("the connect failed after %v, before its timeout", took)
+	}
+
+	_, err = vaultClient(t, p.URL(), 0, 500*time.Millisecond).Logical().ReadWithContext(t.Context(), "secret/data/db")
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the Vault client: %v, want its timeout", err)
+	}
+	if n := p.Requests(); n != 0 {
+		t.Errorf("%d requests reached the proxy, want none", n)
+	}
+	if n := len(tg.seen()); n != 0 {
+		t.Errorf("%d requests reached the target, want none", n)
+	}
+
+	must(t, p.Pass())
+	if _, err := vaultClient(t, p.URL(), 0, 10*time.Second).Logical().ReadWithContext(t.Context(), "secret/data/db"); err != nil {
+		t.Fatalf("after Pass: %v", err)
+	}
+	// And to a refusal, and back to hanging.
+	must(t, p.Refuse())
+	if c, err := net.Dial("tcp4", strings.TrimPrefix(p.URL(), "http://")); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			_ = c.Close()
+		}
+		t.Fatalf("refusing: %v, want connection refused", err)
+	}
+	must(t, p.HangConnect())
+	must(t, p.Pass())
+}
+
+// TestFailNth: only the Nth request from now gets the answer; the real
+// Vault client sees one failure, and retries through it when it may.
+func TestFailNth(t *testing.T) {
+	tg := vaultTarget(t)
+	p := startProxy(t, tg.URL)
+	read := func(c *api.Client) error {
+		_, err := c.Logical().ReadWithContext(t.Context(), "secret/data/db")
+		return err
+	}
+
+	noRetry := vaultClient(t, p.URL(), 0, 10*time.Second)
+	must(t, p.FailNth(2, VaultSealed()))
+	var errs []error
+	for range 3 {
+		errs = append(errs, read(noRetry))
+	}
+	var re *api.ResponseError
+	if errs[0] != nil || errs[2] != nil || !errors.As(errs[1], &re) || re.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("three reads: %v; want only the second to fail, sealed", errs)
+	}
+	if n := len(tg.seen()); n != 2 {
+		t.Errorf("the target got %d requests, want 2", n)
+	}
+
+	before := p.Requests()
+	must(t, p.FailNth(1, VaultSealed()))
+	if err := read(vaultClient(t, p.URL(), 1, 10*time.Second)); err != nil {
+		t.Fatalf("a client that retries once: %v", err)
+	}
+	if n := p.Requests() - before; n != 2 {
+		t.Errorf("%d requests, want 2 (the failed one and its retry)", n)
+	}
+	if err := p.FailNth(0, VaultSealed()); err == nil {
+		t.Error("FailNth(0) accepted")
+	}
+}

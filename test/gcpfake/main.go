@@ -18,13 +18,19 @@
 //   - The metadata server's token (/computeMetadata/v1/...), for
 //     GCE_METADATA_HOST.
 //
-// Access tokens are opaque and map to a principal. A secret without an IAM
-// policy may be read by any principal; one with a policy, by the members
-// of roles/secretmanager.secretAccessor (or admin) only. The -admin-token
-// principal may do anything.
+// Access tokens are opaque and map to a principal. As in IAM, a principal
+// reads a secret when it holds roles/secretmanager.secretAccessor on the
+// secret or on its project (POST /fake/grant-project); a secret without a
+// policy grants no one. IAM is checked before existence: a missing secret
+// answers 404 to a principal with the role on the project, and 403
+// "(or it may not exist)" to any other. versions/latest is the most
+// recently created version, as Google documents it, so a disabled newest
+// version answers FAILED_PRECONDITION. The -admin-token principal may do
+// anything.
 //
 // Test-only endpoints under /fake/: corrupt a version's bytes in transit
-// (its checksum stays), fail the next N accesses with a status, disable
+// (its checksum stays), drop a version's checksum (a version added before
+// mid 2021), fail the next N accesses with a status, disable
 // the API of a project, register a federation subject, and count requests.
 //
 // It listens on 127.0.0.1 and prints one line, {"url": "http://..."}, on

@@ -38,13 +38,18 @@ type version struct {
 	crc       int64
 	state     string // ENABLED, DISABLED, DESTROYED
 	corrupted bool   // access flips a byte in transit, keeping crc
-	created   time.Time
+	// noCRC: the version was added before Secret Manager stored
+	// checksums (mid 2021); access answers without dataCrc32c, which is
+	// optional in SecretPayload.
+	noCRC   bool
+	created time.Time
 }
 
 type secret struct {
 	versions []*version // versions[i] is number i+1
 	aliases  map[string]int
-	// members of the accessor role; nil: no policy, any principal reads.
+	// readers are the members of the accessor role in the secret's IAM
+	// policy; a secret without a policy grants no one, as in IAM.
 	readers map[string]bool
 }
 
@@ -62,20 +67,24 @@ type server struct {
 	numbers  map[string]string // project ID -> number
 	ids      map[string]string // number -> project ID
 	secrets  map[string]*secret
-	disabled map[string]bool           // project numbers whose API is off
-	keys     map[string]*rsa.PublicKey // key ID -> public key
-	keyOwner map[string]string         // key ID -> service account email
-	subjects map[string]string         // federation subject token -> principal
-	tokens   map[string]token          // access token -> principal
-	failNext []int                     // statuses of the next accesses
-	counts   map[string]int            // requests by kind
+	disabled map[string]bool // project numbers whose API is off
+	// projectReaders are the members of the accessor role on a project
+	// (by number): they read every secret of it, and are told 404 for
+	// one that does not exist.
+	projectReaders map[string]map[string]bool
+	keys           map[string]*rsa.PublicKey // key ID -> public key
+	keyOwner       map[string]string         // key ID -> service account email
+	subjects       map[string]string         // federation subject token -> principal
+	tokens         map[string]token          // access token -> principal
+	failNext       []int                     // statuses of the next accesses
+	counts         map[string]int            // requests by kind
 }
 
 func newServer(url, admin string, ttl time.Duration) *server {
 	return &server{
 		url: url, admin: admin, ttl: ttl,
 		numbers: map[string]string{}, ids: map[string]string{}, secrets: map[string]*secret{},
-		disabled: map[string]bool{}, keys: map[string]*rsa.PublicKey{}, keyOwner: map[string]string{},
+		disabled: map[string]bool{}, projectReaders: map[string]map[string]bool{}, keys: map[string]*rsa.PublicKey{}, keyOwner: map[string]string{},
 		subjects: map[string]string{}, tokens: map[string]token{}, counts: map[string]int{},
 	}
 }
@@ -394,6 +403,13 @@ func (s *server) secretManager(w http.ResponseWriter, r *http.Request, name stri
 	secretName := prefix + "/secrets/" + rest[1]
 	sec, ok := s.secrets[secretName]
 	if !ok {
+		// IAM is checked before existence: a caller who may not read the
+		// project's secrets learns nothing of which exist, and gets
+		// Google's 403 "(or it may not exist)"; one who may gets 404.
+		if principal != "admin" && !s.projectReaders[num][principal] {
+			rpcError(w, http.StatusForbidden, "PERMISSION_DENIED", "Permission 'secretmanager.versions.access' denied for resource '"+name+"' (or it may not exist).", "IAM_PERMISSION_DENIED")
+			return
+		}
 		rpcError(w, http.StatusNotFound, "NOT_FOUND", "Secret ["+secretName+"] not found or has no versions.", "")
 		return
 	}
@@ -428,7 +444,7 @@ func (s *server) secretManager(w http.ResponseWriter, r *http.Request, name stri
 			rpcError(w, code, statusName(code), "injected failure", "")
 			return
 		}
-		if principal != "admin" && sec.readers != nil && !sec.readers[principal] {
+		if principal != "admin" && !sec.readers[principal] && !s.projectReaders[num][principal] {
 			rpcError(w, http.StatusForbidden, "PERMISSION_DENIED", "Permission 'secretmanager.versions.access' denied for resource '"+vname+"' (or it may not exist).", "IAM_PERMISSION_DENIED")
 			return
 		}
@@ -456,8 +472,11 @@ func (s *server) secretManager(w http.ResponseWriter, r *http.Request, name stri
 				data[len(data)/2] ^= 0x20
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"name": vname, "payload": map[string]any{
-			"data": base64.StdEncoding.EncodeToString(data), "dataCrc32c": strconv.FormatInt(v.crc, 10)}})
+		payload := map[string]any{"data": base64.StdEncoding.EncodeToString(data)}
+		if !v.noCRC {
+			payload["dataCrc32c"] = strconv.FormatInt(v.crc, 10)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"name": vname, "payload": payload})
 	case r.Method == http.MethodPost && (method == "disable" || method == "enable" || method == "destroy"):
 		switch method {
 		case "disable":
@@ -478,18 +497,12 @@ func (s *server) secretManager(w http.ResponseWriter, r *http.Request, name stri
 }
 
 // lookupVersion resolves latest, a number or an alias; 0 when none. latest
-// is the newest enabled version.
+// is "an alias to the most recently created SecretVersion"
+// (projects.secrets.versions.access): the newest, whatever its state, so
+// that a disabled newest version answers FAILED_PRECONDITION.
 func (s *server) lookupVersion(sec *secret, v string) int {
 	if v == "latest" {
-		for i := len(sec.versions) - 1; i >= 0; i-- {
-			if sec.versions[i].state == "ENABLED" {
-				return i + 1
-			}
-		}
-		if len(sec.versions) > 0 {
-			return len(sec.versions) // its state error is the answer
-		}
-		return 0
+		return len(sec.versions)
 	}
 	if n, err := strconv.Atoi(v); err == nil {
 		if n >= 1 && n <= len(sec.versions) {
@@ -605,11 +618,11 @@ func (s *server) fake(w http.ResponseWriter, r *http.Request, what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var body struct {
-		Name      string `json:"name"`      // corrupt: a version's resource name; disable-api: a project
+		Name      string `json:"name"`      // corrupt: a version's resource name; disable-api, grant-project: a project
 		Statuses  []int  `json:"statuses"`  // fail
 		Audience  string `json:"audience"`  // subjects
 		Token     string `json:"token"`     // subjects
-		Principal string `json:"principal"` // subjects
+		Principal string `json:"principal"` // subjects, grant-project
 	}
 	if r.Method == http.MethodPost {
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
@@ -618,7 +631,7 @@ func (s *server) fake(w http.ResponseWriter, r *http.Request, what string) {
 		}
 	}
 	switch what {
-	case "corrupt":
+	case "corrupt", "no-checksum":
 		seg := strings.Split(body.Name, "/")
 		if len(seg) < 6 {
 			http.Error(w, "name a version", http.StatusBadRequest)
@@ -635,11 +648,23 @@ func (s *server) fake(w http.ResponseWriter, r *http.Request, what string) {
 			http.Error(w, "no such version", http.StatusNotFound)
 			return
 		}
-		sec.versions[n-1].corrupted = true
+		if what == "corrupt" {
+			sec.versions[n-1].corrupted = true
+		} else {
+			sec.versions[n-1].noCRC = true
+		}
 	case "fail":
 		s.failNext = append(s.failNext, body.Statuses...)
 	case "disable-api":
 		s.disabled[s.projectNumber(body.Name)] = true
+	case "grant-project":
+		// The accessor role on a project, as Resource Manager's
+		// projects.setIamPolicy would add it.
+		num := s.projectNumber(body.Name)
+		if s.projectReaders[num] == nil {
+			s.projectReaders[num] = map[string]bool{}
+		}
+		s.projectReaders[num][body.Principal] = true
 	case "subjects":
 		s.subjects[body.Audience+"\x00"+body.Token] = body.Principal
 	case "counts":

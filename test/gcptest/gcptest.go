@@ -290,6 +290,16 @@ func (s *Server) GrantAccessor(secret string, members ...string) {
 		"bindings": []map[string]any{{"role": "roles/secretmanager.secretAccessor", "members": members}}}}, nil)
 }
 
+// GrantProjectAccessor gives members roles/secretmanager.secretAccessor on
+// a project: they read all its secrets, and are told NOT_FOUND (not
+// PERMISSION_DENIED) for one that does not exist.
+func (s *Server) GrantProjectAccessor(project string, members ...string) {
+	s.t.Helper()
+	for _, m := range members {
+		s.call(http.MethodPost, "/fake/grant-project", map[string]any{"name": project, "principal": m}, nil)
+	}
+}
+
 // ServiceAccountKey creates a key of a service account (IAM
 // serviceAccounts.keys.create) and returns the service-account JSON, whose
 // token_uri is the fake's token endpoint, and the key's ID.
@@ -352,6 +362,13 @@ func (s *Server) ExternalAccount(subjectToken, principal, subjectTokenFile strin
 func (s *Server) Corrupt(version string) {
 	s.t.Helper()
 	s.call(http.MethodPost, "/fake/corrupt", map[string]any{"name": version}, nil)
+}
+
+// DropChecksum makes the fake answer a version without dataCrc32c, as
+// Secret Manager answers a version added before it stored checksums.
+func (s *Server) DropChecksum(version string) {
+	s.t.Helper()
+	s.call(http.MethodPost, "/fake/no-checksum", map[string]any{"name": version}, nil)
 }
 
 // FailNext makes the next accesses fail with these HTTP statuses, in order.
