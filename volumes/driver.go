@@ -222,6 +222,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	delete(d.vols, req.Name)
 	d.mu.Unlock()
 	v.stopLoop()
+	d.cfg.Metrics.ForgetVolume(req.Name)
 	gone := v.remove()
 	for _, in := range gone {
 		d.revoker.add(v.name, in.allLeases())
