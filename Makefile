@@ -19,6 +19,18 @@ CI_FUZZTIME ?= 50000x
 # containers from this image; both are passed to it in the environment.
 export DSV_E2E_PLUGIN ?= dsv
 export DSV_TEST_IMAGE ?= dsv-test/busybox:latest
+# RUN=regex runs only the tests it matches (go test -run), in unit, e2e,
+# e2e-current and the arm64 targets; unset: every test. Read with $(value)
+# so that a regex's `$` reaches go test as typed.
+GOTEST_RUN = $(if $(value RUN),-run '$(subst ','\'',$(value RUN))')
+# The Debian packages each suite needs, installed by test/deps.sh when
+# missing (PACKAGE:COMMAND: there when COMMAND is on the PATH). The engine,
+# busybox-static and the current engine's build tools are installed by the
+# scripts that use them (test/dockerd.sh, test/busybox-image.sh,
+# test/engine-build.sh), which call test/deps.sh too.
+UNIT_DEPS  := postgresql docker-registry:docker-registry
+E2E_DEPS   := postgresql docker-registry:docker-registry podman:podman iproute2:ip util-linux:nsenter
+ARM64_DEPS := qemu-user-static
 
 .PHONY: vault-bin engine-bin install-legacy build plugin push demo test lint unit e2e e2e-current e2e-isolated e2e-deps bench fuzz clean under-load
 
@@ -66,18 +78,21 @@ lint:
 	$(GO) vet ./...
 	@if [[ -d test/e2e ]]; then echo "$(GO) vet -tags e2e ./test/e2e/..."; $(GO) vet -tags e2e ./test/e2e/...; fi
 
-## unit: every package's tests with the race detector; moto must be there
+## unit: every package's tests with the race detector (RUN=regex: only
+## those); installs PostgreSQL and docker-registry when missing; moto must be there
 unit: vault-bin
-	DSV_REQUIRE_MOTO=1 DSV_REQUIRE_VAULT=1 DSV_REQUIRE_POSTGRES=1 $(GO) test -race -count=1 ./...
+	test/deps.sh $(UNIT_DEPS)
+	DSV_REQUIRE_MOTO=1 DSV_REQUIRE_VAULT=1 DSV_REQUIRE_POSTGRES=1 DSV_REQUIRE_REGISTRY=1 $(GO) test -race -count=1 $(GOTEST_RUN) ./...
 
 ## vault-bin: Vault v1.13.0 (MPL) built once into ~/.cache/dsv (cold ~7 min)
 vault-bin:
 	test/vault-build.sh >/dev/null
 
 ## e2e: the end-to-end suite (build tag e2e) against a real Docker engine
+## (RUN=regex: only those tests)
 e2e: e2e-deps
 	@[[ -d test/e2e ]] || { echo "make e2e: test/e2e does not exist: no end-to-end suite to run" >&2; exit 1; }
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/...
+	$(GO) test -tags e2e -count=1 -timeout 30m -v $(GOTEST_RUN) ./test/e2e/...
 
 # e2e_isolated,ENGINE runs the suite on an engine of its own (test/dockerd.sh,
 # DSV_ENGINE=ENGINE, isolated: own containerd, paths and network namespace),
@@ -86,6 +101,7 @@ e2e: e2e-deps
 # reaches no module proxy: every module is fetched before.
 define e2e_isolated
 	$(GO) mod download
+	test/deps.sh $(E2E_DEPS)
 	export DSV_ENGINE=$(1) DSV_DOCKERD_ISOLATE=1; source test/dockerd.sh; \
 	dsv_dockerd_ensure; started=$$DSV_DOCKERD_STARTED; \
 	status=0; dsv_dockerd_exec $(MAKE) --no-print-directory e2e || status=$$?; \
@@ -107,8 +123,10 @@ e2e-isolated: vault-bin
 engine-bin:
 	test/engine-build.sh >/dev/null
 
-## e2e-deps: a Docker engine, the plugin installed and enabled, the test image
+## e2e-deps: what the suite needs installed, a Docker engine, the plugin
+## installed and enabled, the test image
 e2e-deps:
+	test/deps.sh $(E2E_DEPS)
 	test/dockerd.sh ensure
 	./build-plugin.sh --enable --name $(DSV_E2E_PLUGIN)
 	test/busybox-image.sh

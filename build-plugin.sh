@@ -86,18 +86,6 @@ host_dirs=(/var/lib/dsv/files /var/lib/dsv/templates /var/lib/dsv/credentials)
 started=$SECONDS
 step() { printf '==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
 
-apt_install() {
-	local missing=() p
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	step "apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
-}
-
 case $plugin_dir in
 / | "" | "$repo") echo "build-plugin.sh: refusing DSV_PLUGIN_DIR=$plugin_dir" >&2; exit 2 ;;
 esac
@@ -117,7 +105,7 @@ if command -v readelf >/dev/null && readelf -l "$work/dsv" 2>/dev/null | grep -q
 	exit 1
 fi
 
-[[ -s $ca_bundle ]] || apt_install ca-certificates
+[[ -s $ca_bundle ]] || "$repo/test/deps.sh" ca-certificates
 [[ -s $ca_bundle ]] || { echo "build-plugin.sh: $ca_bundle missing after installing ca-certificates" >&2; exit 1; }
 
 step "assemble $plugin_dir"
