@@ -196,12 +196,24 @@ dsv_dockerd_in_netns() {
 	fi
 }
 
+# dsv_dockerd_close_fds closes every descriptor of the shell above 2.
+dsv_dockerd_close_fds() {
+	local fd
+	for fd in /proc/$BASHPID/fd/*; do
+		fd=${fd##*/}
+		((fd <= 2)) || eval "exec $fd>&-" 2>/dev/null || true
+	done
+}
+
 # dsv_dockerd_spawn PIDFILE LOG CMD... starts CMD in the background, in the
 # engine's network namespace and in a session of its own, so that a Ctrl-C
 # or the end of the calling make or shell does not reach it; it records the
 # pid in PIDFILE and in DSV_DOCKERD_SPAWNED. Job control off, so the child
 # is no process group leader and setsid execs in place; nsenter and env
-# exec too: $! is then CMD's pid.
+# exec too: $! is then CMD's pid. CMD inherits no descriptor but 0, 1 and 2:
+# a lock the caller holds (`flock /tmp/dsv-docker.lock make e2e`) must end
+# with the caller, not live on in the engine, which would hold it until it
+# stops.
 dsv_dockerd_spawn() {
 	local pidfile=$1 log=$2 jobctl=$- run=()
 	shift 2
@@ -210,7 +222,10 @@ dsv_dockerd_spawn() {
 	[[ $DSV_ENGINE != current ]] || run+=(env PATH="$DSV_ENGINE_BIN:$PATH")
 	mkdir -p "$(dirname "$log")" "$(dirname "$pidfile")"
 	set +m
-	setsid "${run[@]}" "$@" </dev/null >>"$log" 2>&1 &
+	(
+		dsv_dockerd_close_fds
+		exec setsid "${run[@]}" "$@" </dev/null >>"$log" 2>&1
+	) &
 	DSV_DOCKERD_SPAWNED=$!
 	[[ $jobctl != *m* ]] || set -m
 	echo "$DSV_DOCKERD_SPAWNED" >"$pidfile"
