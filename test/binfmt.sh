@@ -60,6 +60,8 @@ undo() {
 	exit "$status"
 }
 trap undo EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if ! mountpoint -q "$dir"; then
 	mount -t binfmt_misc binfmt_misc "$dir"
