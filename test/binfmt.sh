@@ -11,7 +11,8 @@
 # interpreter at registration, so that it runs inside the plugin's rootfs
 # too, which holds no qemu. When the command ends it undoes exactly what it
 # did (removes the entry it registered, unmounts what it mounted), and
-# leaves anything it found as it was. Only one run at a time (a lock).
+# leaves anything it found as it was; runs that overlap share the emulation,
+# and the last to end undoes it.
 #
 # Usage: test/binfmt.sh arm64 CMD...
 set -euo pipefail
@@ -40,14 +41,28 @@ entry=$dir/qemu-aarch64
 # An aarch64 ELF header, as binfmt_misc prints an entry's magic.
 magic=7f454c460201010000000000000000000200b700
 
-exec 9>/run/dsv-binfmt.lock
-flock 9
+# Runs may overlap (make unit-arm64 beside make e2e-arm64): each sets up and
+# undoes holding the setup lock (8), runs holding the users lock (9) shared,
+# and the last to end (the only one that gets 9 exclusive) undoes what the
+# state file says a run set up (a killed run's too).
+state=/run/dsv-binfmt.state
+exec 8>/run/dsv-binfmt.lock 9>/run/dsv-binfmt.users
+flock -x 8
 
-mounted=0 registered=0 enabled=0
+mounted=0 enabled=0 registered=0
+[[ ! -s $state ]] || read -r mounted enabled registered <"$state"
+
 # shellcheck disable=SC2317 # run by the EXIT trap
 undo() {
 	local status=$?
-	if ((registered)); then
+	flock -x 8
+	if ! flock -xn 9; then
+		log "another run still uses the emulation: the last one undoes it"
+		exit "$status"
+	fi
+	mounted=0 enabled=0 registered=0
+	[[ ! -s $state ]] || read -r mounted enabled registered <"$state"
+	if ((registered)) && [[ -e $entry ]]; then
 		echo -1 >"$entry" || { log "could not remove $entry"; status=1; }
 	fi
 	if ((enabled)); then
@@ -56,7 +71,8 @@ undo() {
 	if ((mounted)); then
 		umount "$dir" || { log "could not unmount $dir"; status=1; }
 	fi
-	((registered + enabled + mounted == 0)) || log "undone: what this run set up is gone (registered $registered, enabled $enabled, mounted $mounted)"
+	rm -f "$state"
+	((registered + enabled + mounted == 0)) || log "undone: what the runs set up is gone (registered $registered, enabled $enabled, mounted $mounted)"
 	exit "$status"
 }
 trap undo EXIT
@@ -80,7 +96,7 @@ for f in "$dir"/*; do
 	fi
 done
 if [[ -n $found ]]; then
-	log "aarch64 programs already run through $found ($(sed -n 's/^interpreter //p' "$found")): kept as it is"
+	((registered)) && [[ $found == "$entry" ]] || log "aarch64 programs already run through $found ($(sed -n 's/^interpreter //p' "$found")): kept as it is"
 elif [[ -e $entry ]]; then
 	log "$entry exists but does not run aarch64 programs: remove it (echo -1 > $entry) and run again"
 	exit 1
@@ -90,7 +106,12 @@ else
 	registered=1
 	log "registered $conf for this run"
 fi
+if ((mounted + enabled + registered)); then
+	echo "$mounted $enabled $registered" >"$state"
+fi
+flock -s 9
+flock -u 8
 
 status=0
-"$@" || status=$?
+"$@" 8>&- 9>&- || status=$?
 exit "$status"
