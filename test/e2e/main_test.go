@@ -30,8 +30,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,7 +83,26 @@ type suite struct {
 }
 
 func TestMain(m *testing.M) {
+	closeOnExecInherited()
 	os.Exit(runMain(m))
+}
+
+// closeOnExecInherited marks every descriptor the suite inherited above
+// stderr close-on-exec. Go passes a child the inherited descriptors it did
+// not open itself: the caller's lock (`flock /tmp/dsv-docker.lock go test`)
+// would live on in a dockerd the suite restarts, held until that engine
+// stops.
+func closeOnExecInherited() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: list /proc/self/fd: %v\n", err)
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // runMain sets up, runs the tests, cleans up, then checks that the canary
