@@ -30,6 +30,10 @@ GOTEST_RUN = $(if $(value RUN),-run '$(subst ','\'',$(value RUN))')
 # test/engine-build.sh), which call test/deps.sh too.
 UNIT_DEPS  := postgresql docker-registry:docker-registry
 E2E_DEPS   := postgresql docker-registry:docker-registry podman:podman iproute2:ip util-linux:nsenter
+# Tests make unit-arm64 leaves to make unit: Debian 12's qemu-user (7.2)
+# answers ENOSYS to open_tree and move_mount (QEMU 8.1 added them) and to
+# mount_setattr, which tmpfs's reattach and seal paths call.
+ARM64_SKIP := ^(TestAttachFromHolder|TestAttachFromUnmarked|TestAttachViewSealsWritableView)$$
 # make e2e-arm64's subset of the suite (RUN= replaces it): the plugin's
 # architecture, file and aws mounts, a rotation of each, the plugin killed
 # and started again by Docker, docker cp.
@@ -92,11 +96,12 @@ unit: vault-bin
 
 ## unit-arm64: every package's tests built for linux/arm64 and run under
 ## qemu-user-static (test/binfmt.sh registers it for the run only); without
-## -race, which Go's arm64 race detector cannot run under qemu-user
+## -race, which Go's arm64 race detector cannot run under qemu-user, and
+## without ARM64_SKIP
 unit-arm64: vault-bin
 	test/deps.sh $(UNIT_DEPS)
 	DSV_REQUIRE_MOTO=1 DSV_REQUIRE_VAULT=1 DSV_REQUIRE_POSTGRES=1 DSV_REQUIRE_REGISTRY=1 \
-		test/binfmt.sh arm64 env GOARCH=arm64 $(GO) test -count=1 -timeout 20m $(GOTEST_RUN) ./...
+		test/binfmt.sh arm64 env GOARCH=arm64 $(GO) test -count=1 -timeout 20m -skip '$(ARM64_SKIP)' $(GOTEST_RUN) ./...
 
 ## vault-bin: Vault v1.13.0 (MPL) built once into ~/.cache/dsv (cold ~7 min)
 vault-bin:
