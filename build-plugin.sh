@@ -18,8 +18,10 @@
 #                not be installed here. Users then run
 #                `docker plugin install --grant-all-permissions --alias dsv REF`
 #   --arch ARCH  amd64 or arm64: the binary's GOARCH (default: the host's);
-#                another architecture than the host's only with --push, under a
-#                tag of its own (`make push` uses REF and REF-arm64)
+#                another architecture than the host's is pushed under a tag of
+#                its own (`make push` uses REF and REF-arm64), and installed
+#                here only where the kernel runs it (`make e2e-arm64` runs the
+#                arm64 plugin under qemu-user-static: test/binfmt.sh)
 # Environment:
 #   DSV_PLUGIN_DIR    where to assemble the plugin (default: <repo>/plugin)
 #   DSV_STATE_BACKUP  where the old plugin's volume records wait while it is
@@ -72,10 +74,6 @@ if [[ -n $push ]] && ((enable || named)); then
 	echo "build-plugin.sh: --push creates the plugin as REF and removes it once pushed: --enable and --name do not apply" >&2
 	exit 2
 fi
-if [[ -z $push && $arch != "$host_arch" ]]; then
-	echo "build-plugin.sh: a linux/$arch plugin cannot run on this $host_arch host: build it with --push REF --arch $arch" >&2
-	exit 2
-fi
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 plugin_dir=${DSV_PLUGIN_DIR:-$repo/plugin}
@@ -89,18 +87,6 @@ host_dirs=(/var/lib/dsv/files /var/lib/dsv/templates /var/lib/dsv/credentials)
 
 started=$SECONDS
 step() { printf '==> [%3ds] %s\n' $((SECONDS - started)) "$*"; }
-
-apt_install() {
-	local missing=() p
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	step "apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
-}
 
 case $plugin_dir in
 / | "" | "$repo") echo "build-plugin.sh: refusing DSV_PLUGIN_DIR=$plugin_dir" >&2; exit 2 ;;
@@ -121,7 +107,15 @@ if command -v readelf >/dev/null && readelf -l "$work/dsv" 2>/dev/null | grep -q
 	exit 1
 fi
 
-[[ -s $ca_bundle ]] || apt_install ca-certificates
+# Another architecture than the host's is installed here only where the
+# kernel runs it (qemu-user-static registered with binfmt_misc, as
+# test/binfmt.sh does for make e2e-arm64): try the binary itself.
+if [[ -z $push && $arch != "$host_arch" ]] && ! "$work/dsv" -version >/dev/null 2>&1; then
+	echo "build-plugin.sh: a linux/$arch plugin cannot run on this $host_arch host: build it with --push REF --arch $arch, or run it emulated (test/binfmt.sh arm64 ./build-plugin.sh --arch arm64 ...)" >&2
+	exit 2
+fi
+
+[[ -s $ca_bundle ]] || "$repo/test/deps.sh" ca-certificates
 [[ -s $ca_bundle ]] || { echo "build-plugin.sh: $ca_bundle missing after installing ca-certificates" >&2; exit 1; }
 
 step "assemble $plugin_dir"

@@ -15,6 +15,7 @@
 #   DSV_TEST_IMAGE  image name (default: dsv-test/busybox:latest)
 set -euo pipefail
 
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 image=${DSV_TEST_IMAGE:-dsv-test/busybox:latest}
 force=0
 engine=docker
@@ -34,12 +35,7 @@ if ((!force)) && [[ -n $old_id ]]; then
 	exit 0
 fi
 
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
-	echo "busybox-image.sh: apt-get install busybox-static"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends busybox-static >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends busybox-static; }
-fi
+"$repo/test/deps.sh" busybox-static
 busybox=$(dpkg -L busybox-static | grep -m1 '/bin/busybox$')
 if command -v readelf >/dev/null && readelf -l "$busybox" 2>/dev/null | grep -q INTERP; then
 	echo "busybox-image.sh: $busybox is not static" >&2

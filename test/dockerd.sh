@@ -133,28 +133,13 @@ dsv_dockerd_owned_pid() {
 # still runs.
 dsv_dockerd_owned() { dsv_dockerd_owned_pid "$DSV_DOCKERD_PIDFILE" dockerd; }
 
-dsv_dockerd_apt() {
-	dsv_dockerd_log "apt-get install $*"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
 dsv_dockerd_install() {
 	case $DSV_ENGINE in
 	debian)
-		if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; then
-			dsv_dockerd_apt docker.io busybox-static iptables docker-compose ca-certificates || return
-		fi
+		"$DSV_DOCKERD_REPO/test/deps.sh" docker.io:dockerd docker-compose:docker-compose busybox-static iptables:iptables ca-certificates || return
 		;;
 	current)
-		local tool missing=0
-		for tool in iptables nsenter ip busybox; do
-			command -v "$tool" >/dev/null || missing=1
-		done
-		if ((missing)); then
-			dsv_dockerd_apt busybox-static iptables iproute2 util-linux ca-certificates || return
-		fi
+		"$DSV_DOCKERD_REPO/test/deps.sh" busybox-static iptables:iptables iproute2:ip util-linux:nsenter ca-certificates || return
 		dsv_dockerd_bin
 		;;
 	esac
@@ -167,8 +152,7 @@ dsv_dockerd_cgroups() {
 		return 0
 	fi
 	dsv_dockerd_log "no cgroup hierarchy mounted: mounting with cgroupfs-mount"
-	command -v cgroupfs-mount >/dev/null ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cgroupfs-mount >/dev/null
+	"$DSV_DOCKERD_REPO/test/deps.sh" cgroupfs-mount:cgroupfs-mount || return
 	cgroupfs-mount
 }
 

@@ -20,6 +20,7 @@
 #   DSV_CACHE_DIR  cache folder (default: ${XDG_CACHE_HOME:-~/.cache}/dsv)
 set -euo pipefail
 export PATH=/usr/local/go/bin:$PATH
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # The pins. v2.0.0-beta.24 is the newest moby/v2 whose whole build graph the
 # proxy serves; it is Engine 29.8.1-dev (releases/versions.yaml), API 1.56.
@@ -148,20 +149,8 @@ compose_build() {
 		-o "$bin/cli-plugins/docker-compose" ./cmd
 }
 
-apt_install() {
-	local missing=() p
-	for p in "$@"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	log "apt-get install ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
-}
-
 log "building the current engine into $top (cold: ~5 minutes)"
-apt_install gcc libc6-dev libseccomp-dev pkg-config
+"$here/deps.sh" gcc libc6-dev libseccomp-dev pkg-config
 build moby "$moby" -- moby_build
 build containerd "$containerd" -- containerd_build
 build runc "$runc" -- runc_build

@@ -16,6 +16,6 @@ mkdir -p "$cache"
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/vaultbin" && pwd)
 echo "vault-build.sh: building Vault v$version into $bin (cold: ~7 minutes)" >&2
 tmp=$(mktemp "$cache/.vault-XXXXXX")
-(cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$tmp" .) >&2
+(cd "$src" && CGO_ENABLED=0 GOOS= GOARCH= GOFLAGS=-mod=mod go build -trimpath -o "$tmp" .) >&2
 mv "$tmp" "$bin"
 echo "$bin"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,9 +97,13 @@ func TestTmpfsCap(t *testing.T) {
 	})
 }
 
-// pluginPid finds the plugin's process: /dsv in the plugin's cgroup.
+// pluginPid finds the plugin's process: /dsv in the plugin's cgroup; when
+// the plugin runs emulated (DSV_E2E_ARCH), the interpreter binfmt_misc
+// started for /dsv, whose command line is "INTERPRETER /dsv /dsv".
 func pluginPid(t testing.TB) int {
 	t.Helper()
+	prefix := []byte("/dsv\x00")
+	emulated := env.arch != runtime.GOARCH
 	var found []int
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
@@ -107,7 +112,13 @@ func pluginPid(t testing.TB) int {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmd, []byte("/dsv\x00")) {
+		if err != nil {
+			continue
+		}
+		if _, rest, ok := bytes.Cut(cmd, []byte{0}); emulated && ok {
+			cmd = rest
+		}
+		if !bytes.HasPrefix(cmd, prefix) {
 			continue
 		}
 		cg, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cgroup"))

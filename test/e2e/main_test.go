@@ -12,6 +12,9 @@
 // Environment:
 //
 //	DSV_E2E_PLUGIN  name of the plugin to install and test (default: dsv)
+//	DSV_E2E_ARCH    the plugin's architecture, amd64 or arm64 (default: the
+//	                host's); another than the host's runs emulated, where
+//	                binfmt_misc runs it (make e2e-arm64, test/binfmt.sh)
 //	DSV_TEST_IMAGE  image the containers run (default: dsv-test/busybox:latest)
 //	MOTO_SERVER     moto_server executable (default: found by test/moto)
 package e2e
@@ -26,8 +29,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +62,7 @@ var env *suite
 type suite struct {
 	repo       string // repository root
 	plugin     string // plugin name as given, e.g. dsv
+	arch       string // the plugin's GOARCH: runtime.GOARCH, or another one run emulated
 	driver     string // its full name, e.g. dsv:latest: the volumes' Driver
 	image      string // container image
 	runID      string // random, in every name this run creates
@@ -76,7 +83,26 @@ type suite struct {
 }
 
 func TestMain(m *testing.M) {
+	closeOnExecInherited()
 	os.Exit(runMain(m))
+}
+
+// closeOnExecInherited marks every descriptor the suite inherited above
+// stderr close-on-exec. Go passes a child the inherited descriptors it did
+// not open itself: the caller's lock (`flock /tmp/dsv-docker.lock go test`)
+// would live on in a dockerd the suite restarts, held until that engine
+// stops.
+func closeOnExecInherited() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: list /proc/self/fd: %v\n", err)
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // runMain sets up, runs the tests, cleans up, then checks that the canary
@@ -108,6 +134,7 @@ func setup() (*suite, error) {
 	s := &suite{
 		plugin: envOr("DSV_E2E_PLUGIN", "dsv"),
 		image:  envOr("DSV_TEST_IMAGE", "dsv-test/busybox:latest"),
+		arch:   envOr("DSV_E2E_ARCH", runtime.GOARCH),
 		runID:  randomHex(3),
 	}
 	s.canary = "dsv-canary-" + randomHex(16)
@@ -141,8 +168,8 @@ func setup() (*suite, error) {
 	}
 	s.sweep()
 
-	logf("building and installing plugin %s with ./build-plugin.sh --enable", s.plugin)
-	if err := runScript(s.repo, 10*time.Minute, "./build-plugin.sh", "--enable", "--name", s.plugin); err != nil {
+	logf("building and installing plugin %s (linux/%s) with ./build-plugin.sh --enable", s.plugin, s.arch)
+	if err := runScript(s.repo, 10*time.Minute, "./build-plugin.sh", "--enable", "--name", s.plugin, "--arch", s.arch); err != nil {
 		return nil, err
 	}
 	if err := runScript(s.repo, 5*time.Minute, "test/busybox-image.sh"); err != nil {

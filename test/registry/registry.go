@@ -28,9 +28,15 @@ import (
 	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
-// EnvBinary names the registry executable to run instead of the one on
-// PATH.
-const EnvBinary = "DOCKER_REGISTRY"
+// Environment variables the package reads.
+const (
+	// EnvBinary names the registry executable to run instead of the one on
+	// PATH.
+	EnvBinary = "DOCKER_REGISTRY"
+	// EnvRequire, set to 1 (make unit sets it), turns a missing registry
+	// from a skip into a failure.
+	EnvRequire = "DSV_REQUIRE_REGISTRY"
+)
 
 // startTimeout bounds the wait for a new registry to answer.
 const startTimeout = 30 * time.Second

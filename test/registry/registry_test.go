@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,10 @@ import (
 func TestRoundTrip(t *testing.T) {
 	bin, err := Binary()
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("%s=1: %v", EnvRequire, err)
+		}
+		t.Skipf("skipping: %v (set %s=1 to fail instead)", err, EnvRequire)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
