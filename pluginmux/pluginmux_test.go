@@ -107,14 +107,14 @@ func serve(t *testing.T, apis ...API) (client *http.Client, stop func() error) {
 	return client, stop
 }
 
-// serveBoth serves both helper handlers behind one unix socket and returns
+// serveBoth serves both protocols behind one unix socket and returns
 // a client for it and a function that stops the server and returns Serve's
 // result.
 func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]any), stop func() error) {
 	t.Helper()
 	client, stop := serve(t,
-		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: map[string]map[string]string{}}).Serve},
-		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: secrets.NewHandler(fakeSecrets{}).Serve},
+		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Handler: VolumeHandler(&fakeVolumes{vols: map[string]map[string]string{}})},
+		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Handler: SecretHandler(fakeSecrets{})},
 	)
 	call = func(path string, body any) (int, map[string]any) {
 		t.Helper()
@@ -136,7 +136,7 @@ func serveBoth(t *testing.T) (call func(path string, body any) (int, map[string]
 }
 
 // TestBothProtocols speaks the volume and the secret provider protocols to
-// one unix socket, as dockerd does, through the real helper handlers.
+// one unix socket, as dockerd does.
 func TestBothProtocols(t *testing.T) {
 	call, stop := serveBoth(t)
 
@@ -186,7 +186,7 @@ func TestBothProtocols(t *testing.T) {
 		})
 	}
 
-	// Concurrent calls of both protocols share the pipes without mixing answers.
+	// Concurrent calls of both protocols do not mix answers.
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Add(1)
@@ -212,15 +212,15 @@ func TestBothProtocols(t *testing.T) {
 	}
 }
 
-// TestLargeAnswers: answers many times the front server's 4 KiB buffer
-// cross the proxy whole, one after another and at once, although the List
-// handler answers without reading the request body.
+// TestLargeAnswers: answers many times the server's 4 KiB buffer arrive
+// whole, one after another and at once, although the List handler answers
+// without reading the request body.
 func TestLargeAnswers(t *testing.T) {
 	vols := map[string]map[string]string{}
 	for i := range 1000 {
 		vols[fmt.Sprintf("volume-%04d-%s", i, strings.Repeat("x", 40))] = nil
 	}
-	client, stop := serve(t, API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{vols: vols}).Serve})
+	client, stop := serve(t, API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Handler: VolumeHandler(&fakeVolumes{vols: vols})})
 	list := func() {
 		resp, err := client.Post("http://plugin/VolumeDriver.List", "application/vnd.docker.plugins.v1.2+json", strings.NewReader("{}\n"))
 		if err != nil {
@@ -258,17 +258,17 @@ func TestLargeAnswers(t *testing.T) {
 
 // TestServeRejects checks the APIs before serving anything.
 func TestServeRejects(t *testing.T) {
-	serve := func(net.Listener) error { return nil }
+	h := http.NotFoundHandler()
 	tests := []struct {
 		name string
 		apis []API
 		want string
 	}{
 		{name: "none", want: "no API"},
-		{name: "no prefix", apis: []API{{Implements: VolumeDriver, Serve: serve}}, want: "needs a name"},
-		{name: "no serve", apis: []API{{Implements: VolumeDriver, Prefix: "/VolumeDriver."}}, want: "needs a name"},
-		{name: "same name", apis: []API{{Implements: VolumeDriver, Prefix: "/A.", Serve: serve}, {Implements: VolumeDriver, Prefix: "/B.", Serve: serve}}, want: "overlap"},
-		{name: "nested prefix", apis: []API{{Implements: "a", Prefix: "/A.", Serve: serve}, {Implements: "b", Prefix: "/A.B.", Serve: serve}}, want: "overlap"},
+		{name: "no prefix", apis: []API{{Implements: VolumeDriver, Handler: h}}, want: "needs a name"},
+		{name: "no handler", apis: []API{{Implements: VolumeDriver, Prefix: "/VolumeDriver."}}, want: "needs a name"},
+		{name: "same name", apis: []API{{Implements: VolumeDriver, Prefix: "/A.", Handler: h}, {Implements: VolumeDriver, Prefix: "/B.", Handler: h}}, want: "overlap"},
+		{name: "nested prefix", apis: []API{{Implements: "a", Prefix: "/A.", Handler: h}, {Implements: "b", Prefix: "/A.B.", Handler: h}}, want: "overlap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,38 +285,71 @@ func TestServeRejects(t *testing.T) {
 	}
 }
 
-// TestHandlerStops: a handler that stops on its own stops Serve with its
-// error, rather than leaving its calls unanswered.
-func TestHandlerStops(t *testing.T) {
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+// TestAsTheHelpers: every call of both protocols, and a body that is not
+// JSON, is answered as go-plugins-helpers' own handlers answer it (status,
+// content type, body), for the same driver.
+func TestAsTheHelpers(t *testing.T) {
+	helperSock := filepath.Join(t.TempDir(), "helpers.sock")
+	hl, err := net.Listen("unix", helperSock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	boom := errors.New("boom")
-	err = Serve(l,
-		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(&fakeVolumes{}).Serve},
-		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Serve: func(net.Listener) error { return boom }},
+	vols := &fakeVolumes{vols: map[string]map[string]string{"v0": nil}}
+	go func() { _ = volume.NewHandler(vols).Serve(hl) }()
+	t.Cleanup(func() { hl.Close() })
+	sl, err := net.Listen("unix", filepath.Join(t.TempDir(), "secrets.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = secrets.NewHandler(fakeSecrets{}).Serve(sl) }()
+	t.Cleanup(func() { sl.Close() })
+	clientOf := func(addr string) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
+		}}}
+	}
+	helpers, helperSecrets := clientOf(helperSock), clientOf(sl.Addr().String())
+	ours, _ := serve(t,
+		API{Implements: VolumeDriver, Prefix: "/VolumeDriver.", Handler: VolumeHandler(vols)},
+		API{Implements: SecretProvider, Prefix: "/SecretProvider.", Handler: SecretHandler(fakeSecrets{})},
 	)
-	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "secretprovider handler stopped") {
-		t.Fatalf("Serve = %v, want the handler's error", err)
+	post := func(c *http.Client, path, body string) (int, string, string) {
+		t.Helper()
+		resp, err := c.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(raw)
 	}
-}
-
-// TestPipeListener: dial after Close fails, and a dial gives up with its
-// context when nobody accepts.
-func TestPipeListener(t *testing.T) {
-	l := newPipeListener()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := l.dial(ctx, "tcp", "plugin:80"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("dial with nobody accepting = %v, want the context's deadline", err)
+	calls := []struct{ path, body string }{
+		{"/VolumeDriver.Create", `{"Name":"v1","Opts":{"secret":"x"}}`},
+		{"/VolumeDriver.Create", `{"Name":"v2","Opts":{"bad":"1"}}`},
+		{"/VolumeDriver.Create", `not json`},
+		{"/VolumeDriver.Get", `{"Name":"v1"}`},
+		{"/VolumeDriver.List", `{}`},
+		{"/VolumeDriver.Path", `{"Name":"v1"}`},
+		{"/VolumeDriver.Mount", `{"Name":"v1","ID":"abc"}`},
+		{"/VolumeDriver.Mount", `{"Name":`},
+		{"/VolumeDriver.Unmount", `{"Name":"v1","ID":"abc"}`},
+		{"/VolumeDriver.Remove", `{"Name":"v1"}`},
+		{"/VolumeDriver.Capabilities", `{}`},
+		{"/SecretProvider.GetSecret", `{"SecretName":"db","ServiceName":"dynamic"}`},
+		{"/SecretProvider.GetSecret", `{"SecretName":"missing"}`},
+		{"/SecretProvider.GetSecret", `[]`},
 	}
-	l.Close()
-	if _, err := l.dial(context.Background(), "tcp", "plugin:80"); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("dial after Close = %v, want net.ErrClosed", err)
-	}
-	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	for _, c := range calls {
+		t.Run(c.path+" "+c.body, func(t *testing.T) {
+			helper := helpers
+			if strings.HasPrefix(c.path, "/SecretProvider.") {
+				helper = helperSecrets
+			}
+			wantCode, wantType, wantBody := post(helper, c.path, c.body)
+			code, typ, body := post(ours, c.path, c.body)
+			if code != wantCode || typ != wantType || body != wantBody {
+				t.Errorf("answer = %d %q %q, the helpers' %d %q %q", code, typ, body, wantCode, wantType, wantBody)
+			}
+		})
 	}
 }

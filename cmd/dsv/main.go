@@ -21,8 +21,6 @@ import (
 	"time"
 
 	"github.com/docker/go-connections/sockets"
-	dockersecrets "github.com/docker/go-plugins-helpers/secrets"
-	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/metrics"
@@ -370,8 +368,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
 		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Msg("serving")
 	err = pluginmux.Serve(l,
-		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(m.Driver(drv)).Serve},
-		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Serve: dockersecrets.NewHandler(provider).Serve},
+		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Handler: pluginmux.VolumeHandler(m.Driver(drv))},
+		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Handler: pluginmux.SecretHandler(provider)},
 	)
 	if ctx.Err() != nil {
 		log.Info().Msg("stopped")

@@ -3,7 +3,8 @@
 //
 // Credentials come from the SDK's default chain (environment, the shared
 // files in the plugin's credentials mount, web identity, the instance role),
-// and the SDK's own retryer retries what is retryable.
+// and the SDK's own retryer retries what is retryable. The call itself is
+// made by awsjson, not by the SDK's client of the service (see Client).
 //
 // The region of a fetch is, first to last: the region volume option, the
 // region in an ARN given as the secret option, Config.DefaultRegion (the
@@ -15,7 +16,6 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -31,7 +31,7 @@ const stageCurrent = "AWSCURRENT"
 // API is the Secrets Manager client narrowed to the one call the backend
 // makes, so that tests can inject a fake.
 type API interface {
-	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+	GetSecretValue(ctx context.Context, in *GetSecretValueInput) (*GetSecretValueOutput, error)
 }
 
 // Config configures the backend.
@@ -89,9 +89,9 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 		return secrets.Secret{}, d.clientError(ctx, ref, err)
 	}
 
-	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(ref.Name)}
+	in := &GetSecretValueInput{SecretID: aws.String(ref.Name)}
 	if ref.VersionID != "" {
-		in.VersionId = aws.String(ref.VersionID)
+		in.VersionID = aws.String(ref.VersionID)
 	}
 	switch {
 	case ref.VersionStage != "":
@@ -128,7 +128,7 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 			return secrets.Secret{}, err
 		}
 	}
-	version := aws.ToString(out.VersionId)
+	version := aws.ToString(out.VersionID)
 	log.Debug().Str("version", version).Msg("fetched")
 	return secrets.Secret{Value: value, Version: version}, nil
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -31,14 +30,14 @@ const sentinel = "hunter2-SENTINEL-value"
 
 // fakeAPI answers GetSecretValue with out or err and records its input.
 type fakeAPI struct {
-	out *secretsmanager.GetSecretValueOutput
+	out *GetSecretValueOutput
 	err error
 
 	mu sync.Mutex
-	in []*secretsmanager.GetSecretValueInput
+	in []*GetSecretValueInput
 }
 
-func (f *fakeAPI) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+func (f *fakeAPI) GetSecretValue(_ context.Context, in *GetSecretValueInput) (*GetSecretValueOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.in = append(f.in, in)
@@ -61,8 +60,8 @@ func (f *factory) newClient(_ context.Context, region string) (API, error) {
 	return f.api, f.err
 }
 
-func stringOut(s, version string) *secretsmanager.GetSecretValueOutput {
-	return &secretsmanager.GetSecretValueOutput{SecretString: aws.String(s), VersionId: aws.String(version)}
+func stringOut(s, version string) *GetSecretValueOutput {
+	return &GetSecretValueOutput{SecretString: aws.String(s), VersionID: aws.String(version)}
 }
 
 func testContext(t *testing.T) context.Context {
@@ -107,10 +106,10 @@ func TestFetchRequest(t *testing.T) {
 				t.Errorf("client regions = %q, want [%q]", f.regions, tt.wantRegion)
 			}
 			in := api.in[0]
-			if got := aws.ToString(in.SecretId); got != tt.ref.Name {
+			if got := aws.ToString(in.SecretID); got != tt.ref.Name {
 				t.Errorf("SecretId = %q, want %q", got, tt.ref.Name)
 			}
-			if got := aws.ToString(in.VersionId); got != tt.wantVersionID {
+			if got := aws.ToString(in.VersionID); got != tt.wantVersionID {
 				t.Errorf("VersionId = %q, want %q", got, tt.wantVersionID)
 			}
 			if got := aws.ToString(in.VersionStage); got != tt.wantStage {
@@ -123,7 +122,7 @@ func TestFetchRequest(t *testing.T) {
 func TestFetchValue(t *testing.T) {
 	tests := []struct {
 		name        string
-		out         *secretsmanager.GetSecretValueOutput
+		out         *GetSecretValueOutput
 		key         string
 		want        []byte
 		wantVersion string
@@ -133,7 +132,7 @@ func TestFetchValue(t *testing.T) {
 		{name: "empty string", out: stringOut("", "v1"), want: []byte{}, wantVersion: "v1"},
 		{
 			name:        "binary",
-			out:         &secretsmanager.GetSecretValueOutput{SecretBinary: []byte{0, 0xff, '\n'}, VersionId: aws.String("v2")},
+			out:         &GetSecretValueOutput{SecretBinary: []byte{0, 0xff, '\n'}, VersionID: aws.String("v2")},
 			want:        []byte{0, 0xff, '\n'},
 			wantVersion: "v2",
 		},
@@ -141,14 +140,14 @@ func TestFetchValue(t *testing.T) {
 		{name: "key of a number", out: stringOut(`{"port": 5432}`, "v3"), key: "port", want: []byte("5432"), wantVersion: "v3"},
 		{
 			name:        "key of a binary",
-			out:         &secretsmanager.GetSecretValueOutput{SecretBinary: []byte(`{"pass":"pw"}`), VersionId: aws.String("v4")},
+			out:         &GetSecretValueOutput{SecretBinary: []byte(`{"pass":"pw"}`), VersionID: aws.String("v4")},
 			key:         "pass",
 			want:        []byte("pw"),
 			wantVersion: "v4",
 		},
 		{name: "missing key", out: stringOut(`{"user":"app"}`, "v3"), key: "pass", wantErr: secrets.ErrBadValue},
 		{name: "key of a non-object", out: stringOut("plain", "v3"), key: "pass", wantErr: secrets.ErrBadValue},
-		{name: "no value", out: &secretsmanager.GetSecretValueOutput{VersionId: aws.String("v5")}, wantErr: secrets.ErrBadValue},
+		{name: "no value", out: &GetSecretValueOutput{VersionID: aws.String("v5")}, wantErr: secrets.ErrBadValue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -296,14 +295,14 @@ func TestFetchClientErrors(t *testing.T) {
 func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	tests := []struct {
 		name string
-		out  *secretsmanager.GetSecretValueOutput
+		out  *GetSecretValueOutput
 		key  string
 	}{
 		{name: "missing key", out: stringOut(`{"user":"`+sentinel+`"}`, "v1"), key: "pass"},
 		{name: "not json", out: stringOut(sentinel, "v1"), key: "pass"},
 		{name: "broken json", out: stringOut(`{"pass":"`+sentinel, "v1"), key: "pass"},
 		{name: "array", out: stringOut(`["`+sentinel+`"]`, "v1"), key: "0"},
-		{name: "binary", out: &secretsmanager.GetSecretValueOutput{SecretBinary: []byte(sentinel), VersionId: aws.String("v1")}, key: "pass"},
+		{name: "binary", out: &GetSecretValueOutput{SecretBinary: []byte(sentinel), VersionID: aws.String("v1")}, key: "pass"},
 		{name: "success", out: stringOut(sentinel, "v1")},
 	}
 	for _, tt := range tests {

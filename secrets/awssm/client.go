@@ -4,12 +4,81 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go"
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awsauth"
+	"github.com/dsv-plugin/dsv/secrets/awsjson"
 )
+
+// service is Secrets Manager on the awsJson1.1 protocol. A secret's value
+// is at most 64 KiB, as a string or as base64 in the answer's JSON.
+var service = awsjson.Service{
+	ID:             "Secrets Manager",
+	EndpointEnv:    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+	SigningName:    "secretsmanager",
+	TargetPrefix:   "secretsmanager.",
+	UserAgent:      "dsv-aws aws-sdk-go-v2/" + aws.SDKVersion,
+	MaxAnswerBytes: 1 << 20,
+	Endpoint:       endpoint,
+}
+
+// endpoint is Secrets Manager's rule (the SDK's endpoint rules of the
+// service): https://secretsmanager.REGION. and the partition's domain,
+// secretsmanager-fips for FIPS; the dual-stack domain when asked, except
+// in the commercial and GovCloud partitions, whose regular endpoints are
+// dual-stack already, and in China without FIPS.
+func endpoint(region string, p awsjson.Partition, fips, dualStack bool) string {
+	host := "secretsmanager."
+	if fips {
+		host = "secretsmanager-fips."
+	}
+	domain := p.DNS
+	switch {
+	case !dualStack, p.Name == "aws", p.Name == "aws-us-gov":
+	case p.Name == "aws-cn" && !fips:
+	default:
+		domain = p.DualStack
+	}
+	return "https://" + host + region + "." + domain + "/"
+}
+
+// GetSecretValueInput is the request of GetSecretValue: the fields the
+// backend sets.
+type GetSecretValueInput struct {
+	SecretID     *string `json:"SecretId"`
+	VersionID    *string `json:"VersionId,omitempty"`
+	VersionStage *string `json:"VersionStage,omitempty"`
+}
+
+// GetSecretValueOutput is the answer of GetSecretValue: the fields the
+// backend reads. SecretBinary comes as base64, which encoding/json decodes.
+type GetSecretValueOutput struct {
+	Name         *string `json:"Name,omitempty"`
+	VersionID    *string `json:"VersionId,omitempty"`
+	SecretString *string `json:"SecretString,omitempty"`
+	SecretBinary []byte  `json:"SecretBinary,omitempty"`
+}
+
+// Client is a Secrets Manager client for the one call the backend makes,
+// on awsjson: the SDK's own client of the service built a description of
+// its whole API at start, +0.6 MiB of binary and +0.5 MiB of VmRSS idle and
+// after 20 mounts, whether the backend was used or not (test/rss).
+type Client struct {
+	c *awsjson.Client
+}
+
+var _ API = (*Client)(nil)
+
+// GetSecretValue reads one version of a secret.
+func (c *Client) GetSecretValue(ctx context.Context, in *GetSecretValueInput) (*GetSecretValueOutput, error) {
+	out := &GetSecretValueOutput{}
+	if err := c.c.Call(ctx, "GetSecretValue", in, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // ErrNoRegion is returned by NewClient when neither the caller nor the SDK's
 // configuration names a region.
@@ -24,7 +93,16 @@ func NewClient(ctx context.Context, region string) (API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return secretsmanager.NewFromConfig(cfg), nil
+	return newClient(ctx, cfg)
+}
+
+// newClient builds a client from an SDK configuration.
+func newClient(ctx context.Context, cfg aws.Config) (*Client, error) {
+	c, err := awsjson.New(ctx, cfg, service)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{c: c}, nil
 }
 
 // Hints of the service's own failures.

@@ -12,11 +12,16 @@
 //	go run ./test/rss -bin /tmp/dsv -base /tmp/old   # and against another binary
 //	go run ./test/rss -bin /tmp/dsv -v               # and the largest mappings
 //	go run ./test/rss -bin /tmp/dsv -env GOGC=100    # with a setting changed
+//	go run ./test/rss -bin /tmp/dsv-syms -pages 25    # where the binary's pages go
 //
 // Run it from the repository's root (it reads config.json). Output: one
 // line per binary and stage, in MiB, with a verdict against the stage's
 // target, and with -base the differences; -json prints the same numbers
-// (KiB) as one JSON object instead. The exit status is 0
+// (KiB) as one JSON object instead. -pages N attributes the binary's own
+// resident pages (RssFile) to its sections and, in each, to the N largest
+// packages, from /proc/PID/pagemap and the binary's symbol table: build it
+// without -s (go build -trimpath -ldflags "-X main.version=x" -o /tmp/dsv-syms
+// ./cmd/dsv lays out the same segments as make build). The exit status is 0
 // whether targets are met or missed, non-zero when something could not be
 // measured.
 package main
@@ -45,12 +50,12 @@ import (
 	"github.com/dsv-plugin/dsv/test/testproc"
 )
 
-// Targets of the report, as make bench has them: idle VmRSS <= 15 MB, read
-// as 14.3 MiB; after 20 container runs <= 20 MB (issue 14, every backend in
-// the plugin), read as 19.0 MiB.
+// Targets of the report, as make bench has them (issue 19, every backend in
+// the plugin): idle VmRSS <= 13 MB (12,695 KiB), after 20 container runs
+// <= 15 MB (14,648 KiB).
 const (
-	targetIdle = 14.3
-	targetRuns = 19.0
+	targetIdle = 12695.0 / 1024
+	targetRuns = 14648.0 / 1024
 )
 
 // pluginEnv is the env of config.json (-config) with its default values:
@@ -87,6 +92,7 @@ type config struct {
 	wait      time.Duration
 	verbose   bool
 	json      bool
+	pages     int
 }
 
 func main() {
@@ -101,6 +107,7 @@ func main() {
 	fs.DurationVar(&c.wait, "wait", 2*time.Second, "wait after start before the idle reading")
 	fs.BoolVar(&c.verbose, "v", false, "also print the largest mappings (from smaps) of the last process")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
+	fs.IntVar(&c.pages, "pages", 0, "also attribute the binary's resident pages to sections and the N largest packages (needs a binary with a symbol table)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -129,7 +136,13 @@ type result struct {
 	Idle  status `json:"idle"`
 	Runs  status `json:"afterRuns"`
 	NRuns int    `json:"runs"`
-	maps  []mapping
+	detail
+}
+
+// detail is what -v and -pages print, from the last process of a binary.
+type detail struct {
+	maps                []mapping
+	pagesIdle, pagesRun residency
 }
 
 func run(c config, w io.Writer) error {
@@ -153,16 +166,22 @@ func run(c config, w io.Writer) error {
 		if _, err := os.Stat(abs); err != nil {
 			return err
 		}
+		var syms *symbols
+		if c.pages > 0 {
+			if syms, err = readSymbols(abs); err != nil {
+				return err
+			}
+		}
 		var idle, runs []status
-		var maps []mapping
+		var last detail
 		for range c.n {
-			i, r, m, err := measure(abs, env, c)
+			i, r, d, err := measure(abs, env, c, syms)
 			if err != nil {
 				return fmt.Errorf("%s: %w", bin, err)
 			}
-			idle, runs, maps = append(idle, i), append(runs, r), m
+			idle, runs, last = append(idle, i), append(runs, r), d
 		}
-		results = append(results, result{Bin: bin, Idle: median(idle), Runs: median(runs), NRuns: c.runs, maps: maps})
+		results = append(results, result{Bin: bin, Idle: median(idle), Runs: median(runs), NRuns: c.runs, detail: last})
 	}
 	if c.json {
 		enc := json.NewEncoder(w)
@@ -211,6 +230,11 @@ func report(w io.Writer, c config, rs []result) {
 			tw.Flush()
 		}
 	}
+	if c.pages > 0 {
+		for _, r := range rs {
+			printPages(w, r.Bin, r.NRuns, r.pagesIdle, r.pagesRun, c.pages)
+		}
+	}
 }
 
 func verdict(ok bool) string {
@@ -243,25 +267,25 @@ func median(ss []status) status {
 }
 
 // measure starts one process of bin and takes both readings.
-func measure(bin string, env []string, c config) (idle, runs status, maps []mapping, err error) {
+func measure(bin string, env []string, c config, syms *symbols) (idle, runs status, d detail, err error) {
 	dir, err := os.MkdirTemp("", "dsv-rss-")
 	if err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
 	}
 	defer func() {
 		// A run that failed between Mount and Unmount leaves a tmpfs.
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	}()
-	for _, d := range []string{"files", "templates", "mounts"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
-			return idle, runs, nil, err
+	for _, sub := range []string{"files", "templates", "mounts"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			return idle, runs, d, err
 		}
 	}
 	sock := filepath.Join(dir, "dsv.sock")
 	logf, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(bin,
@@ -274,7 +298,7 @@ func measure(bin string, env []string, c config) (idle, runs status, maps []mapp
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
 	}
 	exited := make(chan struct{}) // closed when the process is gone
 	var waitErr error
@@ -300,11 +324,16 @@ func measure(bin string, env []string, c config) (idle, runs status, maps []mapp
 		}},
 	}}
 	if err := waitFor(sock, exited, &waitErr); err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
 	}
 	time.Sleep(c.wait)
 	if idle, err = p.status(); err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
+	}
+	if syms != nil {
+		if d.pagesIdle, err = p.pages(bin, syms); err != nil {
+			return idle, runs, d, err
+		}
 	}
 
 	names := make([]string, c.runs)
@@ -312,26 +341,31 @@ func measure(bin string, env []string, c config) (idle, runs status, maps []mapp
 		names[i] = fmt.Sprintf("rss-%02d", i)
 		value := fmt.Sprintf("value of %s %d", names[i], time.Now().UnixNano())
 		if err := os.WriteFile(filepath.Join(dir, "files", names[i]), []byte(value), 0o600); err != nil {
-			return idle, runs, nil, err
+			return idle, runs, d, err
 		}
 		if err := p.cycle(names[i], value); err != nil {
-			return idle, runs, nil, err
+			return idle, runs, d, err
 		}
 	}
 	if runs, err = p.status(); err != nil {
-		return idle, runs, nil, err
+		return idle, runs, d, err
 	}
 	if c.verbose {
-		if maps, err = p.smaps(); err != nil {
-			return idle, runs, nil, err
+		if d.maps, err = p.smaps(); err != nil {
+			return idle, runs, d, err
+		}
+	}
+	if syms != nil {
+		if d.pagesRun, err = p.pages(bin, syms); err != nil {
+			return idle, runs, d, err
 		}
 	}
 	for _, n := range names {
 		if err := p.call("/VolumeDriver.Remove", map[string]any{"Name": n}, nil); err != nil {
-			return idle, runs, nil, err
+			return idle, runs, d, err
 		}
 	}
-	return idle, runs, maps, nil
+	return idle, runs, d, nil
 }
 
 // waitFor waits until the plugin listens on sock.
