@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +43,7 @@ func (f *fakeVolumes) List() (*volume.ListResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out volume.ListResponse
-	for n := range f.vols {
+	for _, n := range slices.Sorted(maps.Keys(f.vols)) {
 		out.Volumes = append(out.Volumes, &volume.Volume{Name: n})
 	}
 	return &out, nil
