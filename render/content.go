@@ -38,6 +38,33 @@ type Content struct {
 	// value): reading again issues anew.
 	Dynamic bool
 	Digest  [sha256.Size]byte
+	// Stale lists the secrets whose store was unavailable and whose last
+	// good value, read within the volume's stale-if-error, was used
+	// instead. Empty when every value is fresh.
+	Stale []StaleObject
+}
+
+// StaleObject is one secret served from its last good value. It holds no
+// value.
+type StaleObject struct {
+	// Object names the secret: `aws secret "prod/db"`.
+	Object string `json:"object"`
+	// Age is how long ago the value was read from the store.
+	Age time.Duration `json:"-"`
+	// ReadAt is when that was.
+	ReadAt time.Time `json:"readAt"`
+	// Err is why the store could not be read now.
+	Err string `json:"error"`
+}
+
+// MarshalJSON shows the age as a duration (1m30s), for docker volume
+// inspect.
+func (s StaleObject) MarshalJSON() ([]byte, error) {
+	type plain StaleObject
+	return json.Marshal(struct {
+		plain
+		Age string `json:"age"`
+	}{plain(s), s.Age.Truncate(time.Second).String()})
 }
 
 // Renderer turns a volume's options into its files: it reads every secret

@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/metrics"
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/pluginmux"
 	"github.com/dsv-plugin/dsv/secretprovider"
 	"github.com/dsv-plugin/dsv/secrets"
@@ -96,6 +97,11 @@ type settings struct {
 	MetricsAddr string
 	// MetricsObjectNames is METRICS_OBJECT_NAMES: secret names as labels.
 	MetricsObjectNames bool
+	// Notify is NOTIFY: the default of the notify option.
+	Notify notify.Spec
+	// StaleIfError is STALE_IF_ERROR: the default of the stale-if-error
+	// option.
+	StaleIfError time.Duration
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -153,6 +159,22 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			problems = append(problems, fmt.Sprintf("LEASE_GRACE: %v", err))
 		} else {
 			s.LeaseGrace = d
+		}
+	}
+	if v := getenv("NOTIFY"); v != "" {
+		spec, err := notify.Parse(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("NOTIFY: %v", err))
+		} else {
+			s.Notify = spec
+		}
+	}
+	if v := getenv("STALE_IF_ERROR"); v != "" {
+		d, err := render.ParseStaleIfError(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("STALE_IF_ERROR: %v", err))
+		} else {
+			s.StaleIfError = d
 		}
 	}
 	if v := getenv("SWARM_IDENTITY_FROM_SERVICE_NAME"); v != "" {
@@ -230,6 +252,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	writerRoot := fs.String("writer", "/run/dsv/rw", "directory under which each volume's tmpfs is mounted read-write for the plugin alone (made a private mount; never under -mounts)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
 	templatesDir := fs.String("templates", "/run/dsv/templates", "folder of named templates (template-file option)")
+	// The managed plugin's engine mount: /dev/null until the user grants
+	// the engine. Legacy mode names the socket with ENGINE_SOCKET.
+	engineSocket := fs.String("engine", "/run/dsv/engine.sock", "the engine API's unix socket, for the notify option; anything but a socket there: no engine access (the ENGINE_SOCKET setting overrides it)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -269,6 +294,14 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
+	if v := getenv("ENGINE_SOCKET"); v != "" {
+		*engineSocket = v
+	}
+	// No engine access unless granted: notify and NOTIFY need it.
+	granted := notify.Granted(*engineSocket)
+	if !granted && !s.Notify.IsZero() {
+		problems = append(problems, fmt.Sprintf("NOTIFY %q needs the engine API, which the plugin was not granted: docker plugin set dsv engine.source=/var/run/docker.sock (legacy mode: ENGINE_SOCKET=/var/run/docker.sock); %s is not a socket", s.Notify, *engineSocket))
+	}
 	if len(problems) > 0 {
 		for i, p := range problems {
 			problems[i] = strings.TrimPrefix(p, settingsErrPrefix)
@@ -291,6 +324,11 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if s.MetricsAddr != "" {
 		m = metrics.New(metrics.Config{ObjectNames: s.MetricsObjectNames, Version: version})
 	}
+	// Containers are notified through the engine only when it was granted.
+	var notifier volumes.Notifier
+	if granted {
+		notifier = notify.New(*engineSocket, notify.Config{Logger: log, Metrics: m})
+	}
 	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout, Metrics: m})
 	if err != nil {
 		return err
@@ -305,7 +343,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		LeaseGrace: s.LeaseGrace,
 		Store:      store,
 		Registry:   reg,
-		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir)},
+		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir), Notify: s.Notify, StaleIfError: s.StaleIfError},
 		Allow:      allow,
 		Refresh:    s.Refresh,
 		Fetcher:    fetcher,
@@ -314,9 +352,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		// The last container of a volume is gone: what rendering its
 		// files used is garbage; hand it back at once (a GC of a few
 		// MiB of heap, about a millisecond).
-		Release: debug.FreeOSMemory,
-		Logger:  log,
-		Metrics: m,
+		Release:  debug.FreeOSMemory,
+		Logger:   log,
+		Metrics:  m,
+		Notifier: notifier,
 	})
 	if err != nil {
 		return err
@@ -368,7 +407,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
 		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
-		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Msg("serving")
+		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Bool("engine", granted).Msg("serving")
 	err = pluginmux.Serve(l,
 		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Serve: volume.NewHandler(m.Driver(drv)).Serve},
 		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Serve: dockersecrets.NewHandler(provider).Serve},
