@@ -36,6 +36,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
@@ -224,6 +225,24 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	return s, nil
 }
 
+// openLastGood opens the store of last good values (stale-if-error) in
+// dir, its key in the kernel's user keyring. Without a keyring (a kernel
+// or sandbox that refuses keyctl) there is none: stale-if-error then
+// serves nothing, and the log says why.
+func openLastGood(dir string, log zerolog.Logger) *lastgood.Store {
+	key, created, err := lastgood.KernelKey(dir)
+	if err == nil {
+		var st *lastgood.Store
+		if st, err = lastgood.Open(dir, key, created, nil); err == nil {
+			clear(key)
+			log.Info().Str("dir", dir).Bool("newKey", created).Int("values", st.Len()).Msg("last good values for stale-if-error: sealed in the state folder, key in the kernel's user keyring")
+			return st
+		}
+	}
+	log.Warn().Err(err).Msg("no store of last good values: stale-if-error cannot serve a value through an outage")
+	return nil
+}
+
 // backendSettings checks the settings that name backends, BACKEND and
 // ALLOW, against the registry's names, reporting both at once, and returns
 // the parsed ALLOW list (empty: every object allowed).
@@ -333,6 +352,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	lastGood := openLastGood(filepath.Join(filepath.Dir(*statePath), "lastgood"), log)
 	store, err := volumes.NewStore(*statePath)
 	if err != nil {
 		return err
@@ -356,6 +376,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		Logger:   log,
 		Metrics:  m,
 		Notifier: notifier,
+		LastGood: lastGood,
 	})
 	if err != nil {
 		return err
