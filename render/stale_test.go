@@ -20,7 +20,7 @@ type flakyBackend struct {
 	err   error
 }
 
-func (b *flakyBackend) Name() string                { return "flaky" }
+func (b *flakyBackend) Name() string               { return "flaky" }
 func (b *flakyBackend) Validate(secrets.Ref) error { return nil }
 func (b *flakyBackend) set(value string, kind error) {
 	b.mu.Lock()
