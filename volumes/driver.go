@@ -22,9 +22,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/metrics"
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
@@ -74,6 +76,16 @@ type Config struct {
 	Release func()
 	// CrashAfter, in tests only, interrupts the atomic writer after a step.
 	CrashAfter func(step string) error
+	// Notifier tells a volume's containers that a swap changed its files
+	// (the notify option); nil: the plugin has no engine access.
+	Notifier Notifier
+	// LastGood keeps last good values for stale-if-error; nil keeps none.
+	LastGood *lastgood.Store
+}
+
+// Notifier notifies the running containers of a volume.
+type Notifier interface {
+	Notify(ctx context.Context, volume string, spec notify.Spec) notify.Result
 }
 
 // fetchStatus is what Get reports about the last fetch. No value, ever.
@@ -85,6 +97,10 @@ type fetchStatus struct {
 	LastErrorAt time.Time
 	Failures    int // consecutive failed refreshes
 	RenewedAt   time.Time
+	// Notified is the last notification of the volume's containers.
+	Notified *notify.Result
+	// Stale lists the objects served from their last good value.
+	Stale []render.StaleObject
 }
 
 // vol is one volume. Every field is guarded by Driver.mu; op serialises the
@@ -259,6 +275,8 @@ func newRenderer(cfg Config) *render.Renderer {
 		Registry: cfg.Registry,
 		Allow:    cfg.Allow,
 		Fetcher:  cfg.Fetcher,
+		LastGood: cfg.LastGood,
+		Metrics:  cfg.Metrics,
 		Limit:    cfg.TmpfsSize,
 		Now:      cfg.Now,
 	}
@@ -320,6 +338,9 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := d.cfg.Allow.CheckAll(opts.Refs()); err != nil {
 		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
 		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	if spec := d.cfg.Defaults.NotifyOf(opts); !spec.IsZero() && d.cfg.Notifier == nil {
+		return fmt.Errorf("volume %q: option \"notify\": %s needs the engine API, which the plugin was not granted: docker plugin disable dsv && docker plugin set dsv engine.source=/var/run/docker.sock && docker plugin enable dsv", req.Name, spec)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -479,7 +500,8 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("fetch failed")
 		return nil, fmt.Errorf("volume %q: %w", req.Name, err)
 	}
-	if err := d.materialise(v.name, opts, c, d.static(opts, c)); err != nil {
+	// Content served stale is swapped once the store answers: not plain.
+	if err := d.materialise(v.name, opts, c, d.static(opts, c) && len(c.Stale) == 0); err != nil {
 		d.revoke(req.Name, c)
 		d.recordError(v, err)
 		d.log.Error().Str("volume", req.Name).Err(err).Msg("mount failed")
@@ -495,7 +517,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	v.leases = append(append([]render.HeldLease(nil), oldLeases...), c.Leases...)
 	v.digest = c.Digest
 	v.dynamic = c.Dynamic
-	v.status = fetchStatus{Versions: c.Versions, FetchedAt: now, ChangedAt: now}
+	v.status = fetchStatus{Versions: c.Versions, FetchedAt: now, ChangedAt: now, Stale: c.Stale}
 	err = d.saveLocked()
 	if err != nil {
 		v.mounted = false
@@ -774,6 +796,15 @@ func (d *Driver) describeLocked(v *vol, withStatus bool) *volume.Volume {
 	}
 	if len(v.retiring) > 0 {
 		st["retiringLeases"] = len(v.retiring)
+	}
+	if spec := d.cfg.Defaults.NotifyOf(v.opts); !spec.IsZero() {
+		st["notify"] = spec.String()
+	}
+	if n := v.status.Notified; n != nil {
+		st["lastNotification"] = n
+	}
+	if len(v.status.Stale) > 0 {
+		st["stale"] = v.status.Stale
 	}
 	out.Status = st
 	return out

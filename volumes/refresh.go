@@ -3,6 +3,7 @@ package volumes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/dsv-plugin/dsv/render"
 	"time"
 
@@ -12,6 +13,22 @@ import (
 
 // maxBackoff caps the wait after failed refreshes.
 const maxBackoff = 5 * time.Minute
+
+// staleRetry is the first wait before a volume without a refresh interval
+// reads again, after a failure or a mount from last good values.
+const staleRetry = 5 * time.Second
+
+// staleError: the refresh served last good values; the loop backs off
+// and tries again until the store answers.
+type staleError []render.StaleObject
+
+func (e staleError) Error() string {
+	msg := "the store is unavailable; serving last good values:"
+	for _, s := range e {
+		msg += fmt.Sprintf(" %s (read %s ago): %s;", s.Object, s.Age.Truncate(time.Second), s.Err)
+	}
+	return msg[:len(msg)-1]
+}
 
 // refreshInterval is a volume's effective refresh: its option, else the
 // REFRESH setting; never for a file-layout volume, whose single
@@ -36,7 +53,7 @@ func (d *Driver) refreshInterval(o render.Options, dynamic bool) time.Duration {
 func (d *Driver) startRefresh(v *vol) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0 && len(v.retiring) == 0) {
+	if v.stopRefresh != nil || (d.refreshInterval(v.opts, v.dynamic) == 0 && len(v.leases) == 0 && len(v.retiring) == 0 && len(v.status.Stale) == 0) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -56,11 +73,17 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 	log := d.log.With().Str("volume", v.name).Logger()
 	d.mu.Lock()
 	interval := d.refreshInterval(v.opts, v.dynamic)
+	stale := len(v.status.Stale) > 0
 	d.mu.Unlock()
 	renewFailures := 0
 	nextRefresh := time.Time{}
-	if interval > 0 {
+	switch {
+	case interval > 0:
 		nextRefresh = d.cfg.Now().Add(interval)
+	case stale:
+		// Mounted from last good values: read again until the store
+		// answers, with backoff.
+		nextRefresh = d.cfg.Now().Add(staleRetry)
 	}
 	renewAt := d.renewSchedule(v)
 	for {
@@ -115,7 +138,7 @@ func (d *Driver) refreshLoop(ctx context.Context, v *vol) {
 			if interval > 0 {
 				nextRefresh = d.cfg.Now().Add(backoff(interval, failures))
 			} else if err != nil {
-				nextRefresh = d.cfg.Now().Add(backoff(5*time.Second, failures))
+				nextRefresh = d.cfg.Now().Add(backoff(staleRetry, failures))
 			} else {
 				nextRefresh = time.Time{}
 			}
@@ -182,13 +205,22 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 		return err
 	}
 	now := d.cfg.Now().UTC()
+	var stale error
+	if len(c.Stale) > 0 {
+		stale = staleError(c.Stale)
+	}
+	d.mu.Lock()
+	v.status.Stale = c.Stale
+	d.mu.Unlock()
 	if c.Digest == old && !force {
 		drop = c.Leases // unchanged: the new leases are not needed
 		d.mu.Lock()
-		v.status.FetchedAt = now
+		if stale == nil {
+			v.status.FetchedAt = now
+		}
 		v.status.Versions = c.Versions
 		d.mu.Unlock()
-		return nil
+		return stale
 	}
 	if frozen {
 		drop = c.Leases
@@ -206,6 +238,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	// Readers see the new files (even if the write's clean-up failed):
 	// the volume holds the new leases; the old ones retire.
 	d.mu.Lock()
+	retired := len(v.retiring)
 	drop = d.retireLocked(v, v.leases, now)
 	v.leases = c.Leases
 	v.digest = c.Digest
@@ -217,7 +250,19 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	d.mu.Unlock()
 	d.log.Info().Str("volume", v.name).Int("files", len(c.Files)).Msg("content changed; swapped atomically")
 	d.cfg.Metrics.Swapped(v.name)
-	return errors.Join(werr, serr)
+	if spec := d.cfg.Defaults.NotifyOf(opts); !spec.IsZero() && d.cfg.Notifier != nil {
+		res := d.cfg.Notifier.Notify(ctx, v.name, spec)
+		d.mu.Lock()
+		v.status.Notified = &res
+		// The grace of the replaced leases starts once the containers
+		// were told.
+		for i := retired; i < len(v.retiring); i++ {
+			v.retiring[i].RevokeAt = res.At.Add(d.leaseGrace(opts))
+		}
+		serr = errors.Join(serr, d.saveLocked())
+		d.mu.Unlock()
+	}
+	return errors.Join(werr, serr, stale)
 }
 
 // leaseGrace is how long v keeps a lease of replaced content.
