@@ -221,3 +221,36 @@ func TestNotifyExec(t *testing.T) {
 	wantContains(t, "lastNotification.errors", errs, names[2], "sh exited with status 1")
 	t.Logf("Status: %v", st)
 }
+
+// TestNotifySwarm: the tasks of a Swarm service that mount a volume with
+// notify get the signal after a swap, as other containers do.
+func TestNotifySwarm(t *testing.T) {
+	grantEngine(t)
+	sw := joinSwarm(t)
+	out := t.TempDir()
+	file := env.name("notify/x")
+	if err := env.writeFile(file, []byte("v0")); err != nil {
+		t.Fatal(err)
+	}
+	vol := sw.volume("nswarm")
+	mount := "type=volume,volume-driver=" + env.plugin + ",source=" + vol + ",target=/run/secrets," +
+		"volume-opt=secret=" + file + ",volume-opt=layout=dir,volume-opt=filename=x,volume-opt=refresh=1s,volume-opt=notify=SIGHUP"
+	svc := sw.service("nswarm", []string{"--mount", mount, "--mount", "type=bind,source=" + out + ",target=/out", "--hostname", "task-{{.Task.Slot}}"},
+		"sh", "-c", hupScript)
+	wantRunning(t, svc, 1)
+	eventually(t, swarmTaskTimeout, "the task's trap is set", func() string {
+		if _, err := os.Stat(filepath.Join(out, "task-1.ready")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	if err := replaceFile(file, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the task got SIGHUP after the swap", func() string {
+		if got := signalLog(t, out, "task-1"); !slices.Equal(got, []string{"v1"}) {
+			return fmt.Sprintf("task recorded %q; volume Status %v", got, inspectVolume(t, vol).Status)
+		}
+		return ""
+	})
+}
