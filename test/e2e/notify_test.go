@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,44 @@ func hupContainer(t *testing.T, sc *scope, out string, opts ...string) (name, ho
 		return ""
 	})
 	return name, host
+}
+
+// pluginLogTime finds the time and message of a plugin log line as dockerd
+// writes it (the plugin's JSON, quoted, in msg).
+var pluginLogTime = regexp.MustCompile(`\\"time\\":\\"([^\\"]+)\\",\\"message\\":\\"([^\\"]+)\\"`)
+
+// swapToSignal reads from the plugin's log, for each swap of vol, the
+// time from the swap to the last container signalled after it.
+func swapToSignal(t *testing.T, vol string, logStart int64) latencies {
+	t.Helper()
+	var out latencies
+	var swap, last time.Time
+	flush := func() {
+		if !swap.IsZero() && !last.IsZero() {
+			out = append(out, last.Sub(swap))
+		}
+	}
+	for _, l := range strings.Split(logLinesSince(env.daemon.logPath, logStart, `\"volume\":\"`+vol+`\"`), "\n") {
+		m := pluginLogTime.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			continue
+		}
+		switch m[2] {
+		case "content changed; swapped atomically":
+			flush()
+			swap, last = at, time.Time{}
+		case "container signalled":
+			if at.After(last) {
+				last = at
+			}
+		}
+	}
+	flush()
+	return out
 }
 
 // TestNotifyNeedsEngine: without the engine mount, a volume that asks for
@@ -113,6 +152,7 @@ func TestNotifySignal(t *testing.T) {
 	}
 
 	const rotations = 5
+	logStart := logSize(env.daemon.logPath)
 	var late ctr
 	values := []string{}
 	for i := 1; i <= rotations; i++ {
@@ -153,6 +193,11 @@ func TestNotifySignal(t *testing.T) {
 	}
 	if got := signalLog(t, out, late.host); !slices.Equal(got, values[2:]) {
 		t.Errorf("the container started after rotation 2 recorded %q, want only the later rotations %q", got, values[2:])
+	}
+	if lats := swapToSignal(t, vol, logStart); len(lats) != rotations {
+		t.Errorf("the plugin's log shows %d swaps followed by signals, want %d", len(lats), rotations)
+	} else {
+		t.Logf("bench: swap to the last of %d-%d containers signalled: median %s, max %s (%v)", n, n+1, lats.median().Round(time.Millisecond), slices.Max(lats).Round(time.Millisecond), lats)
 	}
 	st = inspectVolume(t, vol).Status
 	t.Logf("Status after %d rotations: %v", rotations, st)
