@@ -22,6 +22,19 @@ func grantEngine(t *testing.T) {
 	changePluginSettings(t, map[string]string{"engine.source": dockerSocket()})
 }
 
+// notifyFixture grants the engine for the test and returns a host folder
+// for the containers' records (mounted at /out) and a file store secret
+// holding v0.
+func notifyFixture(t *testing.T) (out, file string) {
+	t.Helper()
+	grantEngine(t)
+	out, file = t.TempDir(), env.name("notify/x")
+	if err := env.writeFile(file, []byte("v0")); err != nil {
+		t.Fatal(err)
+	}
+	return out, file
+}
+
 // hupScript is a container's command: at each SIGHUP it appends what
 // /run/secrets/x holds then, and a line break, to /out/NAME, where NAME
 // is the container's hostname; /out/NAME.ready says the trap is set.
@@ -117,13 +130,8 @@ func TestNotifyNeedsEngine(t *testing.T) {
 // without a change send none; no container restarts; a container started
 // between two rotations gets only the later ones.
 func TestNotifySignal(t *testing.T) {
-	grantEngine(t)
+	out, file := notifyFixture(t)
 	sc := newScope(t)
-	out := t.TempDir()
-	file := env.name("notify/x")
-	if err := env.writeFile(file, []byte("v0")); err != nil {
-		t.Fatal(err)
-	}
 	vol := sc.createVolume("notify", "secret="+file, "layout=dir", "filename=x", "refresh=1s", "notify=SIGHUP")
 	const n = 20
 	type ctr struct{ name, host, started string }
@@ -212,13 +220,8 @@ func TestNotifySignal(t *testing.T) {
 // and the log) and the others still get theirs. A container that mounts
 // the volume through --volumes-from is notified too.
 func TestNotifyExec(t *testing.T) {
-	grantEngine(t)
+	out, file := notifyFixture(t)
 	sc := newScope(t)
-	out := t.TempDir()
-	file := env.name("notify/x")
-	if err := env.writeFile(file, []byte("v0")); err != nil {
-		t.Fatal(err)
-	}
 	// The command records what it read, and fails where /tmp/fail exists.
 	vol := sc.createVolume("nexec", "secret="+file, "layout=dir", "filename=x", "refresh=1s",
 		`notify=exec:sh -c 'cat /run/secrets/x >> /out/$(hostname) && ! test -e /tmp/fail'`)
@@ -270,13 +273,8 @@ func TestNotifyExec(t *testing.T) {
 // TestNotifySwarm: the tasks of a Swarm service that mount a volume with
 // notify get the signal after a swap, as other containers do.
 func TestNotifySwarm(t *testing.T) {
-	grantEngine(t)
+	out, file := notifyFixture(t)
 	sw := joinSwarm(t)
-	out := t.TempDir()
-	file := env.name("notify/x")
-	if err := env.writeFile(file, []byte("v0")); err != nil {
-		t.Fatal(err)
-	}
 	vol := sw.volume("nswarm")
 	mount := "type=volume,volume-driver=" + env.plugin + ",source=" + vol + ",target=/run/secrets," +
 		"volume-opt=secret=" + file + ",volume-opt=layout=dir,volume-opt=filename=x,volume-opt=refresh=1s,volume-opt=notify=SIGHUP"
