@@ -236,10 +236,10 @@ func TestNotifyExec(t *testing.T) {
 		}
 		hosts, names = append(hosts, host), append(names, name)
 	}
-	// A container with the volume only through --volumes-from.
+	// A container with the volume (and /out) only through --volumes-from.
 	from := sc.container("nexec-from")
 	fromHost := from
-	mustDocker(t, sc.runArgs(from, true, []string{"--hostname", fromHost, "-v", out + ":/out", "--volumes-from", names[0]}, "sleep", "300")...)
+	mustDocker(t, sc.runArgs(from, true, []string{"--hostname", fromHost, "--volumes-from", names[0]}, "sleep", "300")...)
 	hosts = append(hosts, fromHost)
 
 	if err := replaceFile(file, []byte("v1")); err != nil {
