@@ -42,7 +42,7 @@ const maxErrors = 5
 
 // Config tunes a Notifier.
 type Config struct {
-	// Concurrency bounds the containers notified at once; 8 when 0.
+	// Concurrency bounds the containers notified at once; 32 when 0.
 	Concurrency int
 	// Timeout bounds one container's notification: the signal, or the
 	// command from its start to its end; 30s when 0.
@@ -66,7 +66,7 @@ type Notifier struct {
 // New returns a Notifier that talks to the engine API on socket.
 func New(socket string, cfg Config) *Notifier {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 8
+		cfg.Concurrency = 32
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second

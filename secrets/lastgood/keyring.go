@@ -48,14 +48,24 @@ func KernelKey(dir string) (key []byte, created bool, err error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, false, err
 	}
-	kid, err := unix.AddKey("user", desc, key, unix.KEY_SPEC_USER_KEYRING)
+	// Made in the process keyring, which this process possesses, so that
+	// it may set the key's permissions; then linked into the user
+	// keyring, which keeps it once the process is gone. (Added to the
+	// user keyring directly, the managed plugin does not possess it, and
+	// the kernel refuses it the permission change: measured.)
+	kid, err := unix.AddKey("user", desc, key, unix.KEY_SPEC_PROCESS_KEYRING)
 	if err != nil {
-		return nil, false, fmt.Errorf("add a key to the kernel's user keyring: %w", err)
+		return nil, false, fmt.Errorf("add a key to the kernel's keyring: %w", err)
 	}
 	if _, err := unix.KeyctlInt(unix.KEYCTL_SETPERM, kid, keyPerm, 0, 0); err != nil {
-		_, _ = unix.KeyctlInt(unix.KEYCTL_UNLINK, kid, unix.KEY_SPEC_USER_KEYRING, 0, 0)
+		_, _ = unix.KeyctlInt(unix.KEYCTL_UNLINK, kid, unix.KEY_SPEC_PROCESS_KEYRING, 0, 0)
 		return nil, false, fmt.Errorf("set the permissions of the kernel key: %w", err)
 	}
+	if _, err := unix.KeyctlInt(unix.KEYCTL_LINK, kid, unix.KEY_SPEC_USER_KEYRING, 0, 0); err != nil {
+		_, _ = unix.KeyctlInt(unix.KEYCTL_UNLINK, kid, unix.KEY_SPEC_PROCESS_KEYRING, 0, 0)
+		return nil, false, fmt.Errorf("keep the key in the kernel's user keyring: %w", err)
+	}
+	_, _ = unix.KeyctlInt(unix.KEYCTL_UNLINK, kid, unix.KEY_SPEC_PROCESS_KEYRING, 0, 0)
 	return key, true, nil
 }
 
