@@ -222,8 +222,9 @@ if ((${#old_settings[@]})); then
 	for kv in "${old_settings[@]}"; do
 		key=${kv%%=*}
 		! grep -qxF -- "$kv" <<<"$mount_defaults" || continue
-		# A mount whose host folder is gone would stop the plugin from enabling.
-		if [[ $kv == *.source=* && ! -d ${kv#*=} ]]; then dropped+=("$key (folder gone)"); continue; fi
+		# A mount whose host folder (or, for engine, socket) is gone would stop
+		# the plugin from enabling.
+		if [[ $kv == *.source=* && ! -e ${kv#*=} ]]; then dropped+=("$key (source gone)"); continue; fi
 		if ! grep -qE "^${key//./\\.} .*(value|source)," <<<"$settable"; then dropped+=("$key (not a setting any more)"); continue; fi
 		case $key in
 		# Keys in argv would show in the process list: set them again by hand.

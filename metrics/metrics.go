@@ -83,6 +83,8 @@ type Metrics struct {
 	refreshes    *family
 	swaps        *family
 	renewals     *family
+	notices      *family
+	stale        *family
 
 	mu          sync.Mutex
 	volumeStats func() []VolumeStat
@@ -127,6 +129,12 @@ func New(cfg Config) *Metrics {
 		renewals: newFamily("dsv_lease_renewals_total",
 			"Lease renewals, by volume, backend and outcome: renewed, failed, max_ttl (renewed short, near its max TTL) or not_renewable; all but renewed make the volume read a fresh secret.",
 			"counter", "backend", "outcome", "volume"),
+		notices: newFamily("dsv_notifications_total",
+			"Containers notified after a swap (the notify option), by volume and outcome: signalled, executed, failed (the signal or command failed, or the engine did not answer) or skipped (the container was gone or stopped).",
+			"counter", "outcome", "volume"),
+		stale: newFamily("dsv_stale_serves_total",
+			"Mounts and refreshes served the last good value of a secret because its backend was unavailable (the stale-if-error option), by backend.",
+			"counter", "backend"),
 	}
 }
 
@@ -147,7 +155,7 @@ func (m *Metrics) write(w *bufio.Writer) {
 	vols, watched := m.volumes()
 	writeGauges(w, "dsv_build_info", "Always 1; the plugin's version as a label.",
 		[]string{"version"}, []sample{{values: []string{m.version}, value: 1}})
-	for _, f := range []*family{m.reads, m.readSeconds, m.hits, m.shared, m.mountSeconds, m.refreshes, m.swaps, m.renewals} {
+	for _, f := range []*family{m.reads, m.readSeconds, m.hits, m.shared, m.mountSeconds, m.refreshes, m.swaps, m.renewals, m.notices, m.stale} {
 		f.write(w)
 	}
 	if watched {
@@ -215,6 +223,23 @@ func (m *Metrics) LeaseRenewal(vol, backend, outcome string) {
 		return
 	}
 	m.renewals.add(1, backend, outcome, vol)
+}
+
+// Notified counts one container's notification after a swap.
+func (m *Metrics) Notified(vol, outcome string) {
+	if m == nil {
+		return
+	}
+	m.notices.add(1, outcome, vol)
+}
+
+// ServedStale counts a read answered with the last good value while the
+// backend was unavailable.
+func (m *Metrics) ServedStale(backend string) {
+	if m == nil {
+		return
+	}
+	m.stale.add(1, backend)
 }
 
 // Outcome is the class of a backend read's error, for the outcome label.

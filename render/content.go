@@ -12,9 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
@@ -38,6 +40,33 @@ type Content struct {
 	// value): reading again issues anew.
 	Dynamic bool
 	Digest  [sha256.Size]byte
+	// Stale lists the secrets whose store was unavailable and whose last
+	// good value, read within the volume's stale-if-error, was used
+	// instead. Empty when every value is fresh.
+	Stale []StaleObject
+}
+
+// StaleObject is one secret served from its last good value. It holds no
+// value.
+type StaleObject struct {
+	// Object names the secret: `aws secret "prod/db"`.
+	Object string `json:"object"`
+	// Age is how long ago the value was read from the store.
+	Age time.Duration `json:"-"`
+	// ReadAt is when that was.
+	ReadAt time.Time `json:"readAt"`
+	// Err is why the store could not be read now.
+	Err string `json:"error"`
+}
+
+// MarshalJSON shows the age as a duration (1m30s), for docker volume
+// inspect.
+func (s StaleObject) MarshalJSON() ([]byte, error) {
+	type plain StaleObject
+	return json.Marshal(struct {
+		plain
+		Age string `json:"age"`
+	}{plain(s), s.Age.Truncate(time.Second).String()})
 }
 
 // Renderer turns a volume's options into its files: it reads every secret
@@ -52,6 +81,11 @@ type Renderer struct {
 	Allow *allowlist.List
 	// Fetcher reads secrets: timeout, shared reads, short-lived cache.
 	Fetcher *cache.Fetcher
+	// LastGood keeps the last good values of the volumes with
+	// stale-if-error; nil keeps none.
+	LastGood *lastgood.Store
+	// Metrics counts values served stale; nil counts nothing.
+	Metrics *metrics.Metrics
 	// Limit caps one rendered template, in bytes.
 	Limit int64
 	// Now is the clock.
@@ -118,7 +152,9 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 	// count from before the read, so they never seem to last longer than
 	// they do.
 	started := d.Now().UTC()
+	window := d.Defaults.StaleIfErrorOf(opts)
 	values := make(map[string]secrets.Secret, len(wants))
+	var stale []StaleObject
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
@@ -127,6 +163,10 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 		go func() {
 			defer wg.Done()
 			sec, err := d.Fetcher.Fetch(ctx, w.ref, fresh)
+			var so *StaleObject
+			if window > 0 {
+				sec, so, err = d.lastGood(w.ref, sec, err, window)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -135,11 +175,15 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 				}
 				return
 			}
+			if so != nil {
+				stale = append(stale, *so)
+			}
 			values[key] = sec
 		}()
 	}
 	wg.Wait()
-	c := &Content{Versions: map[string]string{}}
+	sort.Slice(stale, func(i, j int) bool { return stale[i].Object < stale[j].Object })
+	c := &Content{Versions: map[string]string{}, Stale: stale}
 	for key, w := range wants {
 		sec, ok := values[key]
 		if ok && sec.Lease != nil {
@@ -201,6 +245,37 @@ func (d *Renderer) Render(ctx context.Context, opts Options, fresh bool) (*Conte
 	}
 	c.Digest = digest(c.Files)
 	return c, nil
+}
+
+// lastGood applies stale-if-error to one read: a good value is kept; when
+// the store is unavailable (unreachable, timed out, 5xx, throttled after
+// the retries), a value kept within window is served instead, marked
+// stale; a store that says the secret is gone or refused is never masked,
+// and its last good value is dropped.
+func (d *Renderer) lastGood(ref secrets.Ref, sec secrets.Secret, err error, window time.Duration) (secrets.Secret, *StaleObject, error) {
+	now := d.Now()
+	switch {
+	case err == nil:
+		// The mount does not depend on it: a value not kept is only not
+		// served through a later outage.
+		_ = d.LastGood.Put(ref, sec, now)
+		return sec, nil, nil
+	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrAccessDenied):
+		d.LastGood.Forget(ref)
+		return sec, nil, err
+	case !errors.Is(err, secrets.ErrUnavailable) && !errors.Is(err, secrets.ErrTimeout):
+		return sec, nil, err
+	}
+	old, at, ok := d.LastGood.Get(ref)
+	if !ok {
+		return sec, nil, fmt.Errorf("%w; no good value of it was kept to serve instead (stale-if-error=%s)", err, window)
+	}
+	age := max(now.Sub(at), 0)
+	if age > window {
+		return sec, nil, fmt.Errorf("%w; its last good value was read %s ago, longer than stale-if-error=%s", err, age.Truncate(time.Second), window)
+	}
+	d.Metrics.ServedStale(ref.Backend)
+	return old, &StaleObject{Object: ref.String(), Age: age, ReadAt: at.UTC(), Err: err.Error()}, nil
 }
 
 // explode writes each top-level key of a JSON object as a file: at the root

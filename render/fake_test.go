@@ -26,3 +26,7 @@ func (b *fakeBackend) Validate(ref secrets.Ref) error {
 func (b *fakeBackend) Fetch(context.Context, secrets.Ref) (secrets.Secret, error) {
 	return secrets.Secret{}, secrets.ErrNotFound
 }
+
+// IssuesAnew makes a name starting with "issue/" issue a new value at every
+// read (secrets.Issuer), as Vault's method=write does.
+func (b *fakeBackend) IssuesAnew(ref secrets.Ref) bool { return strings.HasPrefix(ref.Name, "issue/") }

@@ -19,6 +19,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -40,6 +41,8 @@ const (
 	optFormat       = "format"
 	optRefresh      = "refresh"
 	optLeaseGrace   = "lease-grace"
+	optNotify       = "notify"
+	optStaleIfError = "stale-if-error"
 	optTemplate     = "template"
 	optTemplateFile = "template-file"
 	// Prefixes of the options that each add one file to a directory volume.
@@ -50,7 +53,7 @@ const (
 
 // fileOptions are the options that shape the files of a volume.
 var fileOptions = []string{optUID, optGID, optMode, optLayout, optFilename, optFormat, optRefresh, optLeaseGrace,
-	optTemplate, optTemplateFile, prefixFile + "NAME", prefixTemplate + "NAME", prefixTemplateFile + "NAME"}
+	optNotify, optStaleIfError, optTemplate, optTemplateFile, prefixFile + "NAME", prefixTemplate + "NAME", prefixTemplateFile + "NAME"}
 
 // Formats of a secret file.
 const (
@@ -94,6 +97,17 @@ type Options struct {
 	// LEASE_GRACE setting does.
 	LeaseGrace    time.Duration `json:"leaseGrace,omitempty"`
 	LeaseGraceSet bool          `json:"leaseGraceSet,omitempty"`
+	// Notify is what the containers of the volume are sent after a swap
+	// that changed its files; it applies only when NotifySet, else the
+	// plugin's NOTIFY setting does (see Defaults.NotifyOf).
+	Notify    notify.Spec `json:"notify,omitzero"`
+	NotifySet bool        `json:"notifySet,omitempty"`
+	// StaleIfError is how long after a good read of a secret its value
+	// may still be served when its backend is unavailable; it applies
+	// only when StaleIfErrorSet, else the plugin's STALE_IF_ERROR
+	// setting does (see Defaults.StaleIfErrorOf).
+	StaleIfError    time.Duration `json:"staleIfError,omitempty"`
+	StaleIfErrorSet bool          `json:"staleIfErrorSet,omitempty"`
 }
 
 // Object is one file (or, for key=*, one directory of files) of a volume.
@@ -125,6 +139,28 @@ type Defaults struct {
 	// Templates reads named template files (the templates mount); nil when
 	// there is none.
 	Templates TemplateSource
+	// Notify is the NOTIFY setting; the zero Spec notifies nobody.
+	Notify notify.Spec
+	// StaleIfError is the STALE_IF_ERROR setting; 0 is off.
+	StaleIfError time.Duration
+}
+
+// NotifyOf is what a volume's containers are sent after a swap: its
+// option, else the NOTIFY setting.
+func (def Defaults) NotifyOf(o Options) notify.Spec {
+	if o.NotifySet {
+		return o.Notify
+	}
+	return def.Notify
+}
+
+// StaleIfErrorOf is how long a volume's last good values may be served
+// through an outage: its option, else the STALE_IF_ERROR setting.
+func (def Defaults) StaleIfErrorOf(o Options) time.Duration {
+	if o.StaleIfErrorSet {
+		return o.StaleIfError
+	}
+	return def.StaleIfError
 }
 
 // ParseOptions turns Docker's option map into Options and validates them,
@@ -227,6 +263,25 @@ func (p *optionParser) parse(name string, raw map[string]string) Options {
 		o.LeaseGrace, o.LeaseGraceSet = d, true
 		delete(top, optLeaseGrace)
 	}
+	if v, ok := top[optNotify]; ok {
+		spec, err := notify.Parse(v)
+		switch {
+		case err != nil:
+			p.bad(optNotify, "%v", err)
+		case spec.IsZero():
+			p.bad(optNotify, "empty; give a signal name such as SIGHUP, or exec:COMMAND ARGS")
+		}
+		o.Notify, o.NotifySet = spec, true
+		delete(top, optNotify)
+	}
+	if v, ok := top[optStaleIfError]; ok {
+		d, err := ParseStaleIfError(v)
+		if err != nil {
+			p.bad(optStaleIfError, "%v", err)
+		}
+		o.StaleIfError, o.StaleIfErrorSet = d, true
+		delete(top, optStaleIfError)
+	}
 
 	if len(multi) > 0 {
 		o.Objects = p.parseMulti(top, multi)
@@ -241,6 +296,13 @@ func (p *optionParser) parse(name string, raw map[string]string) Options {
 		o.Objects = []Object{obj}
 		if layout != "" {
 			o.Layout = layout
+		}
+	}
+	if o.StaleIfErrorSet && o.StaleIfError > 0 {
+		for _, r := range o.Refs() {
+			if p.reg.IssuesAnew(r) {
+				p.bad(optStaleIfError, "%s issues a new value at every read (a lease, method=write or wrap-ttl), which is never served stale; remove stale-if-error", r)
+			}
 		}
 	}
 	if o.Layout == LayoutFile && o.RefreshSet && o.Refresh > 0 {
@@ -510,7 +572,7 @@ func (p *optionParser) fileOptions(obj *Object, opts, inherited map[string]strin
 		case optFilename, optTemplate, optTemplateFile:
 			// handled by the caller
 		default:
-			if within == "" && (k == optLayout || k == optRefresh || k == optLeaseGrace) {
+			if within == "" && (k == optLayout || k == optRefresh || k == optLeaseGrace || k == optNotify || k == optStaleIfError) {
 				continue
 			}
 			unknown = append(unknown, k)
@@ -615,6 +677,23 @@ func ParseLeaseGrace(v string) (time.Duration, error) {
 	}
 	if d > MaxLeaseGrace {
 		return 0, fmt.Errorf("%q is longer than the maximum of %s", v, MaxLeaseGrace)
+	}
+	return d, nil
+}
+
+// MaxStaleIfError bounds the stale-if-error option and the STALE_IF_ERROR
+// setting: a value older than a week is no longer the app's secret.
+const MaxStaleIfError = 7 * 24 * time.Hour
+
+// ParseStaleIfError reads how long a last good value may be served through
+// an outage: a Go duration from 0 (never) to MaxStaleIfError.
+func ParseStaleIfError(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration; use a Go duration such as 1h, or 0 to fail a mount when the store is unavailable", v)
+	}
+	if d > MaxStaleIfError {
+		return 0, fmt.Errorf("%q is longer than the maximum of %s", v, MaxStaleIfError)
 	}
 	return d, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -178,6 +179,38 @@ func TestParseOptions(t *testing.T) {
 			volume:  "v1",
 			raw:     map[string]string{"refresh": "10s"},
 			wantErr: []string{`option "refresh": a layout=file volume is one file bind-mounted`, "use layout=dir"},
+		},
+		{
+			name:   "notify by signal and stale-if-error",
+			volume: "v1",
+			raw:    map[string]string{"secret": "db", "layout": "dir", "notify": "hup", "stale-if-error": "1h"},
+			want: Options{Layout: LayoutDir, Notify: notify.Spec{Signal: "SIGHUP"}, NotifySet: true, StaleIfError: time.Hour, StaleIfErrorSet: true,
+				Objects: []Object{{Name: "db", Format: FormatRaw, Mode: 0o444, Ref: secrets.Ref{Backend: "fake", Name: "db"}}}},
+		},
+		{
+			name:   "notify by exec, words split without a shell",
+			volume: "v1",
+			raw:    map[string]string{"secret": "db", "layout": "dir", "notify": `exec:sh -c 'nginx -s reload'`},
+			want: Options{Layout: LayoutDir, Notify: notify.Spec{Exec: []string{"sh", "-c", "nginx -s reload"}}, NotifySet: true,
+				Objects: []Object{{Name: "db", Format: FormatRaw, Mode: 0o444, Ref: secrets.Ref{Backend: "fake", Name: "db"}}}},
+		},
+		{
+			name:    "bad notify and stale-if-error",
+			volume:  "v1",
+			raw:     map[string]string{"secret": "db", "notify": "SIGKILL", "stale-if-error": "-1s"},
+			wantErr: []string{`option "notify": "SIGKILL" would stop the app`, `option "stale-if-error": "-1s" is not a duration`},
+		},
+		{
+			name:    "notify exec with an open quote, stale-if-error too long",
+			volume:  "v1",
+			raw:     map[string]string{"secret": "db", "notify": "exec:sh -c 'x", "stale-if-error": "200h"},
+			wantErr: []string{`option "notify": exec: a single quote is not closed`, `option "stale-if-error": "200h" is longer than the maximum of 168h0m0s`},
+		},
+		{
+			name:    "stale-if-error with a secret issued at every read",
+			volume:  "v1",
+			raw:     map[string]string{"file.a": "ok", "file.b": "issue/cert", "stale-if-error": "1h"},
+			wantErr: []string{`option "stale-if-error": fake secret "issue/cert" issues a new value at every read`},
 		},
 		{
 			name:    "refresh too short",

@@ -30,14 +30,16 @@ const (
 // notForSwarm are volume options that have no meaning for a Swarm secret,
 // with what to do instead.
 var notForSwarm = map[string]string{
-	"uid":           "Swarm sets the file's owner itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
-	"gid":           "Swarm sets the file's group itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
-	"mode":          "Swarm sets the file's mode itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
-	"layout":        "a Swarm secret is one file; its path is the --secret target",
-	"filename":      "a Swarm secret is one file; its path is the --secret target",
-	"refresh":       "Swarm reads a secret once per task; rotate with a new secret and docker service update --secret-rm OLD --secret-add NEW, or use a dsv volume with refresh",
-	"template":      "a Swarm secret holds one value; use a dsv volume for templates",
-	"template-file": "a Swarm secret holds one value; use a dsv volume for templates",
+	"uid":            "Swarm sets the file's owner itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
+	"gid":            "Swarm sets the file's group itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
+	"mode":           "Swarm sets the file's mode itself: docker service create --secret source=NAME,target=FILE,uid=1000,gid=1000,mode=0400",
+	"layout":         "a Swarm secret is one file; its path is the --secret target",
+	"filename":       "a Swarm secret is one file; its path is the --secret target",
+	"refresh":        "Swarm reads a secret once per task; rotate with a new secret and docker service update --secret-rm OLD --secret-add NEW, or use a dsv volume with refresh",
+	"template":       "a Swarm secret holds one value; use a dsv volume for templates",
+	"notify":         "Swarm reads a secret once per task and never changes it; use a dsv volume with refresh and notify",
+	"stale-if-error": "Swarm reads a secret once per task; use a dsv volume with stale-if-error",
+	"template-file":  "a Swarm secret holds one value; use a dsv volume for templates",
 }
 
 // notForSwarmPrefixes are the many-file volume options.

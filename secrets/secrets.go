@@ -102,6 +102,13 @@ type IssuerNotifier interface {
 	IssuerEnded() <-chan struct{}
 }
 
+// Issuer is implemented by backends where some references issue a new
+// value at every read, known from the reference alone (Vault: method=write,
+// wrap-ttl). Such values are never served stale.
+type Issuer interface {
+	IssuesAnew(ref Ref) bool
+}
+
 // LeaseManager is implemented by backends whose secrets carry leases.
 type LeaseManager interface {
 	// Renew extends a lease and returns its new terms.
@@ -221,6 +228,13 @@ func (r *Registry) LeaseManager(name string) (LeaseManager, bool) {
 func (r *Registry) IsCollection(ref Ref) bool {
 	c, ok := r.drivers[ref.Backend].(Collector)
 	return ok && c.IsCollection(ref)
+}
+
+// IssuesAnew reports whether every read of ref issues a new value (see
+// Issuer).
+func (r *Registry) IssuesAnew(ref Ref) bool {
+	i, ok := r.drivers[ref.Backend].(Issuer)
+	return ok && i.IssuesAnew(ref)
 }
 
 // Names lists the registered backends, sorted, for error messages and docs.

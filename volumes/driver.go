@@ -20,10 +20,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/metrics"
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/render"
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/allowlist"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
@@ -73,9 +75,19 @@ type Config struct {
 	Release func()
 	// CrashAfter, in tests only, interrupts the atomic writer after a step.
 	CrashAfter func(step string) error
+	// Notifier tells a volume's containers that a swap changed its files
+	// (the notify option); nil: the plugin has no engine access.
+	Notifier Notifier
+	// LastGood keeps last good values for stale-if-error; nil keeps none.
+	LastGood *lastgood.Store
 	// manualLoops, in tests only: no goroutine runs a volume's loop or the
 	// revoker; the test turns them (turn, revoker.runDue).
 	manualLoops bool
+}
+
+// Notifier notifies the running containers of a volume.
+type Notifier interface {
+	Notify(ctx context.Context, volume string, spec notify.Spec) notify.Result
 }
 
 // mountSlack is what a mount may take beyond the TIMEOUT setting: writing
@@ -135,6 +147,9 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := d.cfg.Allow.CheckAll(opts.Refs()); err != nil {
 		d.log.Warn().Str("volume", req.Name).Strs("options", optionKeys(req.Options)).Err(err).Msg("create refused")
 		return fmt.Errorf("volume %q: %w", req.Name, err)
+	}
+	if spec := d.cfg.Defaults.NotifyOf(opts); !spec.IsZero() && d.cfg.Notifier == nil {
+		return fmt.Errorf("volume %q: option \"notify\": %s needs the engine API, which the plugin was not granted: docker plugin disable dsv && docker plugin set dsv engine.source=/var/run/docker.sock && docker plugin enable dsv", req.Name, spec)
 	}
 	d.mu.Lock()
 	if v, ok := d.vols[req.Name]; ok {
@@ -399,7 +414,8 @@ func (d *Driver) writeMode(opts render.Options, c *render.Content) tmpfs.Mode {
 	switch {
 	case opts.Layout == render.LayoutFile:
 		return tmpfs.InPlace
-	case d.refreshInterval(opts, c.Dynamic) == 0 && len(c.Leases) == 0:
+	case d.refreshInterval(opts, c.Dynamic) == 0 && len(c.Leases) == 0 && len(c.Stale) == 0:
+		// Content served stale is swapped once the store answers.
 		return tmpfs.Plain
 	}
 	return tmpfs.Atomic

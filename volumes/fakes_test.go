@@ -20,6 +20,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/tmpfs"
 )
 
@@ -311,6 +312,10 @@ type harness struct {
 	ttl     time.Duration
 	// kernel, when set, replaces the fake mounter (real tmpfs; needs root).
 	kernel tmpfs.Mounter
+	// notifier and lastGood, when set, are the driver's (notify,
+	// stale-if-error).
+	notifier Notifier
+	lastGood *lastgood.Store
 }
 
 func newHarness(t *testing.T) *harness {
@@ -394,6 +399,8 @@ func (h *harness) start() *Driver {
 		TmpfsSize: 1 << 20,
 		Mounter:   mounter,
 		Logger:    zerolog.New(testLogOut()),
+		Notifier:  h.notifier,
+		LastGood:  h.lastGood,
 	})
 	if err != nil {
 		h.t.Fatal(err)

@@ -3,6 +3,7 @@ package volumes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dsv-plugin/dsv/render"
@@ -11,6 +12,22 @@ import (
 
 // maxBackoff caps the wait after failed refreshes.
 const maxBackoff = 5 * time.Minute
+
+// staleRetry is the first wait before a volume without a refresh interval
+// reads again, after a failure or a mount from last good values.
+const staleRetry = 5 * time.Second
+
+// staleError: the refresh served last good values; the loop backs off
+// and tries again until the store answers.
+type staleError []render.StaleObject
+
+func (e staleError) Error() string {
+	msg := "the store is unavailable; serving last good values:"
+	for _, s := range e {
+		msg += fmt.Sprintf(" %s (read %s ago): %s;", s.Object, s.Age.Truncate(time.Second), s.Err)
+	}
+	return msg[:len(msg)-1]
+}
 
 // refreshInterval is a volume's effective refresh: its option, else the
 // REFRESH setting; never for a file-layout volume, whose single
@@ -35,7 +52,7 @@ func (d *Driver) refreshInterval(o render.Options, dynamic bool) time.Duration {
 func (d *Driver) needsLoop(v *vol) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.live() != nil && d.refreshInterval(v.opts, v.dynamic) > 0 {
+	if v.live() != nil && (d.refreshInterval(v.opts, v.dynamic) > 0 || len(v.status.Stale) > 0) {
 		return true
 	}
 	for _, in := range v.instances {
@@ -69,8 +86,16 @@ func (d *Driver) startLoop(v *vol) {
 
 // scheduleLocked sets the first re-read of a volume; v.mu held.
 func (d *Driver) scheduleLocked(v *vol) {
-	if i := d.refreshInterval(v.opts, v.dynamic); i > 0 && v.refreshAt.IsZero() {
+	if !v.refreshAt.IsZero() {
+		return
+	}
+	switch i := d.refreshInterval(v.opts, v.dynamic); {
+	case i > 0:
 		v.refreshAt = d.cfg.Now().Add(i)
+	case len(v.status.Stale) > 0:
+		// Mounted from last good values: read again until the store
+		// answers, with backoff.
+		v.refreshAt = d.cfg.Now().Add(staleRetry)
 	}
 }
 
@@ -151,9 +176,12 @@ func (d *Driver) turn(ctx context.Context, v *vol) {
 	if !due && !refetch {
 		return
 	}
-	err := d.refreshOnce(ctx, v, refetch)
+	sw, err := d.refreshOnce(ctx, v, refetch)
 	if errors.Is(err, context.Canceled) {
 		return
+	}
+	if sw != nil {
+		d.notify(ctx, v, sw)
 	}
 	failures := d.recordRefresh(v, err)
 	if err != nil {
@@ -165,7 +193,7 @@ func (d *Driver) turn(ctx context.Context, v *vol) {
 	case interval > 0:
 		v.refreshAt = now.Add(backoff(interval, failures))
 	case err != nil:
-		v.refreshAt = now.Add(backoff(5*time.Second, failures))
+		v.refreshAt = now.Add(backoff(staleRetry, failures))
 	default:
 		v.refreshAt = time.Time{}
 	}
@@ -184,16 +212,24 @@ func backoff(base time.Duration, failures int) time.Duration {
 // errFrozen: the volume's tmpfs cannot be written (see instance.frozen).
 var errFrozen = errors.New("the tmpfs was mounted read-only by an older dsv and containers still hold it; the new content is written once they stop")
 
+// swap is what a refresh that changed the files did: the instance, and
+// the leases it retired.
+type swap struct {
+	in      *instance
+	retired []render.HeldLease
+}
+
 // refreshOnce re-reads every object of the published instance (bypassing
 // the cache) and swaps the files in when anything changed. force swaps
 // even content whose digest is equal, because a lease of it is gone. It
 // holds the volume's op across the read (a mount waits for it; every
-// read ends by TIMEOUT) but no lock across a revocation.
-func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
+// read ends by TIMEOUT) but no lock across a revocation or a
+// notification: it returns the swap, for the caller to notify.
+func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) (*swap, error) {
 	v.op.Lock()
 	defer v.op.Unlock()
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	v.mu.Lock()
 	in := v.live()
@@ -201,7 +237,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 		// Only containers from before a restart hold this volume; their
 		// tmpfs is out of reach, so there is nothing to swap.
 		v.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	gen, frozen, old, opts := in.gen, in.frozen, in.digest, v.opts
 	v.mu.Unlock()
@@ -215,25 +251,36 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 			_ = d.save()
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return err
+		return nil, err
+	}
+	// Served from last good values: the store is down. Counted as a
+	// failure (the loop backs off and reads again), said in the status.
+	var stale error
+	if len(c.Stale) > 0 {
+		stale = staleError(c.Stale)
 	}
 	now := d.cfg.Now().UTC()
+	v.mu.Lock()
+	v.status.Stale = c.Stale
+	v.mu.Unlock()
 	if c.Digest == old && !force {
 		// Unchanged: the new leases are not needed.
 		d.revoker.add(v.name, c.Leases)
 		v.mu.Lock()
-		v.status.FetchedAt = now
+		if stale == nil {
+			v.status.FetchedAt = now
+		}
 		v.status.Versions = c.Versions
 		v.mu.Unlock()
 		_ = d.save()
-		return nil
+		return nil, stale
 	}
 	if frozen {
 		d.revoker.add(v.name, c.Leases)
 		_ = d.save()
-		return errFrozen
+		return nil, errFrozen
 	}
 	mode := tmpfs.Atomic
 	if opts.Layout == render.LayoutFile {
@@ -245,7 +292,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 		// Readers still see the old files, which still need their leases.
 		d.revoker.add(v.name, c.Leases)
 		_ = d.save()
-		return werr
+		return nil, werr
 	}
 	// Readers see the new files (even if the write's clean-up failed):
 	// the instance holds the new leases; the old ones retire.
@@ -258,7 +305,32 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) error {
 	serr := d.save()
 	d.log.Info().Str("volume", v.name).Int("files", len(c.Files)).Msg("content changed; swapped atomically")
 	d.cfg.Metrics.Swapped(v.name)
-	return errors.Join(werr, serr)
+	return &swap{in: in, retired: replaced}, errors.Join(werr, serr, stale)
+}
+
+// notify tells the volume's containers of a swap (the notify option),
+// with no lock held; the grace of the leases the swap retired starts once
+// they were told. The status shows the last notification.
+func (d *Driver) notify(ctx context.Context, v *vol, sw *swap) {
+	spec := d.cfg.Defaults.NotifyOf(v.opts)
+	if spec.IsZero() || d.cfg.Notifier == nil {
+		return
+	}
+	res := d.cfg.Notifier.Notify(ctx, v.name, spec)
+	v.mu.Lock()
+	v.status.Notified = &res
+	if len(sw.retired) > 0 && v.alive(sw.in) {
+		at := res.At.Add(d.leaseGrace(v.opts))
+		for i, r := range sw.in.retiring {
+			for _, l := range sw.retired {
+				if r.Lease.ID == l.Lease.ID && r.RevokeAt.Before(at) {
+					sw.in.retiring[i].RevokeAt = at
+				}
+			}
+		}
+	}
+	v.mu.Unlock()
+	_ = d.save()
 }
 
 // recordRefresh updates the status after a refresh; it returns the number

@@ -74,6 +74,8 @@ func newRenderer(cfg Config) *render.Renderer {
 		Fetcher:  cfg.Fetcher,
 		Limit:    cfg.TmpfsSize,
 		Now:      cfg.Now,
+		LastGood: cfg.LastGood,
+		Metrics:  cfg.Metrics,
 	}
 }
 

@@ -108,6 +108,15 @@ func (d *Driver) describe(v *vol, withStatus bool) *volume.Volume {
 	if retiring > 0 {
 		st["retiringLeases"] = retiring
 	}
+	if spec := d.cfg.Defaults.NotifyOf(v.opts); !spec.IsZero() {
+		st["notify"] = spec.String()
+	}
+	if n := v.status.Notified; n != nil {
+		st["lastNotification"] = n
+	}
+	if len(v.status.Stale) > 0 {
+		st["stale"] = v.status.Stale
+	}
 	out.Status = st
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/render"
 )
 
@@ -89,6 +90,10 @@ type fetchStatus struct {
 	LastErrorAt time.Time
 	Failures    int // consecutive failed refreshes
 	RenewedAt   time.Time
+	// Notified is the last notification of the volume's containers.
+	Notified *notify.Result
+	// Stale lists the objects served from their last good value.
+	Stale []render.StaleObject
 }
 
 // vol is one volume. mu guards every field below it; op serialises the
@@ -193,7 +198,7 @@ func (v *vol) publish(in *instance, id string, c *render.Content, now time.Time)
 	in.digest = c.Digest
 	v.instances = append(v.instances, in)
 	v.dynamic = c.Dynamic
-	v.status = fetchStatus{Versions: c.Versions, FetchedAt: now, ChangedAt: now}
+	v.status = fetchStatus{Versions: c.Versions, FetchedAt: now, ChangedAt: now, Stale: c.Stale}
 }
 
 // release drops the most recent mount of id: on the newest instance that

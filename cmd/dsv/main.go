@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/metrics"
+	"github.com/dsv-plugin/dsv/notify"
 	"github.com/dsv-plugin/dsv/pluginmux"
 	"github.com/dsv-plugin/dsv/secretprovider"
 	"github.com/dsv-plugin/dsv/secrets"
@@ -33,6 +34,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
+	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
 	"github.com/dsv-plugin/dsv/secrets/vault"
 	"github.com/dsv-plugin/dsv/tmpfs"
@@ -94,6 +96,11 @@ type settings struct {
 	MetricsAddr string
 	// MetricsObjectNames is METRICS_OBJECT_NAMES: secret names as labels.
 	MetricsObjectNames bool
+	// Notify is NOTIFY: the default of the notify option.
+	Notify notify.Spec
+	// StaleIfError is STALE_IF_ERROR: the default of the stale-if-error
+	// option.
+	StaleIfError time.Duration
 }
 
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
@@ -153,6 +160,22 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			s.LeaseGrace = d
 		}
 	}
+	if v := getenv("NOTIFY"); v != "" {
+		spec, err := notify.Parse(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("NOTIFY: %v", err))
+		} else {
+			s.Notify = spec
+		}
+	}
+	if v := getenv("STALE_IF_ERROR"); v != "" {
+		d, err := render.ParseStaleIfError(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("STALE_IF_ERROR: %v", err))
+		} else {
+			s.StaleIfError = d
+		}
+	}
 	if v := getenv("SWARM_IDENTITY_FROM_SERVICE_NAME"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -200,6 +223,24 @@ func loadSettings(getenv func(string) string) (settings, error) {
 	return s, nil
 }
 
+// openLastGood opens the store of last good values (stale-if-error) in
+// dir, its key in the kernel's user keyring. Without a keyring (a kernel
+// or sandbox that refuses keyctl) there is none: stale-if-error then
+// serves nothing, and the log says why.
+func openLastGood(dir string, log zerolog.Logger) *lastgood.Store {
+	key, created, err := lastgood.KernelKey(dir)
+	if err == nil {
+		var st *lastgood.Store
+		if st, err = lastgood.Open(dir, key, created, nil); err == nil {
+			clear(key)
+			log.Info().Str("dir", dir).Bool("newKey", created).Int("values", st.Len()).Msg("last good values for stale-if-error: sealed in the state folder, key in the kernel's user keyring")
+			return st
+		}
+	}
+	log.Warn().Err(err).Msg("no store of last good values: stale-if-error cannot serve a value through an outage")
+	return nil
+}
+
 // backendSettings checks the settings that name backends, BACKEND and
 // ALLOW, against the registry's names, reporting both at once, and returns
 // the parsed ALLOW list (empty: every object allowed).
@@ -228,6 +269,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	writerRoot := fs.String("writer", "/run/dsv/rw", "directory under which each volume's tmpfs is mounted read-write for the plugin alone (made a private mount; never under -mounts)")
 	filesDir := fs.String("files", "/run/dsv/files", "folder served by the file backend")
 	templatesDir := fs.String("templates", "/run/dsv/templates", "folder of named templates (template-file option)")
+	// The managed plugin's engine mount: /dev/null until the user grants
+	// the engine. Legacy mode names the socket with ENGINE_SOCKET.
+	engineSocket := fs.String("engine", "/run/dsv/engine.sock", "the engine API's unix socket, for the notify option; anything but a socket there: no engine access (the ENGINE_SOCKET setting overrides it)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -267,6 +311,14 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
+	if v := getenv("ENGINE_SOCKET"); v != "" {
+		*engineSocket = v
+	}
+	// No engine access unless granted: notify and NOTIFY need it.
+	granted := notify.Granted(*engineSocket)
+	if !granted && !s.Notify.IsZero() {
+		problems = append(problems, fmt.Sprintf("NOTIFY %q needs the engine API, which the plugin was not granted: docker plugin set dsv engine.source=/var/run/docker.sock (legacy mode: ENGINE_SOCKET=/var/run/docker.sock); %s is not a socket", s.Notify, *engineSocket))
+	}
 	if len(problems) > 0 {
 		for i, p := range problems {
 			problems[i] = strings.TrimPrefix(p, settingsErrPrefix)
@@ -289,10 +341,16 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if s.MetricsAddr != "" {
 		m = metrics.New(metrics.Config{ObjectNames: s.MetricsObjectNames, Version: version})
 	}
+	// Containers are notified through the engine only when it was granted.
+	var notifier volumes.Notifier
+	if granted {
+		notifier = notify.New(*engineSocket, notify.Config{Logger: log, Metrics: m})
+	}
 	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout, Metrics: m})
 	if err != nil {
 		return err
 	}
+	lastGood := openLastGood(filepath.Join(filepath.Dir(*statePath), "lastgood"), log)
 	store, err := volumes.NewStore(*statePath)
 	if err != nil {
 		return err
@@ -303,7 +361,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		LeaseGrace: s.LeaseGrace,
 		Store:      store,
 		Registry:   reg,
-		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir)},
+		Defaults:   render.Defaults{Backend: s.Backend, Templates: render.DirTemplates(*templatesDir), Notify: s.Notify, StaleIfError: s.StaleIfError},
 		Allow:      allow,
 		Refresh:    s.Refresh,
 		Fetcher:    fetcher,
@@ -312,9 +370,11 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		// The last container of a volume is gone: what rendering its
 		// files used is garbage; hand it back at once (a GC of a few
 		// MiB of heap, about a millisecond).
-		Release: debug.FreeOSMemory,
-		Logger:  log,
-		Metrics: m,
+		Release:  debug.FreeOSMemory,
+		Logger:   log,
+		Metrics:  m,
+		Notifier: notifier,
+		LastGood: lastGood,
 	})
 	if err != nil {
 		return err
@@ -366,7 +426,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
 		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
-		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Msg("serving")
+		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Bool("engine", granted).Msg("serving")
 	err = pluginmux.Serve(l,
 		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Handler: pluginmux.VolumeHandler(m.Driver(drv))},
 		pluginmux.API{Implements: pluginmux.SecretProvider, Prefix: "/SecretProvider.", Handler: pluginmux.SecretHandler(provider)},

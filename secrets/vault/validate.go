@@ -291,3 +291,10 @@ func parseTTL(s string) (time.Duration, error) {
 // quoted shortens a user value for an error message, so a pasted blob does
 // not flood `docker volume create`'s output.
 func quoted(s string) string { return secrets.Clip(s, 80) }
+
+// IssuesAnew reports whether every read of ref issues a new value
+// (method=write, wrap-ttl): such values are never served stale.
+func (d *Driver) IssuesAnew(ref secrets.Ref) bool {
+	req, _ := parseRequest(ref)
+	return req.write || req.wrapTTL > 0
+}

@@ -215,6 +215,7 @@ func (d *Driver) namespace(req request) string {
 }
 
 var _ secrets.Canonicalizer = (*Driver)(nil)
+var _ secrets.Issuer = (*Driver)(nil)
 
 // Canonical names the object ref reads as the Vault CLI does (KV v2 without
 // data/), for the ALLOW setting: secret/data/db is the object secret/db.
