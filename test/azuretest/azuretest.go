@@ -18,7 +18,6 @@
 package azuretest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -31,6 +30,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -213,46 +213,24 @@ func build(t testing.TB, dir string) string {
 // its ready line.
 func startProcess(t testing.TB, bin string, args ...string) []string {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	stderr := &testproc.TailBuffer{Max: 16 << 10}
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
+	var ready []string
+	p, err := testproc.Start(context.Background(), exec.Command(bin, args...), testproc.Options{
+		Name: "azurefake " + args[0],
+		ReadyLine: func(line string) error {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "ready" {
+				return errors.New("want ready URL")
+			}
+			ready = f[1:]
+			return nil
+		},
+		Timeout: startTimeout,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start azurefake %s: %v", args[0], err)
-	}
-	exited := make(chan struct{})
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		if sc.Scan() {
-			lines <- sc.Text()
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("azurefake %s output:\n%s", args[0], stderr.String())
-		}
-	})
-	select {
-	case l := <-lines:
-		f := strings.Fields(l)
-		if len(f) < 2 || f[0] != "ready" {
-			t.Fatalf("azurefake %s said %q, want ready URL", args[0], l)
-		}
-		return f[1:]
-	case <-exited:
-		t.Fatalf("azurefake %s exited before it served: %s", args[0], stderr.String())
-	case <-time.After(startTimeout):
-		t.Fatalf("azurefake %s did not serve within %s: %s", args[0], startTimeout, stderr.String())
-	}
-	return nil
+	p.Cleanup(t)
+	return ready
 }
 
 // writeFiles makes the CA, the servers' certificate, the signing key of

@@ -10,7 +10,6 @@
 package gcptest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -88,10 +87,7 @@ type Process struct {
 	// AdminToken is the access token of the principal that may do anything.
 	AdminToken string
 
-	cmd    *exec.Cmd
-	output *testproc.TailBuffer
-	exited chan struct{}
-	once   sync.Once
+	*testproc.Process
 }
 
 // StartProcess runs bin (see Binary) on a free port of 127.0.0.1 and returns
@@ -102,64 +98,29 @@ func StartProcess(ctx context.Context, bin string, args ...string) (*Process, er
 	if _, err := rand.Read(tok); err != nil {
 		return nil, err
 	}
-	p := &Process{
-		AdminToken: "admin-" + hex.EncodeToString(tok),
-		output:     &testproc.TailBuffer{Max: 8 << 10},
-		exited:     make(chan struct{}),
-	}
-	p.cmd = exec.Command(bin, append([]string{"-admin-token", p.AdminToken}, args...)...)
-	p.cmd.Stderr = p.output
-	stdout, err := p.cmd.StdoutPipe()
+	p := &Process{AdminToken: "admin-" + hex.EncodeToString(tok)}
+	cmd := exec.Command(bin, append([]string{"-admin-token", p.AdminToken}, args...)...)
+	var err error
+	p.Process, err = testproc.Start(ctx, cmd, testproc.Options{
+		Name: "gcpfake",
+		// The first line says where it listens, once it does.
+		ReadyLine: func(line string) error {
+			var hello struct {
+				URL string `json:"url"`
+			}
+			if json.Unmarshal([]byte(line), &hello) != nil || hello.URL == "" {
+				return errors.New(`want {"url": URL}`)
+			}
+			p.URL = hello.URL
+			return nil
+		},
+		Timeout: startTimeout,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	// The first line is the readiness signal; the rest is log. Wait comes
-	// after the last read, as os/exec requires.
-	ready := make(chan string, 1)
-	go func() {
-		r := bufio.NewReader(stdout)
-		line, _ := r.ReadString('\n')
-		ready <- line
-		_, _ = io.Copy(p.output, r)
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	select {
-	case line := <-ready:
-		var hello struct {
-			URL string `json:"url"`
-		}
-		if json.Unmarshal([]byte(line), &hello) != nil || hello.URL == "" {
-			_ = p.Stop()
-			return nil, fmt.Errorf("gcpfake did not say where it listens: %q: %s", line, p.Output())
-		}
-		p.URL = hello.URL
-		return p, nil
-	case <-ctx.Done():
-		_ = p.Stop()
-		return nil, fmt.Errorf("gcpfake did not start: %w: %s", ctx.Err(), p.Output())
-	}
+	return p, nil
 }
-
-// Stop kills the fake and waits for it. Later calls do nothing.
-func (p *Process) Stop() error {
-	var err error
-	p.once.Do(func() {
-		if kerr := p.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
-			err = fmt.Errorf("kill gcpfake: %w", kerr)
-		}
-		<-p.exited
-	})
-	return err
-}
-
-// Output is the tail of the fake's log.
-func (p *Process) Output() string { return p.output.String() }
 
 // MetadataHost is the value of GCE_METADATA_HOST that points the metadata
 // client at the fake.
@@ -182,14 +143,7 @@ func Start(t testing.TB, args ...string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("gcpfake output:\n%s", p.Output())
-		}
-	})
+	p.Cleanup(t)
 	return &Server{Process: p, t: t}
 }
 

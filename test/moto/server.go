@@ -50,14 +50,7 @@ func start(t testing.TB, env []string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("moto_server output:\n%s", p.Output())
-		}
-	})
+	p.Cleanup(t)
 	return &Server{
 		URL:  p.URL,
 		proc: p,

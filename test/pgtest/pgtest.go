@@ -26,7 +26,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,11 +80,8 @@ type Server struct {
 	// Password is SuperUser's password.
 	Password string
 
-	bin    string
-	cmd    *exec.Cmd
-	output *testproc.TailBuffer
-	exited chan struct{}
-	once   sync.Once
+	bin  string
+	proc *testproc.Process
 }
 
 // Start runs a PostgreSQL server for t and stops it, removing its data,
@@ -137,20 +133,12 @@ func Start(t testing.TB) *Server {
 	}
 	_ = os.Remove(pwfile)
 
-	for range 3 {
-		if err = s.start(dir, data, cred); err == nil {
-			break
-		}
-	}
-	if err != nil {
+	if s.proc, err = testproc.OnFreePort(context.Background(), func(port int) (*testproc.Process, error) {
+		return s.start(dir, data, port, cred)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("postgres output:\n%s", s.output.String())
-		}
-	})
+	s.proc.Cleanup(t)
 	return s
 }
 
@@ -175,62 +163,24 @@ func runAs() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func (s *Server) start(dir, data string, cred *syscall.Credential) error {
-	port, err := testproc.FreePort()
-	if err != nil {
-		return err
-	}
+func (s *Server) start(dir, data string, port int, cred *syscall.Credential) (*testproc.Process, error) {
 	s.Port = port
-	s.output = &testproc.TailBuffer{Max: 16 << 10}
-	s.exited = make(chan struct{})
-	s.once = sync.Once{}
-	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", data,
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", data,
 		"-p", strconv.Itoa(port),
 		"-c", "listen_addresses="+s.Host,
 		"-c", "unix_socket_directories="+dir,
 		"-c", "fsync=off",
 		"-c", "full_page_writes=off",
 		"-c", "synchronous_commit=off")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
-
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if err := s.CanLogin(ctx, SuperUser, s.Password); err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("postgres on port %d exited before accepting logins: %s", port, s.output.String())
-		case <-ctx.Done():
-			s.stop()
-			return fmt.Errorf("postgres on port %d did not accept logins: %w: %s", port, ctx.Err(), s.output.String())
-		case <-tick.C:
-		}
-	}
-}
-
-// stop shuts the server down fast (SIGINT) and waits for it.
-func (s *Server) stop() {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.Dir = dir
+	return testproc.Start(context.Background(), cmd, testproc.Options{
+		Name:     fmt.Sprintf("postgres on port %d", port),
+		Ready:    func(ctx context.Context) error { return s.CanLogin(ctx, SuperUser, s.Password) },
+		Timeout:  startTimeout,
+		Interval: 100 * time.Millisecond,
+		// Fast shutdown.
+		StopSignal: syscall.SIGINT,
 	})
 }
 

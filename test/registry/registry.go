@@ -13,7 +13,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/dsv-plugin/dsv/test/testproc"
@@ -38,22 +36,9 @@ const (
 	EnvRequire = "DSV_REQUIRE_REGISTRY"
 )
 
-// startTimeout bounds the wait for a new registry to answer.
-const startTimeout = 30 * time.Second
-
 // Binary finds the registry: $DOCKER_REGISTRY, or docker-registry on PATH.
 func Binary() (string, error) {
-	if p := os.Getenv(EnvBinary); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s=%q: %w", EnvBinary, p, err)
-		}
-		return p, nil
-	}
-	p, err := exec.LookPath("docker-registry")
-	if err != nil {
-		return "", fmt.Errorf("docker-registry not found (apt-get install docker-registry, or set %s): %w", EnvBinary, err)
-	}
-	return p, nil
+	return testproc.LookPath(EnvBinary, "docker-registry", "apt-get install docker-registry")
 }
 
 // Process is a running registry.
@@ -62,10 +47,7 @@ type Process struct {
 	// an image reference.
 	Addr string
 
-	cmd    *exec.Cmd
-	output *testproc.TailBuffer
-	exited chan struct{} // closed when the process has been waited for
-	once   sync.Once
+	*testproc.Process
 	client *http.Client
 }
 
@@ -73,22 +55,9 @@ type Process struct {
 // configuration and storage in dir, and returns once it answers. The
 // caller must call Stop.
 func Start(ctx context.Context, bin, dir string) (*Process, error) {
-	// A free port can be taken between choosing and binding it: try again.
-	var err error
-	for range 3 {
-		var port int
-		if port, err = testproc.FreePort(); err != nil {
-			return nil, err
-		}
-		var p *Process
-		if p, err = startOnce(ctx, bin, dir, port); err == nil {
-			return p, nil
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, err
+	return testproc.OnFreePort(ctx, func(port int) (*Process, error) {
+		return startOnce(ctx, bin, dir, port)
+	})
 }
 
 func startOnce(ctx context.Context, bin, dir string, port int) (*Process, error) {
@@ -114,68 +83,16 @@ func startOnce(ctx context.Context, bin, dir string, port int) (*Process, error)
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		return nil, err
 	}
-	p := &Process{
-		Addr:   addr,
-		output: &testproc.TailBuffer{Max: 8 << 10},
-		exited: make(chan struct{}),
-		client: &http.Client{Timeout: 30 * time.Second},
-	}
-	p.cmd = exec.Command(bin, "serve", cfgPath)
-	p.cmd.Stdout = p.output
-	p.cmd.Stderr = p.output
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if p.ready(ctx) {
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("docker-registry on %s exited before answering: %s", addr, p.Output())
-		case <-ctx.Done():
-			_ = p.Stop()
-			return nil, fmt.Errorf("docker-registry on %s did not answer: %w: %s", addr, ctx.Err(), p.Output())
-		case <-tick.C:
-		}
-	}
-}
-
-// ready reports whether the registry answers its API's base endpoint.
-func (p *Process) ready(ctx context.Context) bool {
-	resp, err := p.get(ctx, "/v2/", "")
-	if err != nil {
-		return false
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// Stop kills the registry and waits for it to exit. It is safe to call more
-// than once; later calls do nothing.
-func (p *Process) Stop() error {
-	var err error
-	p.once.Do(func() {
-		if kerr := p.cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
-			err = fmt.Errorf("kill docker-registry: %w", kerr)
-		}
-		<-p.exited
+	p := &Process{Addr: addr, client: &http.Client{Timeout: 30 * time.Second}}
+	p.Process, err = testproc.Start(ctx, exec.Command(bin, "serve", cfgPath), testproc.Options{
+		Name: "docker-registry on " + addr,
+		// The API's base endpoint.
+		Ready: func(ctx context.Context) error { return testproc.GetOK(ctx, nil, "http://"+addr+"/v2/") },
 	})
-	return err
-}
-
-// Output returns the tail of the registry's log, for failure messages.
-func (p *Process) Output() string {
-	return p.output.String()
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Descriptor points at a blob: an image's config or one of its layers.

@@ -29,11 +29,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	p.Cleanup(t)
 
 	if _, err := p.Manifest(ctx, "dsv/none", "v1"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("Manifest of a missing image: got %v, want a 404 error", err)

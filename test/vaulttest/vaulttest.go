@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,7 +21,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,9 +39,6 @@ const (
 
 // RootToken is the dev server's root token.
 const RootToken = "ROOT"
-
-// startTimeout bounds the wait for a new server to answer.
-const startTimeout = 30 * time.Second
 
 // buildScript is test/vault-build.sh, relative to the module root.
 const buildScript = "test/vault-build.sh"
@@ -143,10 +138,7 @@ type Server struct {
 	// Client is a root client.
 	Client *api.Client
 
-	cmd    *exec.Cmd
-	output *testproc.TailBuffer
-	exited chan struct{}
-	once   sync.Once
+	proc *testproc.Process
 }
 
 type options struct {
@@ -175,30 +167,17 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 		t.Skipf("skipping: %v (with %s=1 the test builds it, or fails)", err, EnvRequire)
 	}
-	// A free port can be taken between choosing and binding it: try again.
-	var s *Server
-	for range 3 {
-		if s, err = start(t, bin, o); err == nil {
-			break
-		}
-	}
+	s, err := testproc.OnFreePort(context.Background(), func(port int) (*Server, error) {
+		return start(t, bin, port, o)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("vault server output:\n%s", s.output.String())
-		}
-	})
+	s.proc.Cleanup(t)
 	return s
 }
 
-func start(t testing.TB, bin string, o options) (*Server, error) {
-	port, err := testproc.FreePort()
-	if err != nil {
-		return nil, err
-	}
+func start(t testing.TB, bin string, port int, o options) (*Server, error) {
 	dir := t.TempDir()
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	args := []string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + listen, "-dev-no-store-token"}
@@ -207,34 +186,23 @@ func start(t testing.TB, bin string, o options) (*Server, error) {
 		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+dir)
 		scheme = "https"
 	}
-	s := &Server{
-		Addr:   scheme + "://" + listen,
-		output: &testproc.TailBuffer{Max: 16 << 10},
-		exited: make(chan struct{}),
-	}
-	s.cmd = exec.Command(bin, args...)
-	s.cmd.Env = serverEnv(dir)
-	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
-
+	s := &Server{Addr: scheme + "://" + listen}
 	if o.tls {
 		s.CACert = filepath.Join(dir, "vault-ca.pem")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	if err := s.waitReady(ctx); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("vault on %s: %w: %s", listen, err, s.output.String())
+	cmd := exec.Command(bin, args...)
+	cmd.Env = serverEnv(dir)
+	var err error
+	s.proc, err = testproc.Start(context.Background(), cmd, testproc.Options{
+		Name:  "vault on " + listen,
+		Ready: s.ready(),
+	})
+	if err != nil {
+		return nil, err
 	}
 	c, err := api.NewClient(s.Config())
 	if err != nil {
-		s.stop()
+		_ = s.proc.Stop()
 		return nil, err
 	}
 	c.SetToken(RootToken)
@@ -259,36 +227,19 @@ func serverEnv(home string) []string {
 	return append(env, "HOME="+home, "GODEBUG=x509negativeserial=1")
 }
 
-// waitReady polls sys/health until the server is active and unsealed.
-func (s *Server) waitReady(ctx context.Context) error {
+// ready is the server's Ready check: sys/health answers 200, active and
+// unsealed. A TLS server's CA file appears once it runs.
+func (s *Server) ready() func(context.Context) error {
 	client := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	return func(ctx context.Context) error {
 		if s.CACert != "" && client.Transport == nil {
-			if tr, err := caTransport(s.CACert); err == nil {
-				client.Transport = tr
-			}
-		}
-		if client.Transport != nil || s.CACert == "" {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
+			tr, err := caTransport(s.CACert)
 			if err != nil {
 				return err
 			}
-			if resp, err := client.Do(req); err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
-			}
+			client.Transport = tr
 		}
-		select {
-		case <-s.exited:
-			return errors.New("exited before answering")
-		case <-ctx.Done():
-			return fmt.Errorf("did not answer: %w", ctx.Err())
-		case <-tick.C:
-		}
+		return testproc.GetOK(ctx, client, s.Addr+"/v1/sys/health")
 	}
 }
 
@@ -316,15 +267,6 @@ func (s *Server) Config() *api.Config {
 		}
 	}
 	return conf
-}
-
-func (s *Server) stop() {
-	s.once.Do(func() {
-		if err := s.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			s.output.Write([]byte("kill: " + err.Error() + "\n"))
-		}
-		<-s.exited
-	})
 }
 
 func tail(s string, n int) string {
