@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/registry"
+	"github.com/dsv-plugin/dsv/test/servers/registry"
 )
 
 // TestRegistryInstallUpgrade publishes the plugin as users get it: pushed

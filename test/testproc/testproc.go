@@ -1,6 +1,6 @@
 // Package testproc holds what the packages that run servers for the tests
 // (moto, the registry, Vault, PostgreSQL, the gcp and azure fakes), the
-// end-to-end suite and the measuring tools (test/bench, test/rss) share:
+// end-to-end suite and the measuring tools (test/tools/bench, test/tools/rss) share:
 // a server Process (start, wait until it is ready, notice an early exit,
 // stop once, keep its output's tail), a free port, the tail of a
 // process's output, the module's root, a KEY=VALUE flag.
