@@ -11,7 +11,7 @@
 // than with github.com/prometheus/client_golang, which the tests use to
 // check it. Linking client_golang cost every plugin, endpoint on or off,
 // 2.6 MB of binary and 2.0 MiB of VmRSS after 20 mounts (measured with
-// test/rss), over the plugin's budget: its core types are protocol buffers
+// test/tools/rss), over the plugin's budget: its core types are protocol buffers
 // (client_model), which bring the protobuf runtime (1.7 MB alone, 1.0 MiB
 // resident), and most of a Go binary's pages end up resident, used or not
 // (all of .rodata, ~85% of .text at idle). Its package init also builds the

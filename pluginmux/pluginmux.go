@@ -8,7 +8,7 @@
 // front server's goroutine. go-plugins-helpers' handlers each need an HTTP
 // server of their own behind an unexported ServeMux: running them behind a
 // reverse proxy on in-memory listeners cost 0.8 MiB of resident memory
-// (test/rss), idle and after 20 mounts, for two more HTTP servers, an HTTP
+// (test/tools/rss), idle and after 20 mounts, for two more HTTP servers, an HTTP
 // client and their goroutines.
 package pluginmux
 

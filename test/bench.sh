@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/bench.sh runs the dsv benchmark (test/bench) on the local Docker engine
+# test/bench.sh runs the dsv benchmark (test/tools/bench) on the local Docker engine
 # and prints its report: container start overhead against a local volume,
 # Mount handler latency against moto, the plugin's resident memory, and the
 # backend reads of 50 parallel container starts and of a refresh, counted
@@ -18,7 +18,7 @@
 #   DSV_BENCH_PLUGIN  plugin name to install, reconfigure and remove
 #                     (default: dsvbench; never the e2e suite's plugin)
 #   DSV_TEST_IMAGE    image of the containers (default: dsv-test/busybox:latest)
-#   MOTO_SERVER       moto_server to run (default: found by test/moto)
+#   MOTO_SERVER       moto_server to run (default: found by test/servers/moto)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +33,7 @@ for a in "$@"; do
 	case $a in
 	-h | -help | --help)
 		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-		cd "$repo" && go run ./test/bench -h 2>&1
+		cd "$repo" && go run ./test/tools/bench -h 2>&1
 		exit 0
 		;;
 	esac
@@ -94,8 +94,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "go build ./test/bench"
-(cd "$repo" && go build -o "$work/bench" ./test/bench)
+say "go build ./test/tools/bench"
+(cd "$repo" && go build -o "$work/bench" ./test/tools/bench)
 
 # A plugin left by an interrupted run would hand its settings and volumes
 # over to the new build (build-plugin.sh upgrades in place): start clean.

@@ -13,7 +13,7 @@ if [[ -x $bin ]] && "$bin" version 2>/dev/null | grep -q "v$version"; then
 	exit 0
 fi
 mkdir -p "$cache"
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/vaultbin" && pwd)
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/servers/vaultbin" && pwd)
 echo "vault-build.sh: building Vault v$version into $bin (cold: ~7 minutes)" >&2
 tmp=$(mktemp "$cache/.vault-XXXXXX")
 (cd "$src" && CGO_ENABLED=0 GOOS= GOARCH= GOFLAGS=-mod=mod go build -trimpath -o "$tmp" .) >&2

@@ -48,7 +48,7 @@ var version = "dev"
 // GOGC. The plugin's live heap is about 1.5 MiB, most of it package tables
 // of the AWS SDK and the Vault client; at the runtime's default of 100 the
 // heap grows to its 4 MiB minimum goal between collections and stays
-// resident. 70 lowers that floor to 2.8 MiB. With test/rss, VmRSS is
+// resident. 70 lowers that floor to 2.8 MiB. With test/tools/rss, VmRSS is
 // 0.4 MiB lower after 20 mounts and 1.2 MiB lower after 100; but the first
 // collection, which costs ~1 MiB once (its code and metadata), now comes
 // at the first mount or two rather than after ~7, so a plugin that has

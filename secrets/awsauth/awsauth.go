@@ -13,15 +13,15 @@ package awsauth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/dsv-plugin/dsv/secrets/credfile"
 )
 
 // ErrNoRegion is returned by LoadConfig when neither the caller nor the
@@ -103,23 +103,9 @@ type sharedFilesCredentials struct {
 	current aws.CredentialsProvider // the chain of the last load
 }
 
-// stampFiles identifies the files' current contents: inode, size and
-// modification time of each, or its absence.
+// stampFiles identifies the files' current contents (credfile.Stamp).
 func (s *sharedFilesCredentials) stampFiles() string {
-	var b strings.Builder
-	for _, f := range s.files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			b.WriteString("-;")
-			continue
-		}
-		var ino uint64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-		fmt.Fprintf(&b, "%d,%d,%d;", ino, fi.Size(), fi.ModTime().UnixNano())
-	}
-	return b.String()
+	return credfile.Stamp(s.files...)
 }
 
 func (s *sharedFilesCredentials) provider(ctx context.Context) (aws.CredentialsProvider, error) {

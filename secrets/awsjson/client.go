@@ -7,7 +7,7 @@
 // The SDK's own client of a service builds a description of the service's
 // whole API and its endpoint rules at program start, in every process that
 // links it, whether the backend is used or not: measured on the plugin
-// (test/rss, stripped static build), +4.1 MiB of binary and +3.3 MiB of
+// (test/tools/rss, stripped static build), +4.1 MiB of binary and +3.3 MiB of
 // VmRSS for Parameter Store's, +0.6 MiB and +0.5 MiB for Secrets
 // Manager's. A Client here costs nothing until its first call.
 //

@@ -11,7 +11,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/awssm"
-	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/servers/moto"
 )
 
 // These tests run the backend with its default client factory against a

@@ -64,7 +64,7 @@ type GetSecretValueOutput struct {
 // Client is a Secrets Manager client for the one call the backend makes,
 // on awsjson: the SDK's own client of the service built a description of
 // its whole API at start, +0.6 MiB of binary and +0.5 MiB of VmRSS idle and
-// after 20 mounts, whether the backend was used or not (test/rss).
+// after 20 mounts, whether the backend was used or not (test/tools/rss).
 type Client struct {
 	c *awsjson.Client
 }

@@ -9,14 +9,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/dsv-plugin/dsv/secrets/credfile"
 )
 
 // Credentials says where the backend finds its identity. The parts are
@@ -176,23 +176,10 @@ func (c *chain) files() [3][2]string {
 	}
 }
 
-// stampFiles identifies the files' current contents: inode, size and
-// modification time of each, or its absence.
+// stampFiles identifies the files' current contents (credfile.Stamp).
 func (c *chain) stampFiles() string {
-	var b strings.Builder
-	for _, f := range c.files() {
-		fi, err := os.Stat(f[1])
-		if f[1] == "" || err != nil {
-			b.WriteString("-;")
-			continue
-		}
-		var ino uint64
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-		fmt.Fprintf(&b, "%d,%d,%d;", ino, fi.Size(), fi.ModTime().UnixNano())
-	}
-	return b.String()
+	files := c.files()
+	return credfile.Stamp(files[0][1], files[1][1], files[2][1])
 }
 
 // credential returns the credential of the first source present, building

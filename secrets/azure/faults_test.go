@@ -9,10 +9,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/dsv-plugin/dsv/secrets"
-	"github.com/dsv-plugin/dsv/test/azuretest"
+	"github.com/dsv-plugin/dsv/test/servers/azuretest"
 )
 
-// The tests below run the real clients against test/azurefake failing the
+// The tests below run the real clients against test/fakes/azurefake failing the
 // way Azure does: tokens that expire, throttling with Retry-After, server
 // errors.
 

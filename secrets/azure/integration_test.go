@@ -17,11 +17,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
-	"github.com/dsv-plugin/dsv/test/azuretest"
+	"github.com/dsv-plugin/dsv/test/servers/azuretest"
 )
 
 // The tests below run the real azsecrets and azidentity clients against
-// test/azurefake's Key Vault and Entra ID processes over HTTPS.
+// test/fakes/azurefake's Key Vault and Entra ID processes over HTTPS.
 
 // newIntegrationDriver returns a driver of the local pair whose credentials
 // mount (a folder of the test) holds the given files of env.

@@ -12,13 +12,13 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/credfile"
 )
 
 // scope is the OAuth scope of Secret Manager's API.
@@ -144,7 +144,7 @@ func (a *adc) token(ctx context.Context) (grant, error) {
 func (a *adc) source() (*fileSource, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	stamp := stampFile(a.file)
+	stamp := credfile.Stamp(a.file)
 	if a.loaded && stamp == a.stamp {
 		return a.src, nil
 	}
@@ -249,20 +249,6 @@ func validUniverse(s string) bool {
 		}
 	}
 	return true
-}
-
-// stampFile identifies a file's contents: inode, size and modification
-// time, or its absence.
-func stampFile(name string) string {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return "-"
-	}
-	var ino uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-	}
-	return fmt.Sprintf("%d,%d,%d", ino, fi.Size(), fi.ModTime().UnixNano())
 }
 
 // metadataToken returns the metadata server's token of the instance's

@@ -35,7 +35,7 @@
 // published REST contract of the one call it makes,
 // GET v1/{name=projects/*/secrets/*/versions/*}:access, over net/http.
 // As built, the backend adds 348,160 bytes (0.33 MiB) to the binary, and
-// per test/rss 0.1 MiB of idle RSS and 0.4 MiB after 20 mounts.
+// per test/tools/rss 0.1 MiB of idle RSS and 0.4 MiB after 20 mounts.
 package gcp
 
 import (

@@ -14,11 +14,11 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
-	"github.com/dsv-plugin/dsv/test/gcptest"
+	"github.com/dsv-plugin/dsv/test/servers/gcptest"
 )
 
 // These tests run the backend with its real REST client and the real
-// golang.org/x/oauth2/google and metadata clients against test/gcpfake, a
+// golang.org/x/oauth2/google and metadata clients against test/fakes/gcpfake, a
 // separate process: a service-account key signs a JWT that the fake's token
 // endpoint checks, the access token it gets reads the version over HTTP,
 // and the checksum the fake sends is checked.

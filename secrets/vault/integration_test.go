@@ -19,13 +19,13 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
-	"github.com/dsv-plugin/dsv/test/faultproxy"
-	"github.com/dsv-plugin/dsv/test/pgtest"
-	"github.com/dsv-plugin/dsv/test/vaulttest"
+	"github.com/dsv-plugin/dsv/test/fakes/faultproxy"
+	"github.com/dsv-plugin/dsv/test/servers/pgtest"
+	"github.com/dsv-plugin/dsv/test/servers/vaulttest"
 )
 
 // These tests run the backend against a real Vault v1.13 dev server (see
-// test/vaulttest), through the shared fetcher where the key option or
+// test/servers/vaulttest), through the shared fetcher where the key option or
 // caching matters.
 
 // syncBuffer collects a driver's log; goroutines may write to it after the

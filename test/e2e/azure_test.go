@@ -12,14 +12,14 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
-	"github.com/dsv-plugin/dsv/test/azuretest"
+	"github.com/dsv-plugin/dsv/test/servers/azuretest"
 )
 
 // azureCredsDir is the azure/ folder of the credentials mount, as the
 // plugin sees it.
 const azureCredsDir = "/run/dsv/credentials/azure"
 
-// useAzure starts a local Key Vault and Entra ID (test/azurefake) for the
+// useAzure starts a local Key Vault and Entra ID (test/fakes/azurefake) for the
 // test and points the plugin at them: the client secret and the test CA
 // are files in the credentials mount (azure/client-secret, azure/ca.pem),
 // the rest are plugin settings, none secret. The settings and the mount

@@ -9,7 +9,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/dsv-plugin/dsv/test/badinput"
+	"github.com/dsv-plugin/dsv/test/tools/badinput"
 )
 
 // engineCreate creates a volume through the Engine API, for inputs that
@@ -31,7 +31,7 @@ func engineCreate(t *testing.T, name string, opts map[string]string) (int, strin
 	return resp.StatusCode, out.Message
 }
 
-// TestBadInputCorpus gives the real plugin every input of test/badinput
+// TestBadInputCorpus gives the real plugin every input of test/tools/badinput
 // through docker volume create (the Engine API for those argv cannot
 // carry): each is refused with an error naming the problem, and no volume
 // is left.

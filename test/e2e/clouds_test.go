@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/azuretest"
-	"github.com/dsv-plugin/dsv/test/gcptest"
-	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/servers/azuretest"
+	"github.com/dsv-plugin/dsv/test/servers/gcptest"
+	"github.com/dsv-plugin/dsv/test/servers/moto"
 )
 
 // TestTemplateAcrossClouds: one template combines a Parameter Store
-// parameter (moto), a Google Cloud Secret Manager secret (test/gcpfake) and
-// an Azure Key Vault secret (test/azurefake) into one file, through the real
+// parameter (moto), a Google Cloud Secret Manager secret (test/fakes/gcpfake) and
+// an Azure Key Vault secret (test/fakes/azurefake) into one file, through the real
 // plugin; a rotation in any one of them reaches the container at the
 // volume's refresh, and docker volume inspect names the version of each.
 func TestTemplateAcrossClouds(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/servers/moto"
 )
 
 // wantNotInPluginInspect fails when docker plugin inspect shows one of the

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/faultproxy"
+	"github.com/dsv-plugin/dsv/test/fakes/faultproxy"
 )
 
 // wantNoMountIDs checks that the plugin's state file holds no mount id for

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/gcptest"
+	"github.com/dsv-plugin/dsv/test/servers/gcptest"
 )
 
 // gcpSA is the service account whose key the plugin is given.
 const gcpSA = "dsv-plugin@" + gcptest.Project + ".iam.gserviceaccount.com"
 
-// useGCP starts test/gcpfake for the test and points the plugin at it: a
+// useGCP starts test/fakes/gcpfake for the test and points the plugin at it: a
 // service-account key in the credentials mount (at the default
 // GOOGLE_APPLICATION_CREDENTIALS path), GCP_ENDPOINT and GCP_PROJECT. The
 // plugin runs on the host network, so it reaches the fake on 127.0.0.1, and

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/vaulttest"
+	"github.com/dsv-plugin/dsv/test/servers/vaulttest"
 )
 
 // pkiPolicy lets the plugin issue certificates of role web, whose leases

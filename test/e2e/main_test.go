@@ -16,7 +16,7 @@
 //	                host's); another than the host's runs emulated, where
 //	                binfmt_misc runs it (make e2e-arm64, test/binfmt.sh)
 //	DSV_TEST_IMAGE  image the containers run (default: dsv-test/busybox:latest)
-//	MOTO_SERVER     moto_server executable (default: found by test/moto)
+//	MOTO_SERVER     moto_server executable (default: found by test/servers/moto)
 package e2e
 
 import (
@@ -40,7 +40,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/servers/moto"
 	"github.com/dsv-plugin/dsv/test/testproc"
 )
 

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/registry"
+	"github.com/dsv-plugin/dsv/test/servers/registry"
 )
 
 // TestRegistryInstallUpgrade publishes the plugin as users get it: pushed
@@ -159,14 +159,7 @@ func startRegistry(t *testing.T) *registry.Process {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := reg.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("docker-registry output:\n%s", reg.Output())
-		}
-	})
+	reg.Cleanup(t)
 	return reg
 }
 

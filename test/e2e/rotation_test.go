@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/torn"
+	"github.com/dsv-plugin/dsv/test/tools/torn"
 )
 
 // Bounds of a rotation, from the new value being stored in the backend to a

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/moto"
+	"github.com/dsv-plugin/dsv/test/servers/moto"
 )
 
 // The ssm scenarios read Parameter Store from the suite's moto server,

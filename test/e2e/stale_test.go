@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/dsv-plugin/dsv/test/faultproxy"
+	"github.com/dsv-plugin/dsv/test/fakes/faultproxy"
 )
 
 // awsAccessDenied is Secrets Manager refusing a read (an IAM policy

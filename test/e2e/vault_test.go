@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsv-plugin/dsv/test/pgtest"
-	"github.com/dsv-plugin/dsv/test/vaulttest"
+	"github.com/dsv-plugin/dsv/test/servers/pgtest"
+	"github.com/dsv-plugin/dsv/test/servers/vaulttest"
 )
 
 // vaultRoleTTL is the database role's default TTL: short, so that a lease

@@ -1,7 +1,9 @@
-// Package testproc holds what the packages that run real servers for the
-// tests (test/moto, test/vaulttest, test/pgtest), the end-to-end suite and
-// the measuring tools (test/bench, test/rss) share: a free port, the tail
-// of a process's output, the module's root, a KEY=VALUE flag.
+// Package testproc holds what the packages that run servers for the tests
+// (moto, the registry, Vault, PostgreSQL, the gcp and azure fakes), the
+// end-to-end suite and the measuring tools (test/tools/bench, test/tools/rss) share:
+// a server Process (start, wait until it is ready, notice an early exit,
+// stop once, keep its output's tail), a free port, the tail of a
+// process's output, the module's root, a KEY=VALUE flag.
 package testproc
 
 import (
