@@ -300,8 +300,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	}
 	if err != nil {
 		if c != nil {
-			d.revoker.add(v.name, c.Leases)
-			_ = d.save()
+			d.discard(v.name, c.Leases)
 		}
 		d.recordError(v, err)
 		d.log.Warn().Str("volume", req.Name).Err(err).Msg("mount failed")

@@ -161,8 +161,7 @@ func (d *Driver) nextDue(v *vol) time.Time {
 func (d *Driver) turn(ctx context.Context, v *vol) {
 	now := d.cfg.Now()
 	if due := v.dueRetired(now); len(due) > 0 {
-		d.revoker.add(v.name, due)
-		_ = d.save()
+		d.discard(v.name, due)
 	}
 	if at := d.renewDue(v, now); !at.IsZero() && !now.Before(at) {
 		d.renewLeases(ctx, v)
@@ -247,8 +246,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) (*swap, er
 	cancel()
 	if err != nil {
 		if c != nil {
-			d.revoker.add(v.name, c.Leases)
-			_ = d.save()
+			d.discard(v.name, c.Leases)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -278,8 +276,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) (*swap, er
 		return nil, stale
 	}
 	if frozen {
-		d.revoker.add(v.name, c.Leases)
-		_ = d.save()
+		d.discard(v.name, c.Leases)
 		return nil, errFrozen
 	}
 	mode := tmpfs.Atomic
@@ -290,8 +287,7 @@ func (d *Driver) refreshOnce(ctx context.Context, v *vol, force bool) (*swap, er
 	swapped, werr := d.fs.Write(v.name, c.Files, mode, d.cfg.Now(), d.cfg.CrashAfter)
 	if !swapped {
 		// Readers still see the old files, which still need their leases.
-		d.revoker.add(v.name, c.Leases)
-		_ = d.save()
+		d.discard(v.name, c.Leases)
 		return nil, werr
 	}
 	// Readers see the new files (even if the write's clean-up failed):

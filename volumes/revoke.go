@@ -56,6 +56,14 @@ func (r *revoker) add(volume string, leases []render.HeldLease) {
 	}
 }
 
+// discard queues leases that nothing uses (content not mounted, not
+// swapped in, or past its grace) for revocation, and saves the state,
+// which then holds them until they are done.
+func (d *Driver) discard(volume string, leases []render.HeldLease) {
+	d.revoker.add(volume, leases)
+	_ = d.save()
+}
+
 // pending is the queue, for the state.
 func (r *revoker) pending() []pendingRevocation {
 	r.mu.Lock()
