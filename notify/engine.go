@@ -21,7 +21,7 @@ var ErrGone = errors.New("the container is gone or not running")
 
 // Engine is a client of the Docker Engine API (or Podman's compatible
 // one) on a unix socket. Paths carry no API version: the engine answers
-// at its own, and the five calls used have not changed since API 1.25.
+// at its own, and the six calls used have not changed since API 1.25.
 type Engine struct {
 	socket string
 	hc     *http.Client
@@ -86,6 +86,30 @@ func (e *Engine) Containers(ctx context.Context, volume string) ([]Container, er
 		out = append(out, Container{ID: c.ID, Name: name})
 	}
 	return out, nil
+}
+
+// Process is a container's main process as the engine sees it.
+type Process struct {
+	// Pid is the host PID of the container's main process; 0 when it
+	// does not run.
+	Pid     int
+	Running bool
+	Paused  bool
+}
+
+// Process inspects a container for its main process.
+func (e *Engine) Process(ctx context.Context, id string) (Process, error) {
+	var c struct {
+		State struct {
+			Pid     int  `json:"Pid"`
+			Running bool `json:"Running"`
+			Paused  bool `json:"Paused"`
+		} `json:"State"`
+	}
+	if _, err := e.call(ctx, http.MethodGet, "/containers/"+url.PathEscape(id)+"/json", nil, &c); err != nil {
+		return Process{}, err
+	}
+	return Process{Pid: c.State.Pid, Running: c.State.Running, Paused: c.State.Paused}, nil
 }
 
 // Kill sends a signal to a container's main process.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsv-plugin/dsv/metrics"
 )
@@ -61,6 +62,9 @@ type Notifier struct {
 	engine *Engine
 	cfg    Config
 	log    zerolog.Logger
+	// direct signals a container's process itself (signalDirect); a test
+	// replaces it.
+	direct func(pid int, id string, sig unix.Signal) error
 }
 
 // New returns a Notifier that talks to the engine API on socket.
@@ -74,7 +78,7 @@ func New(socket string, cfg Config) *Notifier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Notifier{engine: NewEngine(socket), cfg: cfg, log: cfg.Logger.With().Str("component", "notify").Logger()}
+	return &Notifier{engine: NewEngine(socket), cfg: cfg, log: cfg.Logger.With().Str("component", "notify").Logger(), direct: signalDirect}
 }
 
 // Engine is the notifier's engine client.
@@ -139,8 +143,9 @@ func (n *Notifier) one(ctx context.Context, volume string, c Container, spec Spe
 	}
 	var err error
 	code := 0
+	via := ""
 	if spec.Signal != "" {
-		err = n.engine.Kill(ctx, c.ID, spec.Signal)
+		via, err = n.signal(ctx, c.ID, spec.Signal)
 	} else {
 		code, err = n.engine.Exec(ctx, c.ID, spec.Exec)
 		if err == nil && code != 0 {
@@ -155,11 +160,33 @@ func (n *Notifier) one(ctx context.Context, volume string, c Container, spec Spe
 		ev(n.log.Warn()).Err(err).Msg("notification failed")
 		return OutcomeFailed, err
 	case spec.Signal != "":
-		ev(n.log.Info()).Msg("container signalled")
+		ev(n.log.Info()).Str("via", via).Msg("container signalled")
 		return OutcomeSignalled, nil
 	}
 	ev(n.log.Info()).Msg("command run in container")
 	return OutcomeExecuted, nil
+}
+
+// signal sends a signal to a container's main process: directly through a
+// pidfd when the process is known and seen here (see direct.go), else by
+// the engine's kill. It returns which way it went: "pidfd" or "engine".
+func (n *Notifier) signal(ctx context.Context, id, name string) (string, error) {
+	if sig := unix.SignalNum(name); sig != 0 {
+		p, err := n.engine.Process(ctx, id)
+		switch {
+		case errors.Is(err, ErrGone):
+			return "engine", err
+		case err == nil && !p.Running:
+			return "engine", fmt.Errorf("%w: not running", ErrGone)
+		case err == nil && !p.Paused:
+			err = n.direct(p.Pid, id, sig)
+			if err == nil || !errors.Is(err, errNoDirect) {
+				return "pidfd", err
+			}
+			n.log.Debug().Str("id", shortID(id)).Err(err).Msg("signalling through the engine instead")
+		}
+	}
+	return "engine", n.engine.Kill(ctx, id, name)
 }
 
 func shortID(id string) string {

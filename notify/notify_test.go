@@ -18,9 +18,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// fakeEngine speaks the five calls of the Engine API that notify uses,
+// fakeEngine speaks the six calls of the Engine API that notify uses,
 // as documented for API 1.41 (Engine 20.10) and later: ContainerList with
-// a volume filter, ContainerKill, ContainerExec, ExecStart and ExecInspect.
+// a volume filter, ContainerInspect, ContainerKill, ContainerExec,
+// ExecStart and ExecInspect.
 type fakeEngine struct {
 	t *testing.T
 	// mounts maps a volume to the containers that mount it.
@@ -29,6 +30,9 @@ type fakeEngine struct {
 	gone map[string]bool
 	// exitCodes are the exit codes of execs per container (0 if absent).
 	exitCodes map[string]int
+	// pids are the main processes' PIDs that inspect answers (0 if
+	// absent, as for a container that does not run).
+	pids map[string]int
 
 	mu       sync.Mutex
 	signals  map[string][]string   // container -> signals received
@@ -41,7 +45,7 @@ type fakeEngine struct {
 
 func newFakeEngine(t *testing.T) (*fakeEngine, string) {
 	t.Helper()
-	f := &fakeEngine{t: t, mounts: map[string][]string{}, gone: map[string]bool{}, exitCodes: map[string]int{},
+	f := &fakeEngine{t: t, mounts: map[string][]string{}, gone: map[string]bool{}, exitCodes: map[string]int{}, pids: map[string]int{},
 		signals: map[string][]string{}, execs: map[string][][]string{}, running: map[string]string{}, polls: map[string]int{}}
 	sock := filepath.Join(t.TempDir(), "engine.sock")
 	l, err := net.Listen("unix", sock)
@@ -86,6 +90,25 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 			out = []map[string]any{}
 		}
 		_ = json.NewEncoder(w).Encode(out)
+	case r.Method == http.MethodGet && len(parts) == 3 && parts[0] == "containers" && parts[2] == "json":
+		// ContainerInspect: a stopped container still answers, with
+		// State.Running false and Pid 0.
+		id := parts[1]
+		known := f.gone[id]
+		for _, ids := range f.mounts {
+			known = known || slices.Contains(ids, id)
+		}
+		if !known {
+			f.fail(w, http.StatusNotFound, "No such container: "+id)
+			return
+		}
+		running := !f.gone[id]
+		pid := 0
+		if running {
+			pid = f.pids[id]
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"Id": id, "State": map[string]any{
+			"Status": map[bool]string{true: "running", false: "exited"}[running], "Running": running, "Paused": false, "Pid": pid}})
 	case r.Method == http.MethodPost && len(parts) == 3 && parts[0] == "containers" && parts[2] == "kill":
 		id := parts[1]
 		if f.gone[id] {

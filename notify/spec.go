@@ -2,9 +2,10 @@
 // changed: after a swap it lists, through the Docker Engine API (or
 // Podman's, which serves the same calls), every running container of the
 // volume and sends each a signal or runs a command in it. It speaks the API
-// with net/http over the engine's unix socket, and uses five calls: list
-// containers by volume, kill with a signal, and exec create, start and
-// inspect. It never reads or sends a secret value.
+// with net/http over the engine's unix socket, and uses six calls: list
+// containers by volume, inspect (a container's main process, which it then
+// signals itself when it can: see direct.go), kill with a signal, and exec
+// create, start and inspect. It never reads or sends a secret value.
 package notify
 
 import (

@@ -178,7 +178,12 @@ func TestNotifySignal(t *testing.T) {
 			return ""
 		})
 		if i == 2 {
-			late.name, late.host = hupContainer(t, sc, out, "-v", vol+":/run/secrets")
+			// Another user than the plugin's: the direct signal needs
+			// CAP_KILL (config.json) to reach it.
+			if err := os.Chmod(out, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			late.name, late.host = hupContainer(t, sc, out, "--user", "65534:65534", "-v", vol+":/run/secrets")
 		}
 	}
 	// Fifty refreshes that find nothing new: every second, so 50 distinct
@@ -201,6 +206,21 @@ func TestNotifySignal(t *testing.T) {
 	}
 	if got := signalLog(t, out, late.host); !slices.Equal(got, values[2:]) {
 		t.Errorf("the container started after rotation 2 recorded %q, want only the later rotations %q", got, values[2:])
+	}
+	// Each signal went straight to the container's process (a pidfd),
+	// not through dockerd's kill, which answers one at a time.
+	signalled := 0
+	for _, l := range strings.Split(logLinesSince(env.daemon.logPath, logStart, `\"volume\":\"`+vol+`\"`), "\n") {
+		if !strings.Contains(l, "container signalled") {
+			continue
+		}
+		signalled++
+		if !strings.Contains(l, `\"via\":\"pidfd\"`) {
+			t.Errorf("a signal went another way than a pidfd: %s", l)
+		}
+	}
+	if want := n*rotations + rotations - 2; signalled != want {
+		t.Errorf("the plugin's log shows %d containers signalled, want %d", signalled, want)
 	}
 	if lats := swapToSignal(t, vol, logStart); len(lats) != rotations {
 		t.Errorf("the plugin's log shows %d swaps followed by signals, want %d", len(lats), rotations)

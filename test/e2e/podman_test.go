@@ -25,7 +25,7 @@ import (
 // gone once the container is. Podman runs with a configuration and storage
 // of the test's own (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF).
 func TestPodman(t *testing.T) {
-	pm := newPodman(t)
+	pm := newPodman(t, false)
 	secret := env.name("podman")
 	value := "podman-" + randomHex(8)
 	if err := os.WriteFile(filepath.Join(pm.dir, "files", secret), []byte(value), 0o600); err != nil {
@@ -70,7 +70,11 @@ type podman struct {
 	env    []string
 }
 
-func newPodman(t *testing.T) *podman {
+// newPodman sets up the test's Podman and starts dsv in legacy mode for it;
+// with service, `podman system service` serves Podman's Docker-compatible
+// API first, and dsv gets it as its engine (ENGINE_SOCKET), as README's
+// legacy mode says for notify.
+func newPodman(t *testing.T, service bool) *podman {
 	t.Helper()
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Fatalf("podman not found (apt-get install podman): %v", err)
@@ -125,7 +129,13 @@ tmp_dir = %q
 		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"))
 
-	startLegacyDsv(t, dir, sock)
+	var dsvEnv []string
+	if service {
+		api := filepath.Join(dir, "podman.sock")
+		startPodmanService(t, pm, api)
+		dsvEnv = append(dsvEnv, "ENGINE_SOCKET="+api)
+	}
+	startLegacyDsv(t, dir, sock, dsvEnv...)
 	// Last in, first out: containers and volumes go while dsv still
 	// serves, and nothing stays mounted under the folder.
 	t.Cleanup(func() {
@@ -181,7 +191,7 @@ func (pm *podman) must(t *testing.T, args ...string) string {
 // startLegacyDsv builds the dsv binary and runs it unmanaged, as
 // `make install-legacy` does, with its socket, state, mounts and files under
 // dir; it stops it when the test ends.
-func startLegacyDsv(t *testing.T, dir, sock string) {
+func startLegacyDsv(t *testing.T, dir, sock string, extraEnv ...string) {
 	t.Helper()
 	bin := filepath.Join(dir, "dsv")
 	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/dsv")
@@ -193,7 +203,7 @@ func startLegacyDsv(t *testing.T, dir, sock string) {
 	out := &testproc.TailBuffer{Max: 16 << 10}
 	cmd := exec.Command(bin, "-socket", sock, "-state", filepath.Join(dir, "state", "state.json"),
 		"-mounts", filepath.Join(dir, "mounts"), "-files", filepath.Join(dir, "files"), "-templates", filepath.Join(dir, "templates"))
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=debug")
+	cmd.Env = append(append(os.Environ(), "LOG_LEVEL=debug"), extraEnv...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -281,4 +291,114 @@ func wantNoTmpfs(t *testing.T, path string) {
 		}
 		return ""
 	})
+}
+
+// startPodmanService runs `podman system service` on the unix socket api,
+// with the test's Podman configuration, until the test ends.
+func startPodmanService(t *testing.T, pm *podman, api string) {
+	t.Helper()
+	out := &testproc.TailBuffer{Max: 16 << 10}
+	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+api)
+	cmd.Env = pm.env
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("podman system service output:\n%s", out)
+		}
+	})
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", api)
+		},
+	}}
+	eventually(t, 60*time.Second, "podman system service answers on "+api, func() string {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("podman system service exited: %v\n%s", err, out)
+		default:
+		}
+		resp, err := client.Get("http://podman/_ping")
+		if err != nil {
+			return err.Error()
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status
+		}
+		return ""
+	})
+}
+
+// TestPodmanNotify: dsv in legacy mode with Podman's Docker-compatible API
+// (`podman system service`) as its engine: a rotation signals each running
+// container of the volume once, after the new value is readable, the same
+// calls serving as with Docker; a stopped container is skipped.
+func TestPodmanNotify(t *testing.T) {
+	pm := newPodman(t, true)
+	secret := env.name("podman-notify")
+	file := filepath.Join(pm.dir, "files", secret)
+	if err := os.WriteFile(file, []byte("v0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vol := env.name("podman-notify")
+	pm.must(t, "volume", "create", "--driver", pm.driver, "-o", "backend=file", "-o", "secret="+secret,
+		"-o", "layout=dir", "-o", "filename=x", "-o", "refresh=1s", "-o", "notify=SIGHUP", vol)
+	out := t.TempDir()
+	var hosts []string
+	for i := range 2 {
+		host := fmt.Sprintf("%s-%d", vol, i)
+		pm.must(t, "run", "-d", "--name", host, "--hostname", host, "--network", "none",
+			"-v", out+":/out", "-v", vol+":/run/secrets", env.image, "sh", "-c", hupScript)
+		eventually(t, 30*time.Second, host+"'s trap is set", func() string {
+			if _, err := os.Stat(filepath.Join(out, host+".ready")); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+		hosts = append(hosts, host)
+	}
+	values := []string{}
+	for i := 1; i <= 2; i++ {
+		v := fmt.Sprintf("v%d-%s", i, randomHex(4))
+		values = append(values, v)
+		// A new file renamed over the old, as replaceFile does in the
+		// suite's own files folder.
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, fmt.Sprintf("rotation %d signals both containers", i), func() string {
+			for _, h := range hosts {
+				if got := signalLog(t, out, h); len(got) < i {
+					return fmt.Sprintf("%s recorded %q", h, got)
+				}
+			}
+			return ""
+		})
+	}
+	for _, h := range hosts {
+		if got := signalLog(t, out, h); strings.Join(got, ",") != strings.Join(values, ",") {
+			t.Errorf("%s recorded %q at its SIGHUPs, want exactly %q", h, got, values)
+		}
+	}
+	st := pm.must(t, "volume", "inspect", "--format", "{{json .Status.lastNotification}}", vol)
+	if !strings.Contains(st, `"containers":2`) || strings.Contains(st, `"failed"`) {
+		t.Errorf("podman volume inspect: lastNotification %s, want 2 containers and no failure", st)
+	}
 }

@@ -5,7 +5,8 @@
 // memory idle, after container runs, and with 1,000 volumes, and the
 // backend reads that 50 parallel container starts and a refresh cost, with
 // the latency of a rotation and the torn reads a reader saw meanwhile
-// (section 4, reads.go), and the size of the plugin's rootfs.
+// (section 4, reads.go), the time from a swap to the signal in 20
+// containers (section 5, notify.go), and the size of the plugin's rootfs.
 //
 // It is a report, not a test: it exits 0 whether the figures meet their
 // targets or not, and non-zero only when it cannot measure.
@@ -106,6 +107,8 @@ type config struct {
 	ReadRuns     int
 	ReadSecrets  int
 	Rotations    int
+	// NotifyContainers trap SIGHUP in section 5.
+	NotifyContainers int
 	// Set holds extra plugin settings, KEY=VALUE, applied after the bench's.
 	Set testproc.KeyValues
 }
@@ -118,7 +121,7 @@ func parseFlags() (config, error) {
 	fs.StringVar(&c.Network, "network", "", "network of the measured containers; empty is docker's default (bridge), none leaves network set-up out")
 	fs.StringVar(&c.DockerSocket, "docker-socket", "/var/run/docker.sock", "Docker Engine API socket")
 	fs.StringVar(&c.Dir, "dir", "", "host folder for the plugin's files and credentials mounts (default /var/lib/dsv-bench/PLUGIN); kept after the run, because the plugin's settings point at it")
-	fs.StringVar(&c.Sections, "sections", "1,2,3,4", "sections to run: 1 start overhead, 2 handler latency, 3 memory, 4 backend reads and rotation")
+	fs.StringVar(&c.Sections, "sections", "1,2,3,4,5", "sections to run: 1 start overhead, 2 handler latency, 3 memory, 4 backend reads and rotation, 5 swap to signal (notify)")
 	fs.IntVar(&c.Pairs, "pairs", 30, "rounds of the start overhead, each one container per volume kind, in rotated order")
 	fs.IntVar(&c.Warmups, "warmups", 2, "warm-up rounds before them")
 	fs.IntVar(&c.Cold, "cold", 5, "plugin restarts for the cold mount")
@@ -128,14 +131,15 @@ func parseFlags() (config, error) {
 	fs.IntVar(&c.Mounted, "mounted", 100, "of which this many are mounted at once")
 	fs.IntVar(&c.ReadRuns, "read-runs", 50, "containers started at once in the backend reads section, each on its own volume")
 	fs.IntVar(&c.ReadSecrets, "read-secrets", 5, "secrets those volumes read (each volume a different key)")
-	fs.IntVar(&c.Rotations, "rotations", 5, "rotations timed under a running container")
+	fs.IntVar(&c.Rotations, "rotations", 5, "rotations timed under a running container (sections 4 and 5)")
+	fs.IntVar(&c.NotifyContainers, "notify-containers", 20, "containers signalled at each rotation in section 5")
 	fs.Var(&c.Set, "set", "extra plugin setting KEY=VALUE, repeatable, e.g. -set LOG_LEVEL=warn (the key must be settable in the plugin's config.json)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return c, err
 	}
 	var problems []string
 	for name, v := range map[string]int{"pairs": c.Pairs, "cold": c.Cold, "warm": c.Warm, "runs": c.Runs, "volumes": c.Volumes,
-		"read-runs": c.ReadRuns, "read-secrets": c.ReadSecrets, "rotations": c.Rotations} {
+		"read-runs": c.ReadRuns, "read-secrets": c.ReadSecrets, "rotations": c.Rotations, "notify-containers": c.NotifyContainers} {
 		if v < 1 {
 			problems = append(problems, fmt.Sprintf("-%s must be at least 1", name))
 		}
@@ -153,8 +157,8 @@ func parseFlags() (config, error) {
 		problems = append(problems, fmt.Sprintf("-plugin %q: give a bare plugin name such as dsvbench", c.Plugin))
 	}
 	for sec := range strings.SplitSeq(c.Sections, ",") {
-		if sec != "1" && sec != "2" && sec != "3" && sec != "4" {
-			problems = append(problems, fmt.Sprintf("-sections %q: give a comma-separated list of 1, 2, 3 and 4", c.Sections))
+		if sec != "1" && sec != "2" && sec != "3" && sec != "4" && sec != "5" {
+			problems = append(problems, fmt.Sprintf("-sections %q: give a comma-separated list of 1, 2, 3, 4 and 5", c.Sections))
 			break
 		}
 	}
@@ -256,7 +260,9 @@ func run(ctx context.Context) (err error) {
 		"AWS_SECRET_ACCESS_KEY": moto.SecretAccessKey,
 		"AWS_SESSION_TOKEN":     "",
 		"files.source":          b.filesDir,
-		"credentials.source":    credsDir,
+		// Section 5's notify: the plugin's grant of the engine API.
+		"engine.source":      cfg.DockerSocket,
+		"credentials.source": credsDir,
 	}
 	for _, kv := range cfg.Set {
 		k, v, _ := strings.Cut(kv, "=")
@@ -281,7 +287,7 @@ func run(ctx context.Context) (err error) {
 	for _, s := range []struct {
 		id  string
 		run func(context.Context) error
-	}{{"1", b.startOverhead}, {"2", b.mountLatency}, {"3", b.memory}, {"4", b.backendReads}} {
+	}{{"1", b.startOverhead}, {"2", b.mountLatency}, {"3", b.memory}, {"4", b.backendReads}, {"5", b.notifyLatency}} {
 		if !slices.Contains(sections, s.id) {
 			continue
 		}
