@@ -30,7 +30,7 @@ const (
 	hintSignature     = "the secret access key does not match the access key id, or the host clock is wrong"
 	hintExpired       = "the session credentials have expired; refresh them in the plugin's credentials mount, or use an instance role"
 	hintServer        = "the service failed; try again later"
-	hintThrottled     = "AWS throttled the request (rate exceeded) after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval, or ask AWS for a higher quota"
+	hintThrottled     = "AWS throttled the request (rate exceeded), also when tried again until TIMEOUT; read less often: raise CACHE_TTL or the refresh interval, lower STORE_CONCURRENCY, or ask AWS for a higher quota"
 )
 
 // CredentialsError is a failure to get credentials, reduced to what failed
@@ -173,7 +173,7 @@ func Classify(ctx context.Context, ref secrets.Ref, err error, call Call) error 
 		case "ExpiredTokenException", "ExpiredToken":
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintExpired, err)
 		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
-			return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, err)
+			return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, err)
 		}
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, err)
 	}

@@ -315,7 +315,7 @@ func TestClientClasses(t *testing.T) {
 		{name: "kms", answer: answer{status: 400, body: `{"__type":"AccessDeniedException","Message":"not authorized to perform: kms:Decrypt"}`}, wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "unknown key", answer: answer{status: 400, body: `{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}`}, wantKind: secrets.ErrAccessDenied, wantHint: "access key id is unknown"},
 		{name: "bad signature", answer: answer{status: 400, body: `{"__type":"InvalidSignatureException"}`}, wantKind: secrets.ErrAccessDenied, wantHint: "secret access key"},
-		{name: "throttled", answer: answer{status: 400, body: `{"__type":"ThrottlingException"}`}, wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
+		{name: "throttled", answer: answer{status: 400, body: `{"__type":"ThrottlingException"}`}, wantKind: secrets.ErrThrottled, wantHint: "raise CACHE_TTL"},
 		{name: "server", answer: answer{status: 500, body: `{"__type":"InternalServerError"}`}, wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
 		{name: "refusal not AWS's", answer: answer{status: 403, body: `<html>forbidden</html>`}, wantKind: secrets.ErrAccessDenied, wantHint: "not AWS's own"},
 	}
