@@ -113,7 +113,7 @@ func New(cfg Config) *Metrics {
 			"Reads of a secret from a backend (cache misses), by backend and outcome: ok, not_found, access_denied, unavailable, throttled, timeout, bad_value or other; a read the store throttled and the store gate tried again counts once, by how it ended.",
 			"counter", objLabels("backend", "outcome")...),
 		readSeconds: newHistogram("dsv_backend_read_duration_seconds",
-			"Time a backend took to answer a read, failed ones included, by backend.",
+			"Time a backend took to answer a read, failed ones and the store gate's waits and retries included, by backend.",
 			durationBuckets, "backend"),
 		hits: newFamily("dsv_cache_hits_total",
 			"Reads answered from the cache (CACHE_TTL) without a backend call, by backend.",

@@ -127,7 +127,7 @@ dsv_build_info{version="1.2.3"} 1
 dsv_backend_reads_total{backend="aws",outcome="ok"} 2
 dsv_backend_reads_total{backend="aws",outcome="timeout"} 1
 dsv_backend_reads_total{backend="vault",outcome="access_denied"} 1
-# HELP dsv_backend_read_duration_seconds Time a backend took to answer a read, failed ones included, by backend.
+# HELP dsv_backend_read_duration_seconds Time a backend took to answer a read, failed ones and the store gate's waits and retries included, by backend.
 # TYPE dsv_backend_read_duration_seconds histogram
 dsv_backend_read_duration_seconds_bucket{backend="aws",le="0.005"} 1
 dsv_backend_read_duration_seconds_bucket{backend="aws",le="0.01"} 1

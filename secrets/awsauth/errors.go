@@ -134,6 +134,17 @@ func ClientError(ctx context.Context, ref secrets.Ref, err error) error {
 	return secrets.Fail(ref, secrets.ErrAccessDenied, hintConfig, ce)
 }
 
+// IsThrottleCode reports whether an AWS error code says the call was
+// throttled. The store gate (secrets/gate) retries those, so the SDK's
+// retryer must not (see awsjson.ResolveRetryer): one list for both.
+func IsThrottleCode(code string) bool {
+	switch code {
+	case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+		return true
+	}
+	return false
+}
+
 // Call describes the AWS call whose failure Classify classifies.
 type Call struct {
 	// Service names the service in hints: "secrets manager".
@@ -172,7 +183,8 @@ func Classify(ctx context.Context, ref secrets.Ref, err error, call Call) error 
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintSignature, err)
 		case "ExpiredTokenException", "ExpiredToken":
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintExpired, err)
-		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+		}
+		if IsThrottleCode(apiErr.ErrorCode()) {
 			return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, err)
 		}
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, err)

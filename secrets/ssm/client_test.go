@@ -242,8 +242,10 @@ func TestClientRetries(t *testing.T) {
 	}{
 		{name: "server error then success", answers: []answer{{status: 500, body: `{"__type":"InternalServerError"}`}, ok}, wantAttempts: 2},
 		{name: "bad gateway without a body", answers: []answer{{status: 502, body: "<html>bad gateway</html>"}, ok}, wantAttempts: 2},
-		{name: "throttled then success", answers: []answer{throttled, throttled, ok}, wantAttempts: 3},
-		{name: "throttled to the end", answers: []answer{throttled}, wantAttempts: 3, wantErr: true, wantText: "exceeded maximum number of attempts, 3"},
+		// The store gate retries throttling, with a backoff shared by the
+		// node's calls (secrets/gate); the SDK's retryer must not.
+		{name: "throttled is left to the gate", answers: []answer{throttled, ok}, wantAttempts: 1, wantErr: true, wantText: "ThrottlingException"},
+		{name: "server errors to the end", answers: []answer{{status: 500, body: `{"__type":"InternalServerError"}`}}, wantAttempts: 3, wantErr: true, wantText: "exceeded maximum number of attempts, 3"},
 		{name: "not found is final", answers: []answer{{status: 400, body: `{"__type":"ParameterNotFound"}`}}, wantAttempts: 1, wantErr: true},
 		{name: "access denied is final", answers: []answer{{status: 400, body: `{"__type":"AccessDeniedException","message":"no"}`}}, wantAttempts: 1, wantErr: true},
 	}
