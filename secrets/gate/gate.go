@@ -110,11 +110,15 @@ func (g *Gates) Do(ctx context.Context, ref secrets.Ref, call func(context.Conte
 	gt := g.of(ref.Backend)
 	var throttled error // the last throttled answer
 	for {
-		if err := g.backoff(ctx, gt, ref, throttled); err != nil {
-			return err
-		}
 		release, err := g.acquire(ctx, gt, ref, throttled)
 		if err != nil {
+			return err
+		}
+		// The backoff is waited holding the slot: at most Concurrency
+		// calls wait to try again, so the store sees at most Concurrency
+		// tries per backoff, not one per caller.
+		if err := g.backoff(ctx, gt, ref, throttled); err != nil {
+			release()
 			return err
 		}
 		err = call(ctx)
@@ -145,6 +149,13 @@ func (gt *gate) answered(throttled bool) {
 	case gt.streak > 0:
 		gt.streak--
 	}
+}
+
+// throttling reports whether the store's last answers were throttled.
+func (gt *gate) throttling() bool {
+	gt.mu.Lock()
+	defer gt.mu.Unlock()
+	return gt.streak > 0
 }
 
 // backoff waits, while the store is throttling, a random time up to
@@ -217,6 +228,10 @@ func (g *Gates) acquire(ctx context.Context, gt *gate, ref secrets.Ref, throttle
 		g.cfg.Metrics.GateWait(ref.Backend, metrics.WaitConcurrency, time.Since(start))
 		if throttled != nil {
 			return nil, throttled
+		}
+		if gt.throttling() {
+			// The slots are held by calls waiting out the backoff.
+			return nil, g.gaveUp(ref, nil, ctx.Err())
 		}
 		return nil, secrets.Fail(ref, secrets.ErrUnavailable,
 			"raise STORE_CONCURRENCY (0: no cap) or TIMEOUT, or read less often (CACHE_TTL, the refresh interval)",

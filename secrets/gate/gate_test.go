@@ -107,11 +107,12 @@ func TestThrottledCallsSucceedWithinDeadline(t *testing.T) {
 		if took > 8*time.Second {
 			t.Errorf("the calls took %v", took)
 		}
-		// Each throttled answer lengthens everybody's backoff: the store
-		// sees about two throttled calls per success (66 to 74 of 40 in
-		// three runs), not the retries of 40 callers spinning (a reset of
-		// the backoff at each success: 120 to 153).
-		if st.throttled > 5*n/2 {
+		// Each throttled answer lengthens everybody's backoff, waited by
+		// at most 8 callers at once: the store throttles fewer calls than
+		// it answers (31 to 34 for 40 in three runs), not the retries of
+		// 40 callers spinning (with a reset of the backoff at each
+		// success: 98 to 111).
+		if st.throttled > 3*n/2 {
 			t.Errorf("the store throttled %d of %d calls: the retries are not held back", st.throttled, st.calls)
 		}
 		if st.maxFlight > 8 {
