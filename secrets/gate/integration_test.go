@@ -72,7 +72,9 @@ func TestIntegrationStormAgainstThrottlingStore(t *testing.T) {
 	}
 
 	t.Run("straight to the store", func(t *testing.T) {
+		before, limitedBefore := proxy.Requests(), proxy.Limited()
 		failed, _ := storm(t, nil, 20*time.Second)
+		t.Logf("without the gate: %d requests, %d throttled", proxy.Requests()-before, proxy.Limited()-limitedBefore)
 		if len(failed) == 0 {
 			t.Fatal("every read succeeded without the gate: the proxy does not throttle, the test proves nothing")
 		}
