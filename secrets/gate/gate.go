@@ -6,9 +6,10 @@
 // call is tried again within its context's deadline (TIMEOUT). A mount
 // during a storm then succeeds late rather than fails.
 //
-// One Gates serves every store; a store is a backend name. The backends'
-// own clients no longer retry throttling (see awsjson.ResolveRetryer), so
-// each throttled answer costs one call of the store.
+// One Gates serves every store; a store is a backend name. The AWS
+// clients no longer retry throttling themselves (see awsjson.ResolveRetryer):
+// each throttled answer of aws and ssm costs one call of the store. Vault's,
+// Google's and Azure's clients still make their few retries first.
 package gate
 
 import (
@@ -79,8 +80,8 @@ type gate struct {
 	slots chan struct{}
 
 	mu sync.Mutex
-	// streak counts throttled answers, less one per answer that was not
-	// throttled: the exponent of the backoff.
+	// streak counts throttled answers, less one per success: the
+	// exponent of the backoff.
 	streak int
 }
 
@@ -124,7 +125,9 @@ func (g *Gates) Do(ctx context.Context, ref secrets.Ref, call func(context.Conte
 		err = call(ctx)
 		release()
 		if !errors.Is(err, secrets.ErrThrottled) {
-			gt.answered(false)
+			if err == nil {
+				gt.answered(false)
+			}
 			return err
 		}
 		gt.answered(true)
@@ -137,7 +140,7 @@ func (g *Gates) Do(ctx context.Context, ref secrets.Ref, call func(context.Conte
 }
 
 // answered records an answer of the store: a throttled one lengthens the
-// backoff, any other shortens it by one step. Not a reset: under
+// backoff, a success shortens it by one step. Not a reset: under
 // sustained throttling most answers are successes, and a reset by each
 // would send every waiter back at once.
 func (gt *gate) answered(throttled bool) {

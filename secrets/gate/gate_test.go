@@ -241,8 +241,8 @@ func TestDeadlineEndsWait(t *testing.T) {
 }
 
 // TestBackoffSharedAndShortened: a throttled answer makes the store's next
-// calls wait, up to min(Cap, Base·2^n); answers that are not throttled
-// shorten it step by step.
+// calls wait, up to min(Cap, Base·2^n); successes shorten it step by
+// step, other errors leave it.
 func TestBackoffSharedAndShortened(t *testing.T) {
 	ref := secrets.Ref{Backend: "gcp", Name: "p"}
 	g, _ := New(Config{Base: 10 * time.Millisecond, Cap: 40 * time.Millisecond, Rand: func() float64 { return 0.999 }})
@@ -275,6 +275,10 @@ func TestBackoffSharedAndShortened(t *testing.T) {
 	calls := 0
 	if err := g.Do(context.Background(), ref, func(context.Context) error { calls++; return notFound }); err != notFound || calls != 1 {
 		t.Errorf("Do() = %v after %d calls, want the not-found error after 1", err, calls)
+	}
+	// Nor does it say the store recovered.
+	if gt.streak != 4 {
+		t.Errorf("streak %d after a not-found answer, want 4", gt.streak)
 	}
 }
 
