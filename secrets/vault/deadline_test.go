@@ -131,7 +131,7 @@ func TestCallsEndAtTheirDeadline(t *testing.T) {
 				f := newFakeVault(t)
 				f.answer("GET", "kv/app", 200, `{"data":{"x":"1"}}`)
 				d, _ := fakeDriver(t, f, func(c *Config) {
-					c.API.MaxRetries = 2 // the api's default
+					c.Client.MaxRetries = 2 // the api's default
 					if by == "TIMEOUT" {
 						c.Timeout = deadline
 					}
