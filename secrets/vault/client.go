@@ -24,13 +24,17 @@ import (
 	"unicode"
 )
 
-// This file is the backend's Vault client: JSON over HTTP, the few calls
+// This file is the backend's Vault client: JSON over HTTP, the dozen calls
 // the backend makes, with the behaviour of the hashicorp/vault/api client
-// it replaces (v1.23; see the README of issue 19's memory work): the same
-// environment settings, TLS, headers, retries, single redirect and answer
-// parsing. That client and its imports (go-retryablehttp, go-sockaddr, hcl,
-// mapstructure, go-jose, ...) cost the plugin 1.1 MiB of binary and 1.3 MiB
-// of resident memory for the dozen requests below.
+// (v1.23) it replaces: the same VAULT_* settings, TLS, headers, retry
+// policy, single redirect and reading of answers. That client and its
+// imports (go-retryablehttp, go-sockaddr, hcl, mapstructure, go-jose, ...)
+// cost the plugin about 1 MiB of binary and 0.75 MiB of resident memory
+// idle (issue 19; docs/benchmarks.md), for what these few hundred lines do.
+// Not kept: VAULT_SRV_LOOKUP, VAULT_RATE_LIMIT and VAULT_HEADERS (never
+// documented here, and the managed plugin cannot be given them: config.json
+// does not list them), and the unwrapping of the wrapping tokens of Vault
+// before 0.6.2.
 
 // ClientConfig is how the backend reaches Vault. ClientConfigFromEnv reads
 // it from the VAULT_* client settings; tests fill it in directly.

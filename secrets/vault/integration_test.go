@@ -769,7 +769,7 @@ func TestIntegrationStalledVault(t *testing.T) {
 	const timeout = 500 * time.Millisecond
 	d, _ := realDriver(t, s, func(c *Config) {
 		c.Client.Address = proxy.URL()
-		c.Client.MaxRetries = 2 // the api's default
+		c.Client.MaxRetries = 2 // the default
 		c.Timeout = timeout
 		writeIdentity(t, c.IdentitiesDir, "web", roleID, s.SecretID(t, "approle", "web"))
 	})

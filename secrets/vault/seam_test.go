@@ -605,7 +605,7 @@ func TestFetchWithoutMountsEndpoint(t *testing.T) {
 	}
 }
 
-// TestFetchRetriesUntilTimeout: when the api's retries (of 503, 429 and
+// TestFetchRetriesUntilTimeout: when the client's retries (of 503, 429 and
 // refused connections) run past the call's deadline, the error says why the
 // tries failed, not only that time ran out.
 func TestFetchRetriesUntilTimeout(t *testing.T) {
@@ -637,7 +637,7 @@ func TestFetchRetriesUntilTimeout(t *testing.T) {
 				t.Fatalf("Fetch() = %v, want unavailable saying %q and that it gave up at TIMEOUT", err, tt.want)
 			}
 			if n := len(f.requestsTo("kv/app")); n < 2 {
-				t.Fatalf("%d requests: the api did not retry", n)
+				t.Fatalf("%d requests: the client did not retry", n)
 			}
 		})
 	}
