@@ -142,9 +142,10 @@ func (s *session) login(ctx context.Context) (held, error) {
 // watch renews the token of generation gen until its maximum TTL, then
 // drops it so that the next use logs in again. It returns a stop function.
 func (s *session) watch(a *secretAuth, gen uint64) func() {
-	stop := make(chan struct{})
+	// Stopping also ends a renewal in flight.
+	ctx, stop := context.WithCancel(context.Background())
 	go func() {
-		err := s.renew(a, stop)
+		err := s.renew(ctx, a)
 		if s.drop(gen) {
 			ev := s.log.Debug()
 			if err != nil {
@@ -153,11 +154,10 @@ func (s *session) watch(a *secretAuth, gen uint64) func() {
 			ev.Msg("vault token at its end of life; the next use logs in again")
 		}
 	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(stop) }) }
+	return stop
 }
 
-// renew keeps a token renewed until stop is closed or the token nears its
+// renew keeps a token renewed until ctx ends or the token nears its
 // end, as the api's LifetimeWatcher did (the Vault Agent's rule): renew at
 // once, then after two thirds of each new TTL; stop when what is left is
 // within a grace of 10-20% of the TTL (so that the next use logs in again
@@ -165,7 +165,7 @@ func (s *session) watch(a *secretAuth, gen uint64) func() {
 // non-renewable: it is kept until its grace. Failed renewals are tried
 // again with exponential backoff (10 s, doubling, up to 5 min) while the
 // token lives; the error is returned when the backoff runs past its TTL.
-func (s *session) renew(a *secretAuth, stop <-chan struct{}) error {
+func (s *session) renew(ctx context.Context, a *secretAuth) error {
 	token := a.ClientToken
 	nonRenewable := !a.Renewable
 	start := time.Now()
@@ -174,10 +174,8 @@ func (s *session) renew(a *secretAuth, stop <-chan struct{}) error {
 	grace := renewGrace(prior)
 	var failing *renewBackoff
 	for {
-		select {
-		case <-stop:
+		if ctx.Err() != nil {
 			return nil
-		default:
 		}
 		var remaining time.Duration
 		var err error
@@ -185,7 +183,7 @@ func (s *session) renew(a *secretAuth, stop <-chan struct{}) error {
 			remaining = time.Until(start.Add(prior))
 		} else {
 			var r *secret
-			r, err = s.d.api.renewSelf(context.Background(), s.d.cfg.Namespace, token)
+			r, err = s.d.api.renewSelf(ctx, s.d.cfg.Namespace, token)
 			if err != nil && permissionDenied(err) {
 				nonRenewable = true
 				continue
@@ -221,7 +219,7 @@ func (s *session) renew(a *secretAuth, stop <-chan struct{}) error {
 		}
 		timer := time.NewTimer(sleep)
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			timer.Stop()
 			return nil
 		case <-timer.C:
