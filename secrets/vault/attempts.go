@@ -7,13 +7,11 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
 // attempts records the last failed try of the requests of one call. The
-// api retries refused connections, 429 and 5xx answers with backoff; when
+// client retries refused connections, 429 and 5xx answers with backoff; when
 // the call's TIMEOUT runs out while it does, the error then says why the
 // tries failed (vault down, sealed, rate limiting), not only that time ran
 // out.
@@ -32,15 +30,6 @@ func withAttempts(ctx context.Context) context.Context {
 		return ctx
 	}
 	return context.WithValue(ctx, attemptsKey{}, &attempts{})
-}
-
-// checkRetry is the api client's retry policy, Vault's default, recording
-// each failed try in the request's context.
-func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	if a, ok := ctx.Value(attemptsKey{}).(*attempts); ok && ctx.Err() == nil {
-		a.record(resp, err)
-	}
-	return api.DefaultRetryPolicy(ctx, resp, err)
 }
 
 func (a *attempts) record(resp *http.Response, err error) {
@@ -75,7 +64,7 @@ func (d *Driver) timedOut(ctx context.Context, ref secrets.Ref, o op, expired er
 	case err != nil:
 		last = d.transportError(ref, err)
 	case status != 0:
-		last = classifyResponse(ref, o, &api.ResponseError{StatusCode: status})
+		last = classifyResponse(ref, o, &responseError{StatusCode: status})
 	default:
 		return expired
 	}

@@ -7,13 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-	"github.com/hashicorp/vault/api/auth/approle"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
@@ -25,7 +24,7 @@ const maxCredentialFile = 16 << 10
 
 // authMethod logs in. It returns the token and its lifetime in Auth.
 type authMethod interface {
-	login(ctx context.Context, d *Driver) (*api.SecretAuth, error)
+	login(ctx context.Context, d *Driver) (*secretAuth, error)
 }
 
 // session is one identity's login: the plugin's own (name "") or that of an
@@ -142,35 +141,130 @@ func (s *session) login(ctx context.Context) (held, error) {
 
 // watch renews the token of generation gen until its maximum TTL, then
 // drops it so that the next use logs in again. It returns a stop function.
-func (s *session) watch(a *api.SecretAuth, gen uint64) func() {
-	w, err := s.d.client(s.d.cfg.Namespace, a.ClientToken).NewLifetimeWatcher(&api.LifetimeWatcherInput{
-		Secret: &api.Secret{Auth: a},
-	})
-	if err != nil {
-		s.log.Warn().Err(err).Msg("cannot renew the vault token; logging in again when it expires")
-		return nil
-	}
-	go w.Start()
+func (s *session) watch(a *secretAuth, gen uint64) func() {
+	// Stopping also ends a renewal in flight.
+	ctx, stop := context.WithCancel(context.Background())
 	go func() {
-		for {
-			select {
-			case r := <-w.RenewCh():
-				if r != nil && r.Secret != nil && r.Secret.Auth != nil {
-					s.log.Debug().Int("ttl_seconds", r.Secret.Auth.LeaseDuration).Msg("vault token renewed")
-				}
-			case err := <-w.DoneCh():
-				if s.drop(gen) {
-					ev := s.log.Debug()
-					if err != nil {
-						ev = s.log.Warn().Err(err)
-					}
-					ev.Msg("vault token at its end of life; the next use logs in again")
-				}
-				return
+		err := s.renew(ctx, a)
+		if s.drop(gen) {
+			ev := s.log.Debug()
+			if err != nil {
+				ev = s.log.Warn().Err(err)
 			}
+			ev.Msg("vault token at its end of life; the next use logs in again")
 		}
 	}()
-	return w.Stop
+	return stop
+}
+
+// renew keeps a token renewed until ctx ends or the token nears its
+// end, as the api's LifetimeWatcher did (the Vault Agent's rule): renew at
+// once, then after two thirds of each new TTL; stop when what is left is
+// within a grace of 10-20% of the TTL (so that the next use logs in again
+// before the token expires). A denied renewal makes the token
+// non-renewable: it is kept until its grace. Failed renewals are tried
+// again with exponential backoff (10 s, doubling, up to 5 min) while the
+// token lives; the error is returned when the backoff runs past its TTL.
+func (s *session) renew(ctx context.Context, a *secretAuth) error {
+	token := a.ClientToken
+	nonRenewable := !a.Renewable
+	start := time.Now()
+	lease := time.Duration(a.LeaseDuration) * time.Second
+	prior := lease
+	grace := renewGrace(prior)
+	var failing *renewBackoff
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var remaining time.Duration
+		var err error
+		if nonRenewable {
+			remaining = time.Until(start.Add(prior))
+		} else {
+			var r *secret
+			r, err = s.d.api.renewSelf(ctx, s.d.cfg.Namespace, token)
+			if err != nil && permissionDenied(err) {
+				nonRenewable = true
+				continue
+			}
+			if err != nil || r == nil || r.Auth == nil {
+				remaining = time.Until(start.Add(lease))
+				if failing == nil {
+					failing = newRenewBackoff(remaining)
+				}
+			} else {
+				failing = nil
+				s.log.Debug().Int("ttl_seconds", r.Auth.LeaseDuration).Msg("vault token renewed")
+				start = time.Now()
+				lease = time.Duration(r.Auth.LeaseDuration) * time.Second
+				remaining = lease
+			}
+		}
+		var sleep time.Duration
+		if failing == nil {
+			if remaining > prior {
+				grace = renewGrace(remaining)
+			}
+			sleep = remaining*2/3 + grace/3
+		} else {
+			var ok bool
+			if sleep, ok = failing.next(); !ok {
+				return err
+			}
+		}
+		prior = remaining
+		if remaining <= grace || remaining-sleep <= grace {
+			return nil
+		}
+		timer := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		}
+	}
+}
+
+// renewGrace is how long before a token's end its renewal stops: a random
+// 10-20% of ttl, so that many tokens do not end at once.
+func renewGrace(ttl time.Duration) time.Duration {
+	jitter := ttl / 10
+	if jitter <= 0 {
+		return 0
+	}
+	return jitter + rand.N(jitter)
+}
+
+// renewBackoff spaces the retries of a failing token renewal: 10 s,
+// randomized by half, doubling up to 5 min, while the token lives.
+type renewBackoff struct {
+	start    time.Time
+	interval time.Duration
+	limit    time.Duration
+}
+
+func newRenewBackoff(limit time.Duration) *renewBackoff {
+	return &renewBackoff{start: time.Now(), interval: 10 * time.Second, limit: limit}
+}
+
+// next is the wait before the next try; false once that would end past
+// the limit.
+func (b *renewBackoff) next() (time.Duration, bool) {
+	delta := b.interval / 2
+	d := b.interval - delta + time.Duration(rand.Int64N(int64(2*delta)+1))
+	b.interval = min(b.interval*2, 5*time.Minute)
+	if time.Since(b.start)+d > b.limit {
+		return 0, false
+	}
+	return d, true
+}
+
+// permissionDenied reports a renewal that Vault refused for the token's
+// policies: renewing again is no use.
+func permissionDenied(err error) bool {
+	return strings.Contains(err.Error(), "permission denied")
 }
 
 // drop forgets the token of generation gen, if it is still the current one,
@@ -214,7 +308,7 @@ func issuerID(accessor string) string {
 // valid reports whether Vault still accepts token. A token Vault rejects
 // answers 403 to lookup-self; any other failure is no evidence either way.
 func (s *session) valid(ctx context.Context, token string) bool {
-	_, err := s.d.client(s.d.cfg.Namespace, token).Auth().Token().LookupSelfWithContext(ctx)
+	_, err := s.d.api.lookupSelf(ctx, s.d.cfg.Namespace, token)
 	return !isForbidden(err)
 }
 
@@ -257,7 +351,7 @@ func (t tokenAuth) source() string {
 	return fmt.Sprintf("%s (%s)", t.file, EnvTokenFile)
 }
 
-func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error) {
+func (t tokenAuth) login(ctx context.Context, d *Driver) (*secretAuth, error) {
 	token := t.env
 	if token == "" {
 		var err error
@@ -266,7 +360,7 @@ func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error
 				fmt.Sprintf("no vault token: put one in %s, or set %s=%s", t.file, EnvAuth, AuthAppRole), err)
 		}
 	}
-	sec, err := d.client(d.cfg.Namespace, token).Auth().Token().LookupSelfWithContext(ctx)
+	sec, err := d.api.lookupSelf(ctx, d.cfg.Namespace, token)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -282,13 +376,12 @@ func (t tokenAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error
 		// An empty answer (a proxy's, say): no evidence the token is good.
 		return nil, authFail(secrets.ErrUnavailable, "vault answered the token lookup with nothing", nil)
 	}
-	ttl, err := sec.TokenTTL()
+	ttl, err := sec.tokenTTL()
 	if err != nil {
 		return nil, authFail(secrets.ErrUnavailable, "vault's token lookup answer is unreadable", err)
 	}
-	renewable, _ := sec.TokenIsRenewable()
 	accessor, _ := sec.Data["accessor"].(string)
-	return &api.SecretAuth{ClientToken: token, Accessor: accessor, LeaseDuration: int(ttl / time.Second), Renewable: renewable}, nil
+	return &secretAuth{ClientToken: token, Accessor: accessor, LeaseDuration: int(ttl / time.Second), Renewable: sec.tokenRenewable()}, nil
 }
 
 // appRoleAuth logs in with AppRole. A wrapped secret-id is unwrapped once:
@@ -305,7 +398,7 @@ type appRoleAuth struct {
 	secretID    string // what it unwrapped to
 }
 
-func (a *appRoleAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, error) {
+func (a *appRoleAuth) login(ctx context.Context, d *Driver) (*secretAuth, error) {
 	roleID, err := readCredential(a.roleIDFile)
 	if err != nil {
 		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("cannot read the AppRole role-id of %s", a.who), err)
@@ -319,11 +412,7 @@ func (a *appRoleAuth) login(ctx context.Context, d *Driver) (*api.SecretAuth, er
 			return nil, err
 		}
 	}
-	method, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID}, approle.WithMountPath(a.mount))
-	if err != nil {
-		return nil, authFail(secrets.ErrAccessDenied, fmt.Sprintf("the AppRole credentials of %s are unusable", a.who), err)
-	}
-	sec, err := method.Login(ctx, d.client(d.cfg.Namespace, ""))
+	sec, err := d.api.write(ctx, d.cfg.Namespace, "", "auth/"+a.mount+"/login", map[string]any{"role_id": roleID, "secret_id": secretID}, "")
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -351,7 +440,7 @@ func (a *appRoleAuth) unwrap(ctx context.Context, d *Driver, wrapping string) (s
 	if wrapping == a.lastWrapped && a.secretID != "" {
 		return a.secretID, nil
 	}
-	sec, err := d.client(d.cfg.Namespace, "").Logical().UnwrapWithContext(ctx, wrapping)
+	sec, err := d.api.unwrap(ctx, d.cfg.Namespace, wrapping)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
@@ -396,7 +485,7 @@ func readCredential(path string) (string, error) {
 
 // loginCause reduces a failed login's error to Vault's answer.
 func loginCause(err error) error {
-	var re *api.ResponseError
+	var re *responseError
 	if errors.As(err, &re) {
 		return responseCause(re)
 	}
@@ -405,7 +494,7 @@ func loginCause(err error) error {
 
 // loginError classifies a login that got no usable answer.
 func loginError(d *Driver, err error) error {
-	var re *api.ResponseError
+	var re *responseError
 	if errors.As(err, &re) {
 		if re.StatusCode == 429 || re.StatusCode >= 500 || plainToTLS(re) {
 			return classifyResponse(secrets.Ref{}, op{kind: opRead}, re)
@@ -418,7 +507,7 @@ func loginError(d *Driver, err error) error {
 // rejectedCredentials reports a login answer that says the role-id or the
 // secret-id is wrong, whatever its status.
 func rejectedCredentials(err error) bool {
-	var re *api.ResponseError
+	var re *responseError
 	if !errors.As(err, &re) {
 		return false
 	}

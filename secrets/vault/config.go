@@ -9,14 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 )
 
 // Plugin settings the backend reads (see ConfigFromEnv). The Vault client's
 // own settings (VAULT_ADDR, VAULT_CACERT, VAULT_CAPATH, VAULT_CLIENT_CERT,
 // VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_SKIP_VERIFY, ...) are read
-// by api.DefaultConfig from the process environment.
+// by ClientConfigFromEnv from the process environment, as the Vault CLI
+// reads them.
 const (
 	EnvAuth            = "VAULT_AUTH"
 	EnvToken           = "VAULT_TOKEN"
@@ -86,9 +85,10 @@ type Config struct {
 	// 0 leaves calls to their caller's context and logins to that of the
 	// caller that started them.
 	Timeout time.Duration
-	// API is the Vault client configuration. Nil means api.DefaultConfig(),
-	// which reads VAULT_ADDR, VAULT_CACERT and the other client settings.
-	API *api.Config
+	// Client is the Vault client configuration. Nil means
+	// ClientConfigFromEnv of the process environment, which reads
+	// VAULT_ADDR, VAULT_CACERT and the other client settings.
+	Client *ClientConfig
 }
 
 // ConfigFromEnv reads the plugin settings through getenv, applies the

@@ -15,7 +15,7 @@ import (
 
 // callLimit is how long a call may take beyond its deadline here: a busy
 // machine's scheduling, never a request's. A call that waits for Vault
-// instead takes the api's own 60 s.
+// instead takes the client's own 60 s.
 const callLimit = 3 * time.Second
 
 // deadline is the TIMEOUT (or the caller's deadline) of these tests.
@@ -26,7 +26,7 @@ const deadline = 300 * time.Millisecond
 // a fetch, the logins and re-logins on their way, a lease's renewal and
 // revocation) returns a timeout by its deadline: the caller's, or the
 // TIMEOUT setting when the caller has none (as ALLOW's lookup during a
-// refresh), whatever the api's retries and its 60 s per request.
+// refresh), whatever the client's retries and its 60 s per request.
 func TestCallsEndAtTheirDeadline(t *testing.T) {
 	ref := secrets.Ref{Backend: Name, Name: "kv/app"}
 	fetch := func(r secrets.Ref) func(context.Context, *Driver) error {
@@ -131,7 +131,7 @@ func TestCallsEndAtTheirDeadline(t *testing.T) {
 				f := newFakeVault(t)
 				f.answer("GET", "kv/app", 200, `{"data":{"x":"1"}}`)
 				d, _ := fakeDriver(t, f, func(c *Config) {
-					c.API.MaxRetries = 2 // the api's default
+					c.Client.MaxRetries = 2 // the default
 					if by == "TIMEOUT" {
 						c.Timeout = deadline
 					}

@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -55,7 +53,7 @@ func (d *Driver) classify(ctx context.Context, ref secrets.Ref, o op, err error)
 		c.Ref = ref
 		return &c
 	}
-	var re *api.ResponseError
+	var re *responseError
 	if errors.As(err, &re) {
 		return classifyResponse(ref, o, re)
 	}
@@ -63,7 +61,7 @@ func (d *Driver) classify(ctx context.Context, ref secrets.Ref, o op, err error)
 }
 
 // classifyResponse classifies an error answer of Vault.
-func classifyResponse(ref secrets.Ref, o op, re *api.ResponseError) error {
+func classifyResponse(ref secrets.Ref, o op, re *responseError) error {
 	cause := responseCause(re)
 	if plainToTLS(re) {
 		return secrets.Fail(ref, secrets.ErrUnavailable, "vault serves HTTPS there; use https:// in VAULT_ADDR", cause)
@@ -88,7 +86,7 @@ func classifyResponse(ref secrets.Ref, o op, re *api.ResponseError) error {
 }
 
 // plainToTLS reports Go's answer to plain HTTP sent to its TLS port.
-func plainToTLS(re *api.ResponseError) bool {
+func plainToTLS(re *responseError) bool {
 	if re.StatusCode != http.StatusBadRequest {
 		return false
 	}
@@ -115,9 +113,9 @@ func deniedHint(o op) string {
 	return fmt.Sprintf("the token's policies must grant read on %q", o.path)
 }
 
-// responseCause reduces Vault's answer to its status and messages: the
-// api's own text holds the request URL.
-func responseCause(re *api.ResponseError) error {
+// responseCause reduces Vault's answer to its status and messages, each
+// clipped.
+func responseCause(re *responseError) error {
 	msgs := make([]string, 0, len(re.Errors))
 	for _, m := range re.Errors {
 		if m = strings.TrimSpace(m); m != "" {
@@ -162,13 +160,13 @@ func (d *Driver) transportError(ref secrets.Ref, err error) error {
 
 // isForbidden reports a 403 answer: a policy denial, or an invalid token.
 func isForbidden(err error) bool {
-	var re *api.ResponseError
+	var re *responseError
 	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
 }
 
 // statusOf returns the HTTP status of a Vault error answer, or 0.
 func statusOf(err error) int {
-	var re *api.ResponseError
+	var re *responseError
 	if errors.As(err, &re) {
 		return re.StatusCode
 	}

@@ -32,6 +32,15 @@ type fakeVault struct {
 	noMounts bool
 	// emptyLookup answers auth/token/lookup-self with 200 and no body.
 	emptyLookup bool
+	// lookupTTL is the ttl, in seconds, that lookup-self gives a token (0:
+	// none); with one the token is renewable, and the backend renews it
+	// at auth/token/renew-self: answered from renewTTLs when set, else
+	// from answers.
+	lookupTTL int
+	// renewTTLs are the lease durations of the renewals of
+	// auth/token/renew-self in turn, the last one repeated.
+	renewTTLs []int
+	renewals  int
 	// stall, when set, picks requests (by API path) that get no answer:
 	// they are held until their client goes away, as by a Vault that
 	// accepted the connection and hangs.
@@ -181,7 +190,17 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		return
 	case path == "auth/token/lookup-self":
-		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": 0, "renewable": false}})
+		f.mu.Lock()
+		ttl := f.lookupTTL
+		f.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"data": map[string]any{"ttl": ttl, "renewable": ttl > 0}})
+		return
+	case path == "auth/token/renew-self" && f.renewTTLs != nil:
+		f.mu.Lock()
+		ttl := f.renewTTLs[min(f.renewals, len(f.renewTTLs)-1)]
+		f.renewals++
+		f.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"auth": map[string]any{"client_token": token, "lease_duration": ttl, "renewable": true}})
 		return
 	case strings.HasPrefix(path, "sys/internal/ui/mounts/"):
 		p := strings.TrimPrefix(path, "sys/internal/ui/mounts/")

@@ -59,7 +59,7 @@ func realDriver(t *testing.T, s *vaulttest.Server, mod func(*Config)) (*Driver, 
 		RoleIDFile:    filepath.Join(dir, "role-id"),
 		SecretIDFile:  filepath.Join(dir, "secret-id"),
 		IdentitiesDir: filepath.Join(dir, "identities"),
-		API:           s.Config(),
+		Client:        clientOf(s),
 	}
 	writeFile(t, cfg.TokenFile, vaulttest.RootToken)
 	if mod != nil {
@@ -77,6 +77,16 @@ func realDriver(t *testing.T, s *vaulttest.Server, mod func(*Config)) (*Driver, 
 		}
 	})
 	return d, logs
+}
+
+// clientOf is the client configuration of s, as s.Config is the api's:
+// no retries, and the CA of a TLS server.
+func clientOf(s *vaulttest.Server) *ClientConfig {
+	c := DefaultClientConfig()
+	c.Address = s.Addr
+	c.MaxRetries = 0
+	c.CACert = s.CACert
+	return c
 }
 
 // fetcher returns the shared fetcher over d, as volumes use it.
@@ -386,7 +396,7 @@ func TestIntegrationAppRole(t *testing.T) {
 			t.Error("the log holds the wrapping token")
 		}
 		// A restarted plugin cannot use the same wrapping token again.
-		cfg.API = s.Config()
+		cfg.Client = clientOf(s)
 		d2, err := New(cfg, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
@@ -495,14 +505,14 @@ func TestIntegrationTLS(t *testing.T) {
 	// Configured as the plugin is: through the environment.
 	t.Setenv("VAULT_ADDR", s.Addr)
 	t.Setenv("VAULT_CACERT", s.CACert)
-	d, _ := realDriver(t, s, func(c *Config) { c.API = nil })
+	d, _ := realDriver(t, s, func(c *Config) { c.Client = nil })
 	got, err := d.Fetch(fetchCtx(t), ref)
 	if err != nil || string(got.Value) != "b" {
 		t.Fatalf("Fetch() over TLS with VAULT_CACERT = %q, %v", got.Value, err)
 	}
 
 	t.Setenv("VAULT_CACERT", "")
-	d, _ = realDriver(t, s, func(c *Config) { c.API = nil })
+	d, _ = realDriver(t, s, func(c *Config) { c.Client = nil })
 	_, err = d.Fetch(fetchCtx(t), ref)
 	wantErr(t, err, secrets.ErrUnavailable, "set VAULT_CACERT")
 }
@@ -528,7 +538,7 @@ func TestIntegrationNamespaceHeader(t *testing.T) {
 	}))
 	defer srv.Close()
 	d, _ := realDriver(t, s, func(c *Config) {
-		c.API.Address = srv.URL
+		c.Client.Address = srv.URL
 		c.Namespace = "plugin-ns"
 	})
 	ref := secrets.Ref{Backend: Name, Name: "secret/app", Params: map[string]string{"namespace": "team-a"}}
@@ -758,8 +768,8 @@ func TestIntegrationStalledVault(t *testing.T) {
 	t.Cleanup(func() { _ = proxy.Close() })
 	const timeout = 500 * time.Millisecond
 	d, _ := realDriver(t, s, func(c *Config) {
-		c.API.Address = proxy.URL()
-		c.API.MaxRetries = 2 // the api's default
+		c.Client.Address = proxy.URL()
+		c.Client.MaxRetries = 2 // the default
 		c.Timeout = timeout
 		writeIdentity(t, c.IdentitiesDir, "web", roleID, s.SecretID(t, "approle", "web"))
 	})

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -26,7 +24,7 @@ func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease
 	s := d.session(req.identity)
 	ns := d.namespace(req)
 	increment := int(lease.Duration / time.Second)
-	var sec *api.Secret
+	var sec *secret
 	err = d.call(ctx, s, func(token string) error {
 		// Vault ends a lease with the token that read it: one read with a
 		// token this process no longer holds (it ended, or the plugin
@@ -35,7 +33,7 @@ func (d *Driver) Renew(ctx context.Context, ref secrets.Ref, lease secrets.Lease
 			return errIssuerEnded
 		}
 		var err error
-		sec, err = d.client(ns, token).Sys().RenewWithContext(ctx, lease.ID, increment)
+		sec, err = d.api.renewLease(ctx, ns, token, lease.ID, increment)
 		return err
 	})
 	log := d.log.With().Str("secret", ref.Name).Str("namespace", ns).Str("identity", s.label()).Str("lease", leasePrefix(lease.ID)).Logger()
@@ -81,7 +79,7 @@ func (d *Driver) Revoke(ctx context.Context, ref secrets.Ref, leaseID string) er
 	s := d.session(req.identity)
 	ns := d.namespace(req)
 	err = d.call(ctx, s, func(token string) error {
-		_, err := d.client(ns, token).Logical().WriteWithContext(ctx, "sys/leases/revoke/"+leaseID, nil)
+		_, err := d.api.write(ctx, ns, token, "sys/leases/revoke/"+leaseID, nil, "")
 		return err
 	})
 	log := d.log.With().Str("secret", ref.Name).Str("namespace", ns).Str("identity", s.label()).Str("lease", leasePrefix(leaseID)).Logger()

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/dsv-plugin/dsv/secrets"
 )
 
@@ -38,10 +36,10 @@ func (d *Driver) mount(ctx context.Context, ref secrets.Ref, s *session, ns, pat
 	if m, ok := d.cachedMount(ns, path); ok {
 		return m, nil
 	}
-	var sec *api.Secret
+	var sec *secret
 	err := d.call(ctx, s, func(token string) error {
 		var err error
-		sec, err = d.client(ns, token).Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
+		sec, err = d.api.read(ctx, ns, token, "sys/internal/ui/mounts/"+path, nil, "")
 		return err
 	})
 	if err != nil {
@@ -99,7 +97,7 @@ func (d *Driver) cachedMount(ns, path string) (mountInfo, bool) {
 }
 
 // parseMount reads the answer of sys/internal/ui/mounts for path.
-func parseMount(sec *api.Secret, path string) mountInfo {
+func parseMount(sec *secret, path string) mountInfo {
 	var m mountInfo
 	mountPath, _ := sec.Data["path"].(string)
 	m.engine, _ = sec.Data["type"].(string)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -33,7 +32,7 @@ func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *syncBu
 		t.Fatal(err)
 	}
 	f.setValid("tok", true)
-	conf := api.DefaultConfig()
+	conf := DefaultClientConfig()
 	conf.Address = f.srv.URL
 	conf.MaxRetries = 0
 	cfg := Config{
@@ -43,7 +42,7 @@ func fakeDriver(t *testing.T, f *fakeVault, mod func(*Config)) (*Driver, *syncBu
 		RoleIDFile:    filepath.Join(dir, "role-id"),
 		SecretIDFile:  filepath.Join(dir, "secret-id"),
 		IdentitiesDir: filepath.Join(dir, "identities"),
-		API:           conf,
+		Client:        conf,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -606,14 +605,14 @@ func TestFetchWithoutMountsEndpoint(t *testing.T) {
 	}
 }
 
-// TestFetchRetriesUntilTimeout: when the api's retries (of 503, 429 and
+// TestFetchRetriesUntilTimeout: when the client's retries (of 503, 429 and
 // refused connections) run past the call's deadline, the error says why the
 // tries failed, not only that time ran out.
 func TestFetchRetriesUntilTimeout(t *testing.T) {
 	retrying := func(c *Config) {
-		c.API.MaxRetries = 10
-		c.API.MinRetryWait = 20 * time.Millisecond
-		c.API.MaxRetryWait = 20 * time.Millisecond
+		c.Client.MaxRetries = 10
+		c.Client.MinRetryWait = 20 * time.Millisecond
+		c.Client.MaxRetryWait = 20 * time.Millisecond
 	}
 	fetch := func(t *testing.T, d *Driver) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -639,7 +638,7 @@ func TestFetchRetriesUntilTimeout(t *testing.T) {
 				t.Fatalf("Fetch() = %v, want %v (unavailable) saying %q and that it gave up at TIMEOUT", err, tt.kind, tt.want)
 			}
 			if n := len(f.requestsTo("kv/app")); n < 2 {
-				t.Fatalf("%d requests: the api did not retry", n)
+				t.Fatalf("%d requests: the client did not retry", n)
 			}
 		})
 	}

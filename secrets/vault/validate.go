@@ -223,7 +223,7 @@ func validPath(p string) error {
 }
 
 // reservedPath refuses a path that reaches one of Vault's own mounts. The
-// path is judged as the api client sends it (cleaned, as path.Join does).
+// path is judged as the client sends it (cleaned, as path.Join does).
 // Vault Enterprise (and OpenBao) read leading segments that name a
 // namespace as that namespace, so team-a/auth/token/create is the token
 // store of namespace team-a: a reserved mount is refused at any depth,

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -28,7 +27,7 @@ func testDriver(t testing.TB) *Driver {
 		RoleIDFile:    filepath.Join(dir, "role-id"),
 		SecretIDFile:  filepath.Join(dir, "secret-id"),
 		IdentitiesDir: dir,
-		API:           &api.Config{Address: "http://127.0.0.1:1"},
+		Client:        &ClientConfig{Address: "http://127.0.0.1:1"},
 	}
 	d, err := New(cfg, zerolog.Nop())
 	if err != nil {

@@ -24,11 +24,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -44,8 +44,8 @@ const versionKV1 = "kv1"
 type Driver struct {
 	cfg  Config
 	log  zerolog.Logger
-	base *api.Client // never modified after New: requests use copies
-	addr string      // VAULT_ADDR as used, for messages
+	api  *client // each request gives its own namespace and token
+	addr string  // VAULT_ADDR as used, for messages
 
 	mu       sync.Mutex
 	sessions map[string]*session // by identity; "" is the plugin's login
@@ -71,33 +71,25 @@ func New(cfg Config, log zerolog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	conf := cfg.API
+	conf := cfg.Client
 	if conf == nil {
-		conf = api.DefaultConfig()
-		if conf.Error != nil {
-			return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", conf.Error)
+		var err error
+		if conf, err = ClientConfigFromEnv(os.Getenv); err != nil {
+			return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", err)
 		}
 	}
-	conf.CheckRetry = checkRetry
-	base, err := api.NewClient(conf)
+	// The client's own bound is 60 s per request (VAULT_CLIENT_TIMEOUT);
+	// the TIMEOUT setting replaces it: the token's renewal runs without a
+	// caller, under this bound only.
+	cl, err := newClient(conf, cfg.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("vault client settings (VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, ...): %w", err)
 	}
-	// The api reads VAULT_TOKEN, VAULT_NAMESPACE and VAULT_WRAP_TTL from the
-	// process environment; the backend sets each request's own.
-	base.ClearToken()
-	base.ClearNamespace()
-	if cfg.Timeout > 0 {
-		// The api's own bound is 60 s per request; the token's renewal
-		// runs without a caller, under this bound only.
-		base.SetClientTimeout(cfg.Timeout)
-	}
-	base.SetWrappingLookupFunc(func(string, string) string { return "" })
 	return &Driver{
 		cfg:      cfg,
 		log:      log.With().Str("component", Name).Logger(),
-		base:     base,
-		addr:     base.Address(),
+		api:      cl,
+		addr:     cl.addr,
 		sessions: map[string]*session{},
 		mounts:   map[mountKey]mountInfo{},
 		ended:    make(chan struct{}, 1),
@@ -138,14 +130,6 @@ func (d *Driver) bound(ctx context.Context) (context.Context, context.CancelFunc
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, d.cfg.Timeout)
-}
-
-// client returns a client for one request: the shared configuration with
-// its own namespace and token.
-func (d *Driver) client(namespace, token string) *api.Client {
-	c := d.base.WithNamespace(namespace)
-	c.SetToken(token)
-	return c
 }
 
 // session returns the login of an identity ("" for the plugin's own).
@@ -294,24 +278,23 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 	}
 	log.Debug().Str("path", path).Msg("fetching")
 
-	var sec *api.Secret
+	var sec *secret
 	var issuer string
+	wrapTTL := ""
+	if req.wrapTTL > 0 {
+		wrapTTL = strconv.Itoa(int(req.wrapTTL / time.Second))
+	}
 	err = d.call(ctx, s, func(token string) error {
 		issuer = s.issuerOf(token)
-		c := d.client(ns, token)
-		if req.wrapTTL > 0 {
-			ttl := strconv.Itoa(int(req.wrapTTL / time.Second))
-			c.SetWrappingLookupFunc(func(string, string) string { return ttl })
-		}
 		var err error
 		if req.write {
 			body := make(map[string]any, len(req.params))
 			for k, v := range req.params {
 				body[k] = v
 			}
-			sec, err = c.Logical().WriteWithContext(ctx, path, body)
+			sec, err = d.api.write(ctx, ns, token, path, body, wrapTTL)
 		} else {
-			sec, err = c.Logical().ReadWithDataWithContext(ctx, path, query(req))
+			sec, err = d.api.read(ctx, ns, token, path, query(req), wrapTTL)
 		}
 		return err
 	})
@@ -361,7 +344,7 @@ func query(req request) map[string][]string {
 }
 
 // result turns Vault's answer into the secret.
-func result(ref secrets.Ref, req request, m mountInfo, path string, sec *api.Secret) (secrets.Secret, error) {
+func result(ref secrets.Ref, req request, m mountInfo, path string, sec *secret) (secrets.Secret, error) {
 	if req.wrapTTL > 0 {
 		if sec == nil || sec.WrapInfo == nil || sec.WrapInfo.Token == "" {
 			return secrets.Secret{}, secrets.Fail(ref, secrets.ErrBadValue, "vault did not wrap its answer", nil)
@@ -402,7 +385,7 @@ func result(ref secrets.Ref, req request, m mountInfo, path string, sec *api.Sec
 }
 
 // kv2Result reads data.data and data.metadata of a KV v2 answer.
-func kv2Result(ref secrets.Ref, req request, sec *api.Secret) (secrets.Secret, error) {
+func kv2Result(ref secrets.Ref, req request, sec *secret) (secrets.Secret, error) {
 	data, _ := sec.Data["data"].(map[string]any)
 	meta, _ := sec.Data["metadata"].(map[string]any)
 	version := fmt.Sprint(meta["version"])

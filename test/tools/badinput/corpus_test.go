@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/hashicorp/vault/api"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -77,7 +76,7 @@ func newPlugin(t *testing.T) *plugin {
 		RoleIDFile:    filepath.Join(dir, "vault/role-id"),
 		SecretIDFile:  filepath.Join(dir, "vault/secret-id"),
 		IdentitiesDir: filepath.Join(dir, "vault/identities"),
-		API:           &api.Config{Address: "http://127.0.0.1:1"},
+		Client:        &vault.ClientConfig{Address: "http://127.0.0.1:1"},
 	}, log)
 	if err != nil {
 		t.Fatal(err)
