@@ -20,7 +20,7 @@ import (
 	"github.com/dsv-plugin/dsv/test/servers/azuretest"
 )
 
-// The tests below run the real azsecrets and azidentity clients against
+// The tests below run the backend's own Key Vault and Entra ID clients against
 // test/fakes/azurefake's Key Vault and Entra ID processes over HTTPS.
 
 // newIntegrationDriver returns a driver of the local pair whose credentials
