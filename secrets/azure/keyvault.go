@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -192,9 +191,38 @@ type challengeError struct{ msg string }
 
 func (e *challengeError) Error() string { return e.msg }
 
-// challengeParam is one auth-param of a WWW-Authenticate header, quoted or
-// not.
-var challengeParam = regexp.MustCompile(`(\w+)=(?:"([^"]*)"|([^\s,"]+))`)
+// authParams reads the auth-params of WWW-Authenticate headers (RFC 9110
+// section 11.6.1): name=value pairs, the value quoted or not, separated by
+// commas or spaces; the scheme is skipped. Parsed by hand: a package-level
+// regexp is compiled at every start of the plugin, azure volumes or not.
+func authParams(headers []string) map[string]string {
+	params := map[string]string{}
+	for _, h := range headers {
+		for s := h; ; {
+			s = strings.TrimLeft(s, " ,\t")
+			i := strings.IndexAny(s, "= ,\t")
+			if i < 0 {
+				break
+			}
+			if s[i] != '=' { // the scheme
+				s = s[i:]
+				continue
+			}
+			name, v := strings.ToLower(s[:i]), s[i+1:]
+			if rest, ok := strings.CutPrefix(v, `"`); ok {
+				v, s, _ = strings.Cut(rest, `"`)
+			} else {
+				j := strings.IndexAny(v, " ,\t")
+				if j < 0 {
+					j = len(v)
+				}
+				v, s = v[:j], v[j:]
+			}
+			params[name] = v
+		}
+	}
+	return params
+}
 
 // challenge reads a Bearer challenge: authorization (the authority URL,
 // whose path is the tenant) and scope, or resource (a scope without
@@ -202,12 +230,7 @@ var challengeParam = regexp.MustCompile(`(\w+)=(?:"([^"]*)"|([^\s,"]+))`)
 // a vault of vault.azure.net gets a token for https://vault.azure.net, and
 // no other host can ask this client for one.
 func (c *vaultClient) challenge(headers []string) (scope, tenant string, err error) {
-	params := map[string]string{}
-	for _, h := range headers {
-		for _, m := range challengeParam.FindAllStringSubmatch(h, -1) {
-			params[strings.ToLower(m[1])] = m[2] + m[3]
-		}
-	}
+	params := authParams(headers)
 	scope = params["scope"]
 	if scope == "" {
 		scope = params["resource"]

@@ -3,7 +3,6 @@ package azure
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -29,7 +28,7 @@ type answer struct {
 }
 
 // errTooLarge is an answer above maxBody.
-var errTooLarge = fmt.Errorf("the answer is larger than %d bytes", maxBody)
+var errTooLarge = errors.New("the answer is larger than 1 MiB")
 
 // roundTrip sends req and reads the answer.
 func roundTrip(c *http.Client, req *http.Request) (*answer, error) {
