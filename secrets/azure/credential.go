@@ -18,10 +18,10 @@ import (
 
 // Credentials says where the backend finds its identity. The parts are
 // those of the SDK's DefaultAzureCredential that can run in a plugin, in
-// its order (entra.go has the token flows): a service principal's client secret or certificate (files in
+// its order: a service principal's client secret or certificate (files in
 // the plugin's credentials mount, never a plugin setting), workload
 // identity (a federated token file), and the host's managed identity
-// (IMDS, reached over the host network).
+// (IMDS, reached over the host network). entra.go has their token flows.
 type Credentials struct {
 	// TenantID and ClientID identify the service principal (and, for a
 	// user-assigned managed identity, ClientID names it). They are not
