@@ -451,3 +451,88 @@ func TestOtherTenant(t *testing.T) {
 		t.Fatalf("classify = %v", e)
 	}
 }
+
+// TestManagedIdentityEndpoints: the App Service and Azure Arc forms of the
+// managed identity endpoint, as MSAL spoke them, against local servers.
+func TestManagedIdentityEndpoints(t *testing.T) {
+	const scope = "https://vault.azure.net/.default"
+	token := func(w http.ResponseWriter, clientID string) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"access_token": "tok", "expires_in": "3600",
+			"resource": "https://vault.azure.net", "token_type": "Bearer", "client_id": clientID})
+	}
+	t.Run("App Service", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			if r.Header.Get("X-IDENTITY-HEADER") != "guard" || q.Get("api-version") != "2019-08-01" ||
+				q.Get("resource") != "https://vault.azure.net" || q.Get("client_id") != "uai" || q.Get("keep") != "1" {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			token(w, "uai")
+		}))
+		defer srv.Close()
+		m := newManagedIdentity(Credentials{ClientID: "uai", IdentityEndpoint: srv.URL + "/msi/token?keep=1", IdentityHeader: "guard"}, srv.Client())
+		if m.kind != kindAppService {
+			t.Fatalf("kind %q", m.kind)
+		}
+		if tok, err := m.getToken(context.Background(), scope, ""); err != nil || tok.token != "tok" {
+			t.Fatalf("getToken = %+v, %v", tok, err)
+		}
+	})
+
+	dir := t.TempDir()
+	key := dir + "/abc.key"
+	if err := os.WriteFile(key, []byte("arc-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	arc := func(realm, echo string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			if r.Header.Get("Metadata") != "true" || q.Get("api-version") != "2020-06-01" || q.Get("resource") != "https://vault.azure.net" {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			if r.Header.Get("Authorization") != "Basic arc-secret" {
+				w.Header().Set("WWW-Authenticate", "Basic realm="+realm)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			token(w, echo)
+		}))
+	}
+	tests := []struct {
+		name, realm, clientID, echo string
+		wantErr                     string
+	}{
+		{name: "system-assigned", realm: key},
+		{name: "user-assigned, confirmed", realm: key, clientID: "UAI", echo: "uai"},
+		{name: "user-assigned, not confirmed", realm: key, clientID: "uai", wantErr: "did not confirm"},
+		{name: "key file elsewhere", realm: "/etc/shadow.key", wantErr: "not a .key file in"},
+		{name: "not a .key file", realm: dir + "/abc.txt", wantErr: "not a .key file in"},
+	}
+	for _, tt := range tests {
+		t.Run("Azure Arc, "+tt.name, func(t *testing.T) {
+			srv := arc(tt.realm, tt.echo)
+			defer srv.Close()
+			m := newManagedIdentity(Credentials{ClientID: tt.clientID, IdentityEndpoint: srv.URL + "/metadata/identity/oauth2/token", ArcIMDSEndpoint: srv.URL}, srv.Client())
+			if m.kind != kindArc {
+				t.Fatalf("kind %q", m.kind)
+			}
+			m.arcTokens = dir
+			tok, err := m.getToken(context.Background(), scope, "")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "arc-secret") {
+					t.Fatalf("getToken = %+v, %v; want %q", tok, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || tok.token != "tok" {
+				t.Fatalf("getToken = %+v, %v", tok, err)
+			}
+		})
+	}
+	if m := newManagedIdentity(Credentials{ClientID: "x"}, nil); m.kind != kindIMDS || m.endpoint != imdsToken {
+		t.Errorf("no environment: %q %q, want IMDS (unless this host runs Azure Arc's agent)", m.kind, m.endpoint)
+	}
+}

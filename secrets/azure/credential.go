@@ -35,6 +35,13 @@ type Credentials struct {
 	SecretFile         string
 	CertificateFile    string
 	FederatedTokenFile string
+	// IdentityEndpoint, IdentityHeader and ArcIMDSEndpoint pick the
+	// managed identity's endpoint (see EnvIdentityEndpoint); all empty:
+	// IMDS, or Azure Arc's agent when it is installed. IdentityHeader
+	// guards App Service's endpoint: it is never logged.
+	IdentityEndpoint string
+	IdentityHeader   string
+	ArcIMDSEndpoint  string
 }
 
 // Sources, as errors and logs name them.
@@ -154,7 +161,7 @@ func (c *chain) GetToken(ctx context.Context, scope, tenant string) (accessToken
 	tok, err := cred.getToken(ctx, scope, tenant)
 	if err != nil {
 		e := &CredentialError{Source: source, File: file, Err: err}
-		if source == sourceManaged {
+		if m, ok := cred.(*managedIdentity); ok && m.kind == kindIMDS {
 			// Before blaming a missing identity, see whether this is an
 			// Azure VM at all.
 			e.IMDS = c.probeIMDS(ctx)
@@ -217,7 +224,7 @@ func (c *chain) build(source, file string) (tokenSource, error) {
 	if source == sourceManaged {
 		// Built once: it holds no file, and keeps its token cache.
 		if c.managed == nil {
-			c.managed = &managedIdentity{http: c.http, clientID: c.creds.ClientID}
+			c.managed = newManagedIdentity(c.creds, c.http)
 		}
 		return c.managed, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -258,34 +259,93 @@ func parseCertificate(data []byte) (*x509.Certificate, *rsa.PrivateKey, error) {
 	return nil, nil, errors.New("no certificate in the file is the private key's")
 }
 
-// imdsToken is IMDS's managed identity endpoint
-// (https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token#get-a-token-using-http).
-const imdsToken = "http://169.254.169.254/metadata/identity/oauth2/token"
+// Managed identity endpoints, as azidentity (MSAL's managedidentity
+// package) found and called them.
+const (
+	// imdsToken is IMDS's
+	// (https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token#get-a-token-using-http).
+	imdsToken = "http://169.254.169.254/metadata/identity/oauth2/token"
+	// arcToken is Azure Arc's agent's when IDENTITY_ENDPOINT is unset;
+	// arcHimds is the agent's binary, whose presence says Arc;
+	// arcTokens is the folder of the key files its challenge names
+	// (https://learn.microsoft.com/azure/azure-arc/servers/managed-identity-authentication).
+	arcToken     = "http://127.0.0.1:40342/metadata/identity/oauth2/token"
+	arcHimds     = "/opt/azcmagent/bin/himds"
+	arcTokens    = "/var/opt/azcmagent/tokens"
+	arcMaxSecret = 4096
+)
 
-// managedIdentity gets tokens of the host's managed identity from IMDS:
-// the system-assigned one, or the user-assigned one of clientID.
+// Kinds of managed identity endpoint.
+const (
+	kindIMDS       = "IMDS"
+	kindAppService = "App Service"
+	kindArc        = "Azure Arc"
+)
+
+// managedIdentity gets tokens of the host's managed identity: the
+// system-assigned one, or the user-assigned one of clientID.
 type managedIdentity struct {
 	http     *http.Client
 	clientID string
-	tokens   tokenSet
+	kind     string
+	endpoint string
+	// header is App Service's IDENTITY_HEADER; arcTokens the folder an
+	// Arc challenge's key file must be in.
+	header    string
+	arcTokens string
+	tokens    tokenSet
+}
+
+// newManagedIdentity picks the endpoint as MSAL did: App Service's when
+// IDENTITY_ENDPOINT and IDENTITY_HEADER are set, else Azure Arc's when
+// IDENTITY_ENDPOINT and IMDS_ENDPOINT are or the Arc agent is installed,
+// else IMDS. (MSAL also knew Service Fabric, Cloud Shell and Azure Machine
+// Learning, hosts where no Docker engine runs a plugin.)
+func newManagedIdentity(creds Credentials, hc *http.Client) *managedIdentity {
+	m := &managedIdentity{http: hc, clientID: creds.ClientID, kind: kindIMDS, endpoint: imdsToken}
+	_, err := os.Stat(arcHimds)
+	switch {
+	case creds.IdentityEndpoint != "" && creds.IdentityHeader != "":
+		m.kind, m.endpoint, m.header = kindAppService, creds.IdentityEndpoint, creds.IdentityHeader
+	case creds.IdentityEndpoint != "" && creds.ArcIMDSEndpoint != "" || err == nil:
+		m.kind, m.endpoint, m.arcTokens = kindArc, creds.IdentityEndpoint, arcTokens
+		if m.endpoint == "" {
+			m.endpoint = arcToken
+		}
+	}
+	return m
 }
 
 func (m *managedIdentity) getToken(ctx context.Context, scope, _ string) (accessToken, error) {
 	return m.tokens.cache(scope).get(ctx, func(ctx context.Context) (accessToken, error) {
-		q := url.Values{"api-version": {"2018-02-01"}, "resource": {strings.TrimSuffix(scope, "/.default")}}
+		u, err := url.Parse(m.endpoint)
+		if err != nil {
+			return accessToken{}, fmt.Errorf("%s endpoint %q: %w", m.kind, m.endpoint, err)
+		}
+		q := u.Query()
+		q.Set("resource", strings.TrimSuffix(scope, "/.default"))
 		if m.clientID != "" {
 			q.Set("client_id", m.clientID)
 		}
-		u := imdsToken + "?" + q.Encode()
+		policy := httpRetry
+		switch m.kind {
+		case kindIMDS:
+			q.Set("api-version", "2018-02-01")
+			policy = imdsRetry
+		case kindAppService:
+			q.Set("api-version", "2019-08-01")
+		case kindArc:
+			q.Set("api-version", "2020-06-01")
+		}
+		u.RawQuery = q.Encode()
 		start := time.Now()
-		a, err := imdsRetry.do(ctx, func(ctx context.Context) (*answer, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			if err != nil {
-				return nil, &finalError{err}
+		auth := ""
+		if m.kind == kindArc {
+			if auth, err = m.arcSecret(ctx, u.String()); err != nil {
+				return accessToken{}, err
 			}
-			req.Header.Set("Metadata", "true")
-			return roundTrip(m.http, req)
-		})
+		}
+		a, err := policy.do(ctx, func(ctx context.Context) (*answer, error) { return m.send(ctx, u.String(), auth) })
 		if err != nil {
 			return accessToken{}, err
 		}
@@ -296,6 +356,69 @@ func (m *managedIdentity) getToken(ctx context.Context, scope, _ string) (access
 		if err != nil {
 			return accessToken{}, &httpError{status: a.status, url: a.url, description: err.Error()}
 		}
+		if m.kind == kindArc && m.clientID != "" {
+			// An Arc agent without user-assigned identities answers
+			// with the system-assigned one: MSAL accepts the token
+			// only when the answer names the identity asked for.
+			var echo struct {
+				ClientID string `json:"client_id"`
+			}
+			if json.Unmarshal(a.body, &echo) != nil || !strings.EqualFold(echo.ClientID, m.clientID) {
+				return accessToken{}, errors.New("the Azure Arc agent did not confirm the user-assigned identity of AZURE_CLIENT_ID; it may not support user-assigned identities")
+			}
+		}
 		return t, nil
 	})
+}
+
+func (m *managedIdentity) send(ctx context.Context, u, auth string) (*answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, &finalError{err}
+	}
+	switch m.kind {
+	case kindAppService:
+		req.Header.Set("X-IDENTITY-HEADER", m.header)
+	default:
+		req.Header.Set("Metadata", "true")
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Basic "+auth)
+	}
+	return roundTrip(m.http, req)
+}
+
+// arcSecret asks Azure Arc's agent for a token without a secret: its 401
+// challenge, WWW-Authenticate: Basic realm=FILE, names a key file only the
+// agent's group (and root) can read, whose contents are the secret. The
+// file must be a .key file in the agent's folder, of at most 4 KiB, as
+// MSAL checks: the endpoint must not make the plugin read another file.
+func (m *managedIdentity) arcSecret(ctx context.Context, u string) (string, error) {
+	a, err := m.send(ctx, u, "")
+	if err != nil {
+		return "", err
+	}
+	if a.status != http.StatusUnauthorized {
+		return "", &httpError{status: a.status, url: a.url, description: "the Azure Arc agent did not answer with its challenge (HTTP 401)"}
+	}
+	_, file, ok := strings.Cut(a.header.Get("WWW-Authenticate"), "Basic realm=")
+	file = strings.TrimSpace(file)
+	switch {
+	case !ok:
+		return "", errors.New("the Azure Arc agent's challenge names no key file")
+	case filepath.Dir(file) != m.arcTokens || filepath.Ext(file) != ".key":
+		return "", fmt.Errorf("the Azure Arc agent's challenge names %q, not a .key file in %s", file, m.arcTokens)
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return "", err
+	}
+	if fi.Size() > arcMaxSecret {
+		return "", fmt.Errorf("the Azure Arc key file %s is larger than %d bytes", file, arcMaxSecret)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
 }
