@@ -532,7 +532,14 @@ func TestManagedIdentityEndpoints(t *testing.T) {
 			}
 		})
 	}
-	if m := newManagedIdentity(Credentials{ClientID: "x"}, nil); m.kind != kindIMDS || m.endpoint != imdsToken {
-		t.Errorf("no environment: %q %q, want IMDS (unless this host runs Azure Arc's agent)", m.kind, m.endpoint)
+	want, endpoint := kindIMDS, imdsToken
+	if _, err := os.Stat(arcHimds); err == nil { // a host with Arc's agent
+		want, endpoint = kindArc, arcToken
+	}
+	if m := newManagedIdentity(Credentials{ClientID: "x"}, nil); m.kind != want || m.endpoint != endpoint {
+		t.Errorf("no environment: %q %q, want %q %q", m.kind, m.endpoint, want, endpoint)
+	}
+	if m := newManagedIdentity(Credentials{IdentityEndpoint: "http://127.0.0.1:1/token"}, nil); m.kind != want {
+		t.Errorf("IDENTITY_ENDPOINT alone: %q, want %q", m.kind, want)
 	}
 }
