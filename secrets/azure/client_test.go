@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -542,4 +543,28 @@ func TestManagedIdentityEndpoints(t *testing.T) {
 	if m := newManagedIdentity(Credentials{IdentityEndpoint: "http://127.0.0.1:1/token"}, nil); m.kind != want {
 		t.Errorf("IDENTITY_ENDPOINT alone: %q, want %q", m.kind, want)
 	}
+}
+
+// FuzzChallenge: a vault's WWW-Authenticate header is the server's to
+// choose. Whatever it says, the client gets a token only for a resource
+// whose host is a parent domain of the vault's, and never panics.
+func FuzzChallenge(f *testing.F) {
+	f.Add(`Bearer authorization="https://login.windows.net/t", resource="https://vault.azure.net"`)
+	f.Add(`Bearer scope="https://vault.azure.net/.default" resource=https://x`)
+	f.Add(`Bearer resource="https://vault.azure.net.evil.example"`)
+	f.Add(`Basic realm="x", Bearer resource="https://azure.net:443/"`)
+	f.Add(`Bearer resource=", scope=""`)
+	c := newVaultClient("https://myvault.vault.azure.net", nil, nil)
+	f.Fuzz(func(t *testing.T, header string) {
+		scope, _, err := c.challenge([]string{header})
+		if err != nil {
+			return
+		}
+		u, perr := url.Parse(strings.TrimSuffix(scope, "/.default"))
+		if perr != nil || u.Hostname() == "" || !strings.HasSuffix("myvault.vault.azure.net", "."+strings.ToLower(u.Hostname())) {
+			t.Fatalf("challenge %q gave scope %q, not of a parent domain of the vault's", header, scope)
+		}
+		_, _ = parseBundle([]byte(header))
+		_, _ = parseToken([]byte(header), time.Now())
+	})
 }
