@@ -77,6 +77,10 @@ var (
 		statuses: []int{http.StatusNotFound, http.StatusGone, http.StatusTooManyRequests, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511}}
 )
 
+// tryRoom is the least time a wait must leave before the deadline for the
+// try after it (and, for a managed identity, the IMDS probe after that).
+const tryRoom = 500 * time.Millisecond
+
 // finalError is a failure no retry cures: no token, a challenge refused.
 type finalError struct{ err error }
 
@@ -87,8 +91,9 @@ func (e *finalError) Unwrap() error { return e.err }
 // failure that is not, or the retries are spent. A failure to connect or
 // send is retried (the requests are idempotent: a GET, a token request),
 // except a TLS certificate that is not trusted, which a retry cannot
-// change. A wait that would outlast ctx's deadline is not begun: the last
-// answer is returned while the caller can still report it.
+// change. A wait that would leave less than tryRoom before ctx's deadline
+// is not begun: the last answer is returned while the caller can still
+// report it.
 func (p retryPolicy) do(ctx context.Context, try func(ctx context.Context) (*answer, error)) (*answer, error) {
 	for n := 1; ; n++ {
 		tctx, cancel := ctx, context.CancelFunc(func() {})
@@ -120,7 +125,7 @@ func (p retryPolicy) do(ctx context.Context, try func(ctx context.Context) (*ans
 		} else if delay > p.maxDelay {
 			return a, err
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay+tryRoom {
 			return a, err
 		}
 		t := time.NewTimer(delay)
