@@ -1,5 +1,9 @@
 // Package azure is the "azure" backend: it reads secrets from Azure Key
-// Vault with the official SDK (azsecrets, azidentity).
+// Vault with a client of its own (keyvault.go: the REST API's Get Secret;
+// entra.go: Microsoft Entra ID's token flows). It replaced the official SDK
+// (azsecrets, azidentity, MSAL), which cost the plugin 1.4 MiB of binary
+// and more than 1 MiB of resident memory (issue 19), and keeps its
+// protocol: the api-version, the challenge, the retries, the token cache.
 //
 // A secret is named by its URL, https://VAULT.vault.azure.net/secrets/NAME
 // with an optional /VERSION, or by its NAME in the vault of the
@@ -8,8 +12,8 @@
 // has expired or is not valid yet (the exp and nbf attributes, which Key
 // Vault leaves to its readers), is an error of its own, never a file.
 //
-// Credentials: see Credentials. The vault tells the SDK in its 401
-// challenge which tenant and resource to ask a token for; the SDK checks
+// Credentials: see Credentials. The vault tells the client in its 401
+// challenge which tenant and resource to ask a token for; the client checks
 // that the resource is the vault's own domain, except for a vault addressed
 // by a loopback IP address (a local emulator), whose address no resource
 // name can match.
@@ -29,10 +33,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -44,7 +44,7 @@ const Name = "azure"
 // API is the Key Vault client narrowed to the one call the backend makes,
 // so that tests can inject a fake.
 type API interface {
-	GetSecret(ctx context.Context, name, version string, opts *azsecrets.GetSecretOptions) (azsecrets.GetSecretResponse, error)
+	GetSecret(ctx context.Context, name, version string) (Secret, error)
 }
 
 // Config configures the backend.
@@ -103,7 +103,7 @@ type options struct {
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// WithClient replaces the SDK's client of a vault URL (a fake).
+// WithClient replaces the client of a vault URL (a fake).
 func WithClient(f func(vaultURL string) (API, error)) Option {
 	return func(o *options) { o.newClient = f }
 }
@@ -139,29 +139,24 @@ func New(cfg Config, log zerolog.Logger, opts ...Option) (*Driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		creds := cfg.Credentials
-		if cfg.AuthorityHost != "" {
-			// Instance discovery asks the public cloud about the
-			// authority; one's own authority host answers for itself.
-			creds.DisableInstanceDiscovery = true
+		authority := cfg.AuthorityHost
+		if authority == "" {
+			authority = DefaultAuthorityHost
 		}
-		// Built at the first fetch: the SDK's clients and the system's
-		// CA pool cost memory that a plugin without azure volumes
-		// should not pay.
+		// Built at the first fetch: the transport and the system's CA
+		// pool cost memory that a plugin without azure volumes should
+		// not pay.
 		var (
 			once sync.Once
-			opts azcore.ClientOptions
+			hc   *http.Client
 			cred *chain
 		)
 		d.newClient = func(vaultURL string) (API, error) {
 			once.Do(func() {
-				opts = clientOptions(cfg, extra, o.dial)
-				cred = newChain(creds, opts)
+				hc = httpClient(extra, o.dial)
+				cred = newChain(cfg.Credentials, hc, authority)
 			})
-			return azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{
-				ClientOptions:                        opts,
-				DisableChallengeResourceVerification: loopback(vaultURL),
-			})
+			return newVaultClient(vaultURL, hc, cred), nil
 		}
 	}
 	return d, nil
@@ -197,17 +192,10 @@ func readCAFile(file string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// clientOptions are the SDK options of the vault clients and the
-// credentials: the transport (trusting extra CAs besides the system's) and
-// the cloud.
-func clientOptions(cfg Config, extra []*x509.Certificate, dial func(ctx context.Context, network, addr string) (net.Conn, error)) azcore.ClientOptions {
-	var opts azcore.ClientOptions
-	if cfg.AuthorityHost != "" {
-		opts.Cloud = cloud.Configuration{
-			ActiveDirectoryAuthorityHost: cfg.AuthorityHost,
-			Services:                     map[cloud.ServiceName]cloud.ServiceConfiguration{},
-		}
-	}
+// httpClient is the client of the vaults, Entra ID and IMDS: TLS 1.2 or
+// later, trusting extra CAs besides the system's. It has no timeout: every
+// request's context has the fetch's.
+func httpClient(extra []*x509.Certificate, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if len(extra) > 0 {
@@ -225,9 +213,7 @@ func clientOptions(cfg Config, extra []*x509.Certificate, dial func(ctx context.
 	}
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 90 * time.Second
-	opts.Transport = &http.Client{Transport: tr}
-	opts.Retry = policy.RetryOptions{MaxRetries: 2}
-	return opts
+	return &http.Client{Transport: tr}
 }
 
 // loopback reports whether a vault URL's host is a loopback IP address.
@@ -274,7 +260,7 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 		return secrets.Secret{}, secrets.Fail(ref, secrets.ErrUnavailable, "", err)
 	}
 	log.Debug().Msg("fetching")
-	resp, err := client.GetSecret(ctx, loc.Name, loc.Version, nil)
+	resp, err := client.GetSecret(ctx, loc.Name, loc.Version)
 	if err != nil {
 		err := classify(ctx, ref, loc, err)
 		log.Debug().Err(err).Msg("fetch failed")
@@ -293,15 +279,15 @@ func (d *Driver) Fetch(ctx context.Context, ref secrets.Ref) (secrets.Secret, er
 		}
 	}
 	version := loc.Version
-	if resp.ID != nil {
-		version = resp.ID.Version()
+	if v := resp.Version(); v != "" {
+		version = v
 	}
 	log.Debug().Str("read", version).Msg("fetched")
 	return secrets.Secret{Value: value, Version: version}, nil
 }
 
 // usable refuses a disabled version, and one outside its validity period.
-func usable(ref secrets.Ref, a *azsecrets.SecretAttributes, now time.Time) error {
+func usable(ref secrets.Ref, a *Attributes, now time.Time) error {
 	if a == nil {
 		return nil
 	}

@@ -1,19 +1,13 @@
 package azure
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/rs/zerolog"
 
 	"github.com/dsv-plugin/dsv/secrets"
@@ -21,18 +15,18 @@ import (
 
 // fakeAPI answers GetSecret from a function.
 type fakeAPI struct {
-	get func(name, version string) (azsecrets.GetSecretResponse, error)
+	get func(name, version string) (Secret, error)
 }
 
-func (f *fakeAPI) GetSecret(_ context.Context, name, version string, _ *azsecrets.GetSecretOptions) (azsecrets.GetSecretResponse, error) {
+func (f *fakeAPI) GetSecret(_ context.Context, name, version string) (Secret, error) {
 	return f.get(name, version)
 }
 
-func newFakeDriver(t *testing.T, get func(name, version string) (azsecrets.GetSecretResponse, error)) (*Driver, *[]string) {
+func newFakeDriver(t *testing.T, get func(name, version string) (Secret, error)) (*Driver, *[]string) {
 	t.Helper()
 	var calls []string
 	d, err := New(Config{DefaultVault: testVault}, zerolog.Nop(), WithClient(func(vault string) (API, error) {
-		return &fakeAPI{get: func(n, v string) (azsecrets.GetSecretResponse, error) {
+		return &fakeAPI{get: func(n, v string) (Secret, error) {
 			calls = append(calls, vault+" "+n+" "+v)
 			return get(n, v)
 		}}, nil
@@ -43,24 +37,18 @@ func newFakeDriver(t *testing.T, get func(name, version string) (azsecrets.GetSe
 	return d, &calls
 }
 
-func bundle(value, version string, attrs *azsecrets.SecretAttributes) azsecrets.GetSecretResponse {
-	id := azsecrets.ID(testVault + "/secrets/x/" + version)
-	return azsecrets.GetSecretResponse{Secret: azsecrets.Secret{Value: &value, ID: &id, Attributes: attrs}}
+func bundle(value, version string, attrs *Attributes) Secret {
+	return Secret{Value: &value, ID: testVault + "/secrets/x/" + version, Attributes: attrs}
 }
 
-// kvResponse is an SDK error of a Key Vault answer.
+// kvResponse is the client's error of a Key Vault answer.
 func kvResponse(status int, body string) error {
-	u, _ := url.Parse(testVault + "/secrets/x/")
-	resp := &http.Response{StatusCode: status, Status: http.StatusText(status), Header: http.Header{},
-		Body: io.NopCloser(bytes.NewBufferString(body)), Request: &http.Request{Method: http.MethodGet, URL: u}}
-	var code struct{ Error struct{ Code string } }
-	_ = jsonUnmarshal(body, &code)
-	return &azcore.ResponseError{StatusCode: status, ErrorCode: code.Error.Code, RawResponse: resp}
+	return newResponseError(status, http.Header{}, []byte(body))
 }
 
 func TestFetchSeam(t *testing.T) {
-	d, calls := newFakeDriver(t, func(name, version string) (azsecrets.GetSecretResponse, error) {
-		return bundle(`{"password":"pw"}`, testVersion, &azsecrets.SecretAttributes{Enabled: ptr(true)}), nil
+	d, calls := newFakeDriver(t, func(name, version string) (Secret, error) {
+		return bundle(`{"password":"pw"}`, testVersion, &Attributes{Enabled: ptr(true)}), nil
 	})
 	got, err := d.Fetch(context.Background(), secrets.Ref{Backend: Name, Name: "db", Key: "password"})
 	if err != nil || string(got.Value) != "pw" || got.Version != testVersion {
@@ -83,7 +71,7 @@ func TestFetchErrors(t *testing.T) {
 	past, future := time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
 	tests := []struct {
 		name  string
-		resp  azsecrets.GetSecretResponse
+		resp  Secret
 		err   error
 		ctx   func() context.Context
 		class error
@@ -122,14 +110,14 @@ func TestFetchErrors(t *testing.T) {
 			class: secrets.ErrAccessDenied, wants: []string{"client secret (/run/dsv/credentials/azure/client-secret)", hintNoIdentity}},
 		{name: "bad certificate file", err: &CredentialError{Source: sourceCertificate, File: "/c.pem", Err: errors.New("not a PEM certificate")},
 			class: secrets.ErrAccessDenied, wants: []string{hintBadFile}},
-		{name: "expired", resp: bundle("v", testVersion, &azsecrets.SecretAttributes{Expires: &past}), class: secrets.ErrBadValue, cause: ErrExpired, wants: []string{"expired at"}},
-		{name: "not yet valid", resp: bundle("v", testVersion, &azsecrets.SecretAttributes{NotBefore: &future}), class: secrets.ErrBadValue, cause: ErrNotYet, wants: []string{"valid from"}},
-		{name: "disabled in the attributes", resp: bundle("v", testVersion, &azsecrets.SecretAttributes{Enabled: ptr(false)}), class: secrets.ErrBadValue, cause: ErrDisabled},
-		{name: "no value", resp: azsecrets.GetSecretResponse{}, class: secrets.ErrBadValue, wants: []string{"no value"}},
+		{name: "expired", resp: bundle("v", testVersion, &Attributes{Expires: &past}), class: secrets.ErrBadValue, cause: ErrExpired, wants: []string{"expired at"}},
+		{name: "not yet valid", resp: bundle("v", testVersion, &Attributes{NotBefore: &future}), class: secrets.ErrBadValue, cause: ErrNotYet, wants: []string{"valid from"}},
+		{name: "disabled in the attributes", resp: bundle("v", testVersion, &Attributes{Enabled: ptr(false)}), class: secrets.ErrBadValue, cause: ErrDisabled},
+		{name: "no value", resp: Secret{}, class: secrets.ErrBadValue, wants: []string{"no value"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, _ := newFakeDriver(t, func(string, string) (azsecrets.GetSecretResponse, error) { return tt.resp, tt.err })
+			d, _ := newFakeDriver(t, func(string, string) (Secret, error) { return tt.resp, tt.err })
 			ctx := context.Background()
 			if tt.ctx != nil {
 				ctx = tt.ctx()
@@ -166,5 +154,3 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
-
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -17,6 +17,19 @@ const (
 	EnvFederatedToken  = "AZURE_FEDERATED_TOKEN_FILE"
 )
 
+// Environment of managed identity endpoints other than IMDS, which Azure's
+// hosts set and azidentity's ManagedIdentityCredential read: App Service
+// and Container Apps set IDENTITY_ENDPOINT and IDENTITY_HEADER, Azure
+// Arc's agent IDENTITY_ENDPOINT and IMDS_ENDPOINT. They are no plugin
+// settings: a managed plugin's environment holds config.json's only, so
+// they reach the legacy install alone (systemd's DefaultEnvironment, as
+// Arc's agent sets it).
+const (
+	EnvIdentityEndpoint = "IDENTITY_ENDPOINT"
+	EnvIdentityHeader   = "IDENTITY_HEADER"
+	EnvArcIMDSEndpoint  = "IMDS_ENDPOINT"
+)
+
 // Defaults: the credentials mount of the managed plugin holds an azure/
 // folder.
 const (
@@ -46,6 +59,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			SecretFile:         or(EnvSecretFile, DefaultSecretFile),
 			CertificateFile:    or(EnvCertificateFile, DefaultCertificateFile),
 			FederatedTokenFile: or(EnvFederatedToken, DefaultFederatedToken),
+			IdentityEndpoint:   getenv(EnvIdentityEndpoint),
+			IdentityHeader:     getenv(EnvIdentityHeader),
+			ArcIMDSEndpoint:    getenv(EnvArcIMDSEndpoint),
 		},
 	}
 	return c, c.Validate()

@@ -9,12 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/dsv-plugin/dsv/secrets/credfile"
 )
@@ -24,7 +21,7 @@ import (
 // its order: a service principal's client secret or certificate (files in
 // the plugin's credentials mount, never a plugin setting), workload
 // identity (a federated token file), and the host's managed identity
-// (IMDS, reached over the host network).
+// (IMDS, reached over the host network). entra.go has their token flows.
 type Credentials struct {
 	// TenantID and ClientID identify the service principal (and, for a
 	// user-assigned managed identity, ClientID names it). They are not
@@ -38,10 +35,13 @@ type Credentials struct {
 	SecretFile         string
 	CertificateFile    string
 	FederatedTokenFile string
-	// DisableInstanceDiscovery skips Microsoft Entra's instance discovery,
-	// which only the public clouds' login hosts answer: set for an
-	// authority host of one's own (AZURE_AUTHORITY_HOST).
-	DisableInstanceDiscovery bool
+	// IdentityEndpoint, IdentityHeader and ArcIMDSEndpoint pick the
+	// managed identity's endpoint (see EnvIdentityEndpoint); all empty:
+	// IMDS, or Azure Arc's agent when it is installed. IdentityHeader
+	// guards App Service's endpoint: it is never logged.
+	IdentityEndpoint string
+	IdentityHeader   string
+	ArcIMDSEndpoint  string
 }
 
 // Sources, as errors and logs name them.
@@ -52,28 +52,32 @@ const (
 	sourceManaged     = "managed identity"
 )
 
-// chain is the backend's azcore.TokenCredential. At each token request it
+// chain is the backend's credential. At each token request it
 // looks at the credential files (a stat each) and uses the first one
 // present, or the managed identity when there is none; a file that changes
-// is read again. The SDK's own chain reads its environment once, so a
-// secret rotated in the credentials mount, or a file put there after the
-// plugin started, would otherwise need a plugin restart.
+// is read again (a new source, with a token cache of its own). The SDK's
+// own chain read its environment once, so a secret rotated in the
+// credentials mount, or a file put there after the plugin started, would
+// have needed a plugin restart.
 type chain struct {
 	creds Credentials
-	opts  azcore.ClientOptions
+	http  *http.Client
+	entra *entra
 
 	mu      sync.Mutex
 	stamp   string // the files' identity when current was built
-	current azcore.TokenCredential
+	current tokenSource
 	source  string // what current is, for errors
 	file    string // the file it was built from, "" for managed identity
-	managed azcore.TokenCredential
+	managed tokenSource
 }
 
-var _ azcore.TokenCredential = (*chain)(nil)
+var _ credential = (*chain)(nil)
 
-func newChain(creds Credentials, opts azcore.ClientOptions) *chain {
-	return &chain{creds: creds, opts: opts}
+// newChain returns the chain of creds, asking authority (Entra's URL) for
+// tokens over hc.
+func newChain(creds Credentials, hc *http.Client, authority string) *chain {
+	return &chain{creds: creds, http: hc, entra: &entra{http: hc, authority: strings.TrimRight(authority, "/")}}
 }
 
 // CredentialError is a failure to get a token, tagged with the source
@@ -112,7 +116,7 @@ const imdsInstance = "http://169.254.169.254/metadata/instance/compute?api-versi
 // probeIMDS asks the Instance Metadata Service's address whether this is
 // an Azure VM, within ctx and at most two seconds.
 func (c *chain) probeIMDS(ctx context.Context) IMDSState {
-	if ctx.Err() != nil || c.opts.Transport == nil {
+	if ctx.Err() != nil || c.http == nil {
 		return IMDSUnknown
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -122,7 +126,7 @@ func (c *chain) probeIMDS(ctx context.Context) IMDSState {
 		return IMDSUnknown
 	}
 	req.Header.Set("Metadata", "true")
-	resp, err := c.opts.Transport.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return IMDSAbsent
 	}
@@ -147,16 +151,17 @@ func (e *CredentialError) Error() string {
 
 func (e *CredentialError) Unwrap() error { return e.Err }
 
-// GetToken gets a token from the current source.
-func (c *chain) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+// GetToken gets a token for scope in tenant ("" for the identity's own)
+// from the current source.
+func (c *chain) GetToken(ctx context.Context, scope, tenant string) (accessToken, error) {
 	cred, source, file, err := c.credential()
 	if err != nil {
-		return azcore.AccessToken{}, &CredentialError{Source: source, File: file, Err: err}
+		return accessToken{}, &CredentialError{Source: source, File: file, Err: err}
 	}
-	tok, err := cred.GetToken(ctx, opts)
+	tok, err := cred.getToken(ctx, scope, tenant)
 	if err != nil {
 		e := &CredentialError{Source: source, File: file, Err: err}
-		if source == sourceManaged {
+		if m, ok := cred.(*managedIdentity); ok && m.kind == kindIMDS {
 			// Before blaming a missing identity, see whether this is an
 			// Azure VM at all.
 			e.IMDS = c.probeIMDS(ctx)
@@ -184,7 +189,7 @@ func (c *chain) stampFiles() string {
 
 // credential returns the credential of the first source present, building
 // it when the files changed.
-func (c *chain) credential() (azcore.TokenCredential, string, string, error) {
+func (c *chain) credential() (tokenSource, string, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stamp := c.stampFiles()
@@ -215,56 +220,37 @@ func (c *chain) credential() (azcore.TokenCredential, string, string, error) {
 // but the settings that name the principal are not.
 var errNoIdentity = errors.New("the AZURE_TENANT_ID and AZURE_CLIENT_ID plugin settings must name the service principal")
 
-func (c *chain) build(source, file string) (azcore.TokenCredential, error) {
+func (c *chain) build(source, file string) (tokenSource, error) {
 	if source == sourceManaged {
 		// Built once: it holds no file, and keeps its token cache.
 		if c.managed == nil {
-			o := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: c.opts}
-			if c.creds.ClientID != "" {
-				o.ID = azidentity.ClientID(c.creds.ClientID)
-			}
-			m, err := azidentity.NewManagedIdentityCredential(o)
-			if err != nil {
-				return nil, err
-			}
-			c.managed = m
+			c.managed = newManagedIdentity(c.creds, c.http)
 		}
 		return c.managed, nil
 	}
 	if c.creds.TenantID == "" || c.creds.ClientID == "" {
 		return nil, errNoIdentity
 	}
+	sp := &servicePrincipal{entra: c.entra, tenant: c.creds.TenantID, clientID: c.creds.ClientID}
 	switch source {
 	case sourceSecret:
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return nil, err
 		}
-		secret := string(bytes.TrimSpace(b))
-		if secret == "" {
+		if sp.secret = string(bytes.TrimSpace(b)); sp.secret == "" {
 			return nil, errors.New("the file is empty")
 		}
-		return azidentity.NewClientSecretCredential(c.creds.TenantID, c.creds.ClientID, secret,
-			&azidentity.ClientSecretCredentialOptions{ClientOptions: c.opts, DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery})
 	case sourceCertificate:
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return nil, err
 		}
-		certs, key, err := azidentity.ParseCertificates(b, nil)
-		if err != nil {
-			// The parser's message never quotes the file.
-			return nil, fmt.Errorf("not a PEM certificate and unencrypted key, nor a PKCS#12 file without password: %w", err)
+		if sp.cert, sp.key, err = parseCertificate(b); err != nil {
+			return nil, err
 		}
-		return azidentity.NewClientCertificateCredential(c.creds.TenantID, c.creds.ClientID, certs, key,
-			&azidentity.ClientCertificateCredentialOptions{ClientOptions: c.opts, DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery})
 	default:
-		return azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
-			ClientOptions:            c.opts,
-			ClientID:                 c.creds.ClientID,
-			TenantID:                 c.creds.TenantID,
-			TokenFilePath:            file,
-			DisableInstanceDiscovery: c.creds.DisableInstanceDiscovery,
-		})
+		sp.assertionFile = file
 	}
+	return sp, nil
 }

@@ -1,20 +1,15 @@
 package azure
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/dsv-plugin/dsv/secrets"
 )
@@ -36,6 +31,7 @@ const (
 	hintBadRequest    = "the vault rejected the request; check the secret and version-id options"
 	hintDisabled      = "enable the version in Key Vault, or pin an enabled one with version-id"
 	hintThrottled     = "Key Vault throttled the request, also when tried again until TIMEOUT; read less often: raise CACHE_TTL or the refresh interval, or lower STORE_CONCURRENCY"
+	hintTenant        = "the vault is in another Microsoft Entra tenant than the service principal; set AZURE_TENANT_ID to the vault's tenant"
 	hintServer        = "the vault failed; try again later"
 	hintUnreachable   = "could not reach the vault; check the host's network and DNS, and the vault URL"
 	hintEntra         = "could not reach Microsoft Entra ID for a token; check the host's network and DNS, and AZURE_AUTHORITY_HOST"
@@ -43,8 +39,8 @@ const (
 )
 
 // classify turns a GetSecret failure into a *secrets.Error. Causes are
-// kept short and on one line: the SDK's own texts dump whole responses.
-// None carries the secret value (a failed read has none).
+// kept short and on one line. None carries the secret value (a failed read
+// has none).
 func classify(ctx context.Context, ref secrets.Ref, loc location, err error) error {
 	var ce *CredentialError
 	if errors.As(err, &ce) {
@@ -53,12 +49,13 @@ func classify(ctx context.Context, ref secrets.Ref, loc location, err error) err
 	if e := secrets.FromContext(ctx, ref); e != nil {
 		return e
 	}
-	var re *azcore.ResponseError
+	var re *responseError
 	if errors.As(err, &re) {
 		return classifyResponse(ref, re)
 	}
-	if strings.Contains(err.Error(), "challenge resource") {
-		return secrets.Fail(ref, secrets.ErrAccessDenied, hintChallenge, errors.New(firstLine(err.Error())))
+	var ch *challengeError
+	if errors.As(err, &ch) {
+		return secrets.Fail(ref, secrets.ErrAccessDenied, hintChallenge, ch)
 	}
 	if tlsError(err) {
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintTLS, errors.New(firstLine(err.Error())))
@@ -83,8 +80,8 @@ func classifyCredential(ctx context.Context, ref secrets.Ref, ce *CredentialErro
 		case IMDSAbsent:
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintNotAzure, cause)
 		}
-		var af *azidentity.AuthenticationFailedError
-		if errors.As(ce.Err, &af) && af.RawResponse != nil {
+		var he *httpError
+		if errors.As(ce.Err, &he) {
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintManaged, cause)
 		}
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintNoCredentials, cause)
@@ -92,12 +89,16 @@ func classifyCredential(ctx context.Context, ref secrets.Ref, ce *CredentialErro
 	if errors.Is(ce.Err, errNoIdentity) {
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintNoIdentity, cause)
 	}
+	var ot *errOtherTenant
+	if errors.As(ce.Err, &ot) {
+		return secrets.Fail(ref, secrets.ErrAccessDenied, hintTenant, cause)
+	}
 	if e := secrets.FromContext(ctx, ref); e != nil {
 		return e
 	}
-	var af *azidentity.AuthenticationFailedError
-	if errors.As(ce.Err, &af) && af.RawResponse != nil {
-		if af.RawResponse.StatusCode >= 500 || af.RawResponse.StatusCode == http.StatusTooManyRequests {
+	var he *httpError
+	if errors.As(ce.Err, &he) {
+		if he.status >= 500 || he.status == http.StatusTooManyRequests {
 			return secrets.Fail(ref, secrets.ErrUnavailable, "Microsoft Entra ID failed; try again later", cause)
 		}
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintRefused, cause)
@@ -109,30 +110,18 @@ func classifyCredential(ctx context.Context, ref secrets.Ref, ce *CredentialErro
 	if errors.As(ce.Err, &netErr) || strings.Contains(ce.Err.Error(), "dial tcp") {
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintEntra, cause)
 	}
-	if af != nil {
-		return secrets.Fail(ref, secrets.ErrAccessDenied, hintRefused, cause)
-	}
 	return secrets.Fail(ref, secrets.ErrAccessDenied, hintBadFile, cause)
 }
 
-// credentialCause is a short text of an azidentity failure: Entra's error
-// code and the first line of its description, or the error's first line.
+// credentialCause is a short text of a token failure: Entra's error code
+// and the first line of its description, or the error's first line.
 func credentialCause(err error) string {
-	var af *azidentity.AuthenticationFailedError
-	if errors.As(err, &af) && af.RawResponse != nil {
-		var body struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-			Message     string `json:"message"` // IMDS
+	var he *httpError
+	if errors.As(err, &he) {
+		if he.code != "" || he.description != "" {
+			return fmt.Sprintf("HTTP %d: %s: %s", he.status, he.code, secrets.Clip(firstLine(he.description), 300))
 		}
-		if b := readBody(af.RawResponse); json.Unmarshal(b, &body) == nil && (body.Error != "" || body.Message != "") {
-			d := body.Description
-			if d == "" {
-				d = body.Message
-			}
-			return fmt.Sprintf("HTTP %d: %s: %s", af.RawResponse.StatusCode, body.Error, secrets.Clip(firstLine(d), 300))
-		}
-		return fmt.Sprintf("HTTP %d from %s", af.RawResponse.StatusCode, af.RawResponse.Request.URL.Redacted())
+		return fmt.Sprintf("HTTP %d from %s", he.status, he.url)
 	}
 	return secrets.Clip(firstLine(err.Error()), 400)
 }
@@ -148,12 +137,11 @@ type kvError struct {
 	} `json:"error"`
 }
 
-// responseError is a short text of a vault's error answer.
+// responseError is a vault's error answer, in short.
 type responseError struct {
 	status      int
 	code, inner string
 	message     string
-	err         *azcore.ResponseError
 }
 
 func (e *responseError) Error() string {
@@ -171,50 +159,41 @@ func (e *responseError) Error() string {
 	return s
 }
 
-func (e *responseError) Unwrap() error { return e.err }
-
-func classifyResponse(ref secrets.Ref, re *azcore.ResponseError) error {
-	e := &responseError{status: re.StatusCode, code: re.ErrorCode, err: re}
-	if re.RawResponse != nil {
-		var body kvError
-		if json.Unmarshal(readBody(re.RawResponse), &body) == nil {
-			if body.Error.Code != "" {
-				e.code = body.Error.Code
-			}
-			if body.Error.InnerError != nil {
-				e.inner = body.Error.InnerError.Code
-			}
-			e.message = secrets.Clip(firstLine(body.Error.Message), 300)
+// newResponseError reads a vault's error answer: the body's code (else
+// the x-ms-error-code header), inner code and message.
+func newResponseError(status int, header http.Header, body []byte) *responseError {
+	e := &responseError{status: status, code: header.Get("x-ms-error-code")}
+	var b kvError
+	if json.Unmarshal(body, &b) == nil {
+		if b.Error.Code != "" {
+			e.code = b.Error.Code
 		}
+		if b.Error.InnerError != nil {
+			e.inner = b.Error.InnerError.Code
+		}
+		e.message = secrets.Clip(firstLine(b.Error.Message), 300)
 	}
+	return e
+}
+
+func classifyResponse(ref secrets.Ref, e *responseError) error {
 	switch {
 	case e.inner == "SecretDisabled" || strings.Contains(strings.ToLower(e.message), "disabled secret"):
 		return secrets.Fail(ref, secrets.ErrBadValue, hintDisabled, fmt.Errorf("%w: %w", ErrDisabled, e))
 	case e.inner == "ForbiddenByFirewall" || e.inner == "ForbiddenByConnection":
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintFirewall, e)
-	case re.StatusCode == http.StatusForbidden:
+	case e.status == http.StatusForbidden:
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintAccessDenied, e)
-	case re.StatusCode == http.StatusUnauthorized:
+	case e.status == http.StatusUnauthorized:
 		return secrets.Fail(ref, secrets.ErrAccessDenied, hintToken, e)
-	case re.StatusCode == http.StatusNotFound:
+	case e.status == http.StatusNotFound:
 		return secrets.Fail(ref, secrets.ErrNotFound, hintNotFound, e)
-	case re.StatusCode == http.StatusBadRequest:
+	case e.status == http.StatusBadRequest:
 		return secrets.Fail(ref, secrets.ErrNotFound, hintBadRequest, e)
-	case re.StatusCode == http.StatusTooManyRequests:
+	case e.status == http.StatusTooManyRequests:
 		return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, e)
 	}
 	return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, e)
-}
-
-// readBody reads an error response's body (at most 64 KiB); the SDK
-// buffers it, so it can be read again.
-func readBody(r *http.Response) []byte {
-	if r == nil || r.Body == nil {
-		return nil
-	}
-	b, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	return b
 }
 
 func tlsError(err error) bool {

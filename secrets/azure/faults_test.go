@@ -92,7 +92,7 @@ func TestIntegrationThrottled(t *testing.T) {
 	start := time.Now()
 	wantFetch(t, d, ref, "pw", v)
 	if took := time.Since(start); took < 2*time.Second {
-		t.Errorf("the read took %v: the retry did not wait the 2s of Retry-After (the SDK's own first delay is under 1.1s)", took)
+		t.Errorf("the read took %v: the retry did not wait the 2s of Retry-After (the client's own first delay is under 1.1s)", took)
 	}
 	if n := env.VaultCounts()["get"] - before; n != 2 {
 		t.Errorf("%d GETs, want 2 (one throttled, one retried)", n)

@@ -20,7 +20,7 @@ import (
 	"github.com/dsv-plugin/dsv/test/servers/azuretest"
 )
 
-// The tests below run the real azsecrets and azidentity clients against
+// The tests below run the backend's own Key Vault and Entra ID clients against
 // test/fakes/azurefake's Key Vault and Entra ID processes over HTTPS.
 
 // newIntegrationDriver returns a driver of the local pair whose credentials
@@ -147,7 +147,7 @@ func TestIntegrationClientSecret(t *testing.T) {
 		wantFetchError(t, d, secrets.Ref{Backend: Name, Name: "plain", Key: "k"}, secrets.ErrBadValue, "not a JSON object")
 	})
 	t.Run("vault by host name: the challenge must name its domain", func(t *testing.T) {
-		// localhost is no loopback IP address: the SDK checks the
+		// localhost is no loopback IP address: the client checks the
 		// challenge's resource (vault.azure.net) against the host.
 		local := strings.Replace(url, "127.0.0.1", "localhost", 1)
 		wantFetchError(t, d, secrets.Ref{Backend: Name, Name: local}, secrets.ErrAccessDenied, "challenge resource", hintChallenge)
@@ -221,7 +221,7 @@ const imdsAddr = "169.254.169.254:80"
 
 func TestIntegrationManagedIdentity(t *testing.T) {
 	env := azuretest.Start(t)
-	// The SDK's IMDS address is fixed; the dialer sends it to the local
+	// The IMDS address is fixed; the dialer sends it to the local
 	// endpoint, everything else where it was going.
 	var dialer net.Dialer
 	toLocal := func(target string) func(ctx context.Context, network, addr string) (net.Conn, error) {

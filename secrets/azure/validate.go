@@ -151,7 +151,7 @@ func vaultOf(u *url.URL) (string, error) {
 
 // validHost accepts DNS names and IP addresses. Vaults live under
 // vault.azure.net and the sovereign clouds' domains, or behind a private
-// endpoint's name; any host is accepted, and the SDK checks that the vault's
+// endpoint's name; any host is accepted, and the client checks that the vault's
 // authentication challenge names the vault's own domain.
 func validHost(h string) bool {
 	if h == "" || len(h) > 253 {

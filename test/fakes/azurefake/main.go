@@ -1,5 +1,7 @@
 // Command azurefake serves, for the tests of the azure backend, the two
-// Azure services the official SDK talks to, each run as its own process:
+// Azure services the backend talks to, each run as its own process (the
+// backend's client and, in test/servers/azuretest's seeding, the official
+// SDK both talk to it):
 //
 //	azurefake keyvault ...  the Key Vault secrets REST API over HTTPS: the
 //	                        401 bearer challenge, GET, PUT and PATCH of
