@@ -100,14 +100,7 @@ func (e *entra) request(ctx context.Context, tenant string, form url.Values) (ac
 	if err != nil {
 		return accessToken{}, err
 	}
-	if a.status != http.StatusOK {
-		return accessToken{}, newHTTPError(a)
-	}
-	t, err := parseToken(a.body, start)
-	if err != nil {
-		return accessToken{}, &httpError{status: a.status, url: a.url, description: err.Error()}
-	}
-	return t, nil
+	return tokenOf(a, start)
 }
 
 // servicePrincipal is an application of a tenant that proves itself with
@@ -349,12 +342,9 @@ func (m *managedIdentity) getToken(ctx context.Context, scope, _ string) (access
 		if err != nil {
 			return accessToken{}, err
 		}
-		if a.status != http.StatusOK {
-			return accessToken{}, newHTTPError(a)
-		}
-		t, err := parseToken(a.body, start)
+		t, err := tokenOf(a, start)
 		if err != nil {
-			return accessToken{}, &httpError{status: a.status, url: a.url, description: err.Error()}
+			return accessToken{}, err
 		}
 		if m.kind == kindArc && m.clientID != "" {
 			// An Arc agent without user-assigned identities answers
@@ -421,4 +411,17 @@ func (m *managedIdentity) arcSecret(ctx context.Context, u string) (string, erro
 		return "", err
 	}
 	return string(b), nil
+}
+
+// tokenOf reads a token endpoint's answer: the token of a 200, else the
+// endpoint's error.
+func tokenOf(a *answer, start time.Time) (accessToken, error) {
+	if a.status != http.StatusOK {
+		return accessToken{}, newHTTPError(a)
+	}
+	t, err := parseToken(a.body, start)
+	if err != nil {
+		return accessToken{}, &httpError{status: a.status, url: a.url, description: err.Error()}
+	}
+	return t, nil
 }

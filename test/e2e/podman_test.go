@@ -226,19 +226,30 @@ func startLegacyDsv(t *testing.T, dir, sock string, extraEnv ...string) {
 		}
 	})
 
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+	waitAnswers(t, "dsv (legacy mode)", sock, http.MethodPost, "/Plugin.Activate", 30*time.Second, exited, out)
+}
+
+// waitAnswers waits until the server on the unix socket sock answers 200
+// to method path, failing the test if the process (exited) ends first.
+func waitAnswers(t *testing.T, what, sock, method, path string, timeout time.Duration, exited chan error, out *testproc.TailBuffer) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		},
 	}}
-	eventually(t, 30*time.Second, "dsv answers on "+sock, func() string {
+	eventually(t, timeout, what+" answers on "+sock, func() string {
 		select {
 		case err := <-exited:
 			exited <- err
-			t.Fatalf("dsv (legacy mode) exited before answering: %v\n%s", err, out)
+			t.Fatalf("%s exited before answering: %v\n%s", what, err, out)
 		default:
 		}
-		resp, err := client.Post("http://dsv/Plugin.Activate", "application/json", nil)
+		req, err := http.NewRequest(method, "http://local"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return err.Error()
 		}
@@ -318,28 +329,7 @@ func startPodmanService(t *testing.T, pm *podman, api string) {
 			t.Logf("podman system service output:\n%s", out)
 		}
 	})
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", api)
-		},
-	}}
-	eventually(t, 60*time.Second, "podman system service answers on "+api, func() string {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("podman system service exited: %v\n%s", err, out)
-		default:
-		}
-		resp, err := client.Get("http://podman/_ping")
-		if err != nil {
-			return err.Error()
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return resp.Status
-		}
-		return ""
-	})
+	waitAnswers(t, "podman system service", api, http.MethodGet, "/_ping", 60*time.Second, exited, out)
 }
 
 // TestPodmanNotify: dsv in legacy mode with Podman's Docker-compatible API
