@@ -21,12 +21,16 @@ import (
 // watchLoop prints "seen VALUE" whenever the file's content changes,
 // checking ten times a second; `read` is a shell builtin, so a check forks
 // only the sleep. Docker stamps each line as it arrives: that stamp is
-// when the task read the value.
+// when the task read the value. The trap ends the task at once on
+// SIGTERM (a shell as pid 1 ignores it otherwise, and every stop would
+// wait out the 10 s grace period, which Swarm's rolling update would pay
+// once per task).
 func watchLoop(file string) []string {
-	return []string{"sh", "-c", `o=; while :; do read -r v < ` + file + `; if [ "$v" != "$o" ]; then echo "seen $v"; o=$v; fi; sleep 0.1; done`}
+	return []string{"sh", "-c", `trap "exit 0" TERM; o=; while :; do read -r v < ` + file + `; if [ "$v" != "$o" ]; then echo "seen $v"; o=$v; fi; sleep 0.1; done`}
 }
 
-var sleepForever = []string{"sleep", "100000000"}
+// sleepForever idles until SIGTERM, and ends then (see watchLoop).
+var sleepForever = []string{"sh", "-c", `trap "exit 0" TERM; while :; do sleep 1; done`}
 
 func randomValue(prefix string) string {
 	b := make([]byte, 8)
