@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,8 +42,6 @@ type fleet struct {
 	aws      *storeproxy.Proxy
 	sm       *secretsmanager.Client
 	pluginRf string
-
-	memBase int64 // MemAvailable before the fleet, in KiB
 }
 
 func (f *fleet) mgr() *node { return f.nodes[0] }
@@ -62,7 +58,6 @@ func (f *fleet) setup(ctx context.Context, rep *result.Report) error {
 	if f.work, err = os.MkdirTemp("", "dsvfleet-"); err != nil {
 		return err
 	}
-	f.memBase = memAvailableKiB()
 	for _, d := range []string{"credentials", "files"} {
 		if err := os.MkdirAll(filepath.Join(libRoot, d), 0o700); err != nil {
 			return err
@@ -134,30 +129,8 @@ func (f *fleet) setup(ctx context.Context, rep *result.Report) error {
 		return err
 	}
 	rep.MemPerNodeMiB = f.memPerNodeMiB()
-	logf("fleet of %d ready in %s; memory %.0f MiB per node (engine, containerd, plugin)", len(f.nodes), time.Since(t0).Round(time.Second), rep.MemPerNodeMiB)
+	logf("fleet of %d ready in %s; memory %.0f MiB per node (PSS of containerd, dockerd, the plugin)", len(f.nodes), time.Since(t0).Round(time.Second), rep.MemPerNodeMiB)
 	return nil
-}
-
-// memPerNodeMiB is the machine's memory taken since the start of the run,
-// divided among the nodes.
-func (f *fleet) memPerNodeMiB() float64 {
-	return float64(f.memBase-memAvailableKiB()) / 1024 / float64(len(f.nodes))
-}
-
-func memAvailableKiB() int64 {
-	fh, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer fh.Close()
-	s := bufio.NewScanner(fh)
-	for s.Scan() {
-		if f := strings.Fields(s.Text()); len(f) >= 2 && f[0] == "MemAvailable:" {
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
 
 // publishPlugin builds the plugin from the source tree and pushes it to the
