@@ -467,10 +467,11 @@ func (f *fleet) scaleUp(ctx context.Context, rep *result.Report) error {
 	d := hist1.minus(hist0)
 	s.Mounts = int(d.count)
 	s.MountP50MS, s.MountP99MS = d.quantileMS(0.50), d.quantileMS(0.99)
-	starts, err := f.startDelays(ctx, svc, t0)
+	starts, used, err := f.startDelays(ctx, svc, t0)
 	if err != nil {
 		return err
 	}
+	s.NodesUsed = used
 	s.StartP50MS, s.StartP99MS = pct(starts, 50), pct(starts, 99)
 	rep.ScaleUp = s
 	rep.Bound("scale_up: store reads <= nodes x objects", s.BackendReads <= n*f.cfg.objects, "%d reads for %d tasks x %d volumes, limit %d", s.BackendReads, tasks, f.cfg.objects, n*f.cfg.objects)
@@ -479,10 +480,10 @@ func (f *fleet) scaleUp(ctx context.Context, rep *result.Report) error {
 }
 
 // startDelays: from t0 to each running container's start, sorted, in ms.
-func (f *fleet) startDelays(ctx context.Context, svc string, t0 time.Time) ([]int64, error) {
+// used counts the nodes that run one at least.
+func (f *fleet) startDelays(ctx context.Context, svc string, t0 time.Time) (ms []int64, used int, err error) {
 	var mu sync.Mutex
-	var ms []int64
-	err := parallel(f.nodes, 8, func(n *node) error {
+	err = parallel(f.nodes, 8, func(n *node) error {
 		out, err := n.docker(ctx, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+svc)
 		if err != nil || strings.TrimSpace(out) == "" {
 			return err
@@ -491,19 +492,20 @@ func (f *fleet) startDelays(ctx context.Context, svc string, t0 time.Time) ([]in
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		used++
 		for _, l := range strings.Fields(st) {
 			t, err := time.Parse(time.RFC3339Nano, l)
 			if err != nil {
 				return err
 			}
-			mu.Lock()
 			ms = append(ms, t.Sub(t0).Milliseconds())
-			mu.Unlock()
 		}
 		return nil
 	})
 	sort.Slice(ms, func(i, j int) bool { return ms[i] < ms[j] })
-	return ms, err
+	return ms, used, err
 }
 
 // --- 4. Swarm secrets from the provider ------------------------------------------------
