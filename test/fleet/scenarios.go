@@ -475,8 +475,14 @@ func (f *fleet) scaleUp(ctx context.Context, rep *result.Report) error {
 		return err
 	}
 	s.NodesUsed = used
+	// A failed mount fails its task; Swarm starts another, elsewhere when
+	// a node keeps failing (which NodesUsed shows).
+	if s.MountsFailed, _, err = f.mountErrors(ctx, svc); err != nil {
+		return err
+	}
 	s.StartP50MS, s.StartP99MS = pct(starts, 50), pct(starts, 99)
 	rep.ScaleUp = s
+	rep.Bound("scale_up: mounts_failed = 0", s.MountsFailed == 0, "%d tasks failed on a mount; %d of %d nodes ran the tasks", s.MountsFailed, s.NodesUsed, n)
 	rep.Bound("scale_up: store reads <= nodes x objects", s.BackendReads <= n*f.cfg.objects, "%d reads for %d tasks x %d volumes, limit %d", s.BackendReads, tasks, f.cfg.objects, n*f.cfg.objects)
 	logf("scale_up: %+v", *s)
 	return f.removeService(ctx, svc)

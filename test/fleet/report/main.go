@@ -27,7 +27,8 @@ func main() {
 
 func run() error {
 	out := flag.String("out", "docs/fleet.md", "the Markdown report to write")
-	svgDir := flag.String("svg", "docs/fleet", "folder of the charts (and of the runs' JSON, when -runs is empty)")
+	svgDir := flag.String("svg", "docs/fleet", "folder of the charts (and of the runs' JSON, runs/*.json, when no file is named)")
+	notesFile := flag.String("notes", "", "Markdown put after the introduction (what the figures say); default: notes.md in the -svg folder, when there")
 	flag.Parse()
 	files := flag.Args()
 	if len(files) == 0 {
@@ -74,7 +75,19 @@ func run() error {
 			return err
 		}
 	}
-	return os.WriteFile(*out, []byte(markdown(runs, rel)), 0o644)
+	if *notesFile == "" {
+		*notesFile = filepath.Join(*svgDir, "notes.md")
+	}
+	notes, err := os.ReadFile(*notesFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	md := markdown(runs, rel)
+	if len(notes) > 0 {
+		i := strings.Index(md, "## Rotation")
+		md = md[:i] + strings.TrimSpace(string(notes)) + "\n\n" + md[i:]
+	}
+	return os.WriteFile(*out, []byte(md), 0o644)
 }
 
 // labels lists the plugin builds measured, in order.
@@ -225,10 +238,10 @@ func markdown(runs []*result.Report, svgRel string) string {
 	}
 
 	w("\n## Scale-up\n\n`scale_up`: a replicated service scaled from 0 to 10 tasks per node at once, each task with %d volumes of its own (`source=...-{{.Task.Slot}}`), all reading the same %d secrets. Mount times are the plugin's `dsv_mount_duration_seconds` histogram summed over the nodes (a bucket's upper bound); start times from the scale command to each container's start.\n\n", objectsOf(runs), objectsOf(runs))
-	w("| N | plugin | tasks | mounts | mount p50 | mount p99 | start p50 | start p99 | all running | store reads | bound ≤ N × objects |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| N | plugin | tasks | nodes used | mounts | tasks failed on a mount | mount p50 | mount p99 | start p50 | start p99 | all running | store reads | bound ≤ N × objects |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		if s := r.ScaleUp; s != nil {
-			w("| %d | %s | %d | %d | ≤ %s | ≤ %s | %s | %s | %s | %d | %d %s |\n", r.Nodes, r.Plugin, s.Tasks, s.Mounts, sec(s.MountP50MS), sec(s.MountP99MS),
+			w("| %d | %s | %d | %d | %d | %d | ≤ %s | ≤ %s | %s | %s | %s | %d | %d %s |\n", r.Nodes, r.Plugin, s.Tasks, s.NodesUsed, s.Mounts, s.MountsFailed, sec(s.MountP50MS), sec(s.MountP99MS),
 				sec(s.StartP50MS), sec(s.StartP99MS), sec(s.AllRunningMS), s.BackendReads, r.Nodes*r.Objects, okMark(s.BackendReads <= r.Nodes*r.Objects))
 		}
 	}

@@ -71,6 +71,7 @@ type StormPhase struct {
 type ScaleUp struct {
 	Tasks        int   `json:"tasks"`
 	NodesUsed    int   `json:"nodes_used"`
+	MountsFailed int   `json:"mounts_failed"`
 	Mounts       int   `json:"mounts"`
 	MountP50MS   int64 `json:"mount_p50_ms"`
 	MountP99MS   int64 `json:"mount_p99_ms"`
