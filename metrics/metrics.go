@@ -53,6 +53,7 @@ const (
 	OutcomeNotFound     = "not_found"
 	OutcomeAccessDenied = "access_denied"
 	OutcomeUnavailable  = "unavailable"
+	OutcomeThrottled    = "throttled"
 	OutcomeTimeout      = "timeout"
 	OutcomeBadValue     = "bad_value"
 	// OutcomeOther is a failure no backend classified.
@@ -85,6 +86,9 @@ type Metrics struct {
 	renewals     *family
 	notices      *family
 	stale        *family
+	throttled    *family
+	gateWaits    *family
+	gateSeconds  *family
 
 	mu          sync.Mutex
 	volumeStats func() []VolumeStat
@@ -106,10 +110,10 @@ func New(cfg Config) *Metrics {
 		objectNames: cfg.ObjectNames,
 		version:     cfg.Version,
 		reads: newFamily("dsv_backend_reads_total",
-			"Reads of a secret from a backend (cache misses), by backend and outcome: ok, not_found, access_denied, unavailable, timeout, bad_value or other.",
+			"Reads of a secret from a backend (cache misses), by backend and outcome: ok, not_found, access_denied, unavailable, throttled, timeout, bad_value or other; a read the store throttled and the store gate tried again counts once, by how it ended.",
 			"counter", objLabels("backend", "outcome")...),
 		readSeconds: newHistogram("dsv_backend_read_duration_seconds",
-			"Time a backend took to answer a read, failed ones included, by backend.",
+			"Time a backend took to answer a read, failed ones and the store gate's waits and retries included, by backend.",
 			durationBuckets, "backend"),
 		hits: newFamily("dsv_cache_hits_total",
 			"Reads answered from the cache (CACHE_TTL) without a backend call, by backend.",
@@ -135,6 +139,15 @@ func New(cfg Config) *Metrics {
 		stale: newFamily("dsv_stale_serves_total",
 			"Mounts and refreshes served the last good value of a secret because its backend was unavailable (the stale-if-error option), by backend.",
 			"counter", "backend"),
+		throttled: newFamily("dsv_store_throttled_total",
+			"Answers of a store that it throttled the call (AWS ThrottlingException, HTTP 429), by backend; the store gate tries the call again after a backoff shared by the store's calls.",
+			"counter", "backend"),
+		gateWaits: newFamily("dsv_store_gate_waits_total",
+			"Calls to a store that waited at its gate, by backend and reason: backoff (the store throttled) or concurrency (STORE_CONCURRENCY calls were in flight).",
+			"counter", "backend", "reason"),
+		gateSeconds: newFamily("dsv_store_gate_wait_seconds_total",
+			"Time calls to a store spent waiting at its gate, by backend and reason (backoff or concurrency).",
+			"counter", "backend", "reason"),
 	}
 }
 
@@ -155,7 +168,7 @@ func (m *Metrics) write(w *bufio.Writer) {
 	vols, watched := m.volumes()
 	writeGauges(w, "dsv_build_info", "Always 1; the plugin's version as a label.",
 		[]string{"version"}, []sample{{values: []string{m.version}, value: 1}})
-	for _, f := range []*family{m.reads, m.readSeconds, m.hits, m.shared, m.mountSeconds, m.refreshes, m.swaps, m.renewals, m.notices, m.stale} {
+	for _, f := range []*family{m.reads, m.readSeconds, m.hits, m.shared, m.mountSeconds, m.refreshes, m.swaps, m.renewals, m.notices, m.stale, m.throttled, m.gateWaits, m.gateSeconds} {
 		f.write(w)
 	}
 	if watched {
@@ -242,6 +255,30 @@ func (m *Metrics) ServedStale(backend string) {
 	m.stale.add(1, backend)
 }
 
+// Gate wait reasons (GateWait).
+const (
+	WaitBackoff     = "backoff"
+	WaitConcurrency = "concurrency"
+)
+
+// StoreThrottled counts a store's answer that it throttled a call.
+func (m *Metrics) StoreThrottled(backend string) {
+	if m == nil {
+		return
+	}
+	m.throttled.add(1, backend)
+}
+
+// GateWait counts a call that waited at its store's gate, and how long;
+// reason is WaitBackoff or WaitConcurrency.
+func (m *Metrics) GateWait(backend, reason string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.gateWaits.add(1, backend, reason)
+	m.gateSeconds.add(took.Seconds(), backend, reason)
+}
+
 // Outcome is the class of a backend read's error, for the outcome label.
 func Outcome(err error) string {
 	if err == nil {
@@ -256,6 +293,8 @@ func Outcome(err error) string {
 			return OutcomeAccessDenied
 		case secrets.ErrUnavailable:
 			return OutcomeUnavailable
+		case secrets.ErrThrottled:
+			return OutcomeThrottled
 		case secrets.ErrTimeout:
 			return OutcomeTimeout
 		case secrets.ErrBadValue:

@@ -78,6 +78,7 @@ func TestOutcome(t *testing.T) {
 		{name: "not found", err: secrets.Fail(ref, secrets.ErrNotFound, "", nil), want: OutcomeNotFound},
 		{name: "access denied", err: secrets.Fail(ref, secrets.ErrAccessDenied, "", errors.New("403")), want: OutcomeAccessDenied},
 		{name: "unavailable", err: secrets.Fail(ref, secrets.ErrUnavailable, "", nil), want: OutcomeUnavailable},
+		{name: "throttled", err: secrets.Fail(ref, secrets.ErrThrottled, "", nil), want: OutcomeThrottled},
 		{name: "timeout", err: secrets.Fail(ref, secrets.ErrTimeout, "", nil), want: OutcomeTimeout},
 		{name: "bad value", err: secrets.Fail(ref, secrets.ErrBadValue, "", nil), want: OutcomeBadValue},
 		{name: "wrapped", err: fmt.Errorf("volume %q: %w", "db", secrets.Fail(ref, secrets.ErrNotFound, "", nil)), want: OutcomeNotFound},
@@ -111,17 +112,22 @@ func TestCounters(t *testing.T) {
 	m.LeaseRenewal("creds", "vault", RenewalRenewed)
 	m.LeaseRenewal("creds", "vault", RenewalRenewed)
 	m.LeaseRenewal("creds", "vault", RenewalMaxTTL)
+	m.StoreThrottled("aws")
+	m.StoreThrottled("aws")
+	m.GateWait("aws", WaitBackoff, 1500*time.Millisecond)
+	m.GateWait("aws", WaitConcurrency, 250*time.Millisecond)
+	m.GateWait("aws", WaitConcurrency, 250*time.Millisecond)
 
 	compare(t, m, `
 # HELP dsv_build_info Always 1; the plugin's version as a label.
 # TYPE dsv_build_info gauge
 dsv_build_info{version="1.2.3"} 1
-# HELP dsv_backend_reads_total Reads of a secret from a backend (cache misses), by backend and outcome: ok, not_found, access_denied, unavailable, timeout, bad_value or other.
+# HELP dsv_backend_reads_total Reads of a secret from a backend (cache misses), by backend and outcome: ok, not_found, access_denied, unavailable, throttled, timeout, bad_value or other; a read the store throttled and the store gate tried again counts once, by how it ended.
 # TYPE dsv_backend_reads_total counter
 dsv_backend_reads_total{backend="aws",outcome="ok"} 2
 dsv_backend_reads_total{backend="aws",outcome="timeout"} 1
 dsv_backend_reads_total{backend="vault",outcome="access_denied"} 1
-# HELP dsv_backend_read_duration_seconds Time a backend took to answer a read, failed ones included, by backend.
+# HELP dsv_backend_read_duration_seconds Time a backend took to answer a read, failed ones and the store gate's waits and retries included, by backend.
 # TYPE dsv_backend_read_duration_seconds histogram
 dsv_backend_read_duration_seconds_bucket{backend="aws",le="0.005"} 1
 dsv_backend_read_duration_seconds_bucket{backend="aws",le="0.01"} 1
@@ -169,8 +175,20 @@ dsv_refresh_swaps_total{volume="db"} 1
 # TYPE dsv_lease_renewals_total counter
 dsv_lease_renewals_total{backend="vault",outcome="max_ttl",volume="creds"} 1
 dsv_lease_renewals_total{backend="vault",outcome="renewed",volume="creds"} 2
+# HELP dsv_store_throttled_total Answers of a store that it throttled the call (AWS ThrottlingException, HTTP 429), by backend; the store gate tries the call again after a backoff shared by the store's calls.
+# TYPE dsv_store_throttled_total counter
+dsv_store_throttled_total{backend="aws"} 2
+# HELP dsv_store_gate_waits_total Calls to a store that waited at its gate, by backend and reason: backoff (the store throttled) or concurrency (STORE_CONCURRENCY calls were in flight).
+# TYPE dsv_store_gate_waits_total counter
+dsv_store_gate_waits_total{backend="aws",reason="backoff"} 1
+dsv_store_gate_waits_total{backend="aws",reason="concurrency"} 2
+# HELP dsv_store_gate_wait_seconds_total Time calls to a store spent waiting at its gate, by backend and reason (backoff or concurrency).
+# TYPE dsv_store_gate_wait_seconds_total counter
+dsv_store_gate_wait_seconds_total{backend="aws",reason="backoff"} 1.5
+dsv_store_gate_wait_seconds_total{backend="aws",reason="concurrency"} 0.5
 `, "dsv_build_info", "dsv_backend_reads_total", "dsv_backend_read_duration_seconds", "dsv_cache_hits_total",
-		"dsv_cache_shared_reads_total", "dsv_refreshes_total", "dsv_refresh_swaps_total", "dsv_lease_renewals_total")
+		"dsv_cache_shared_reads_total", "dsv_refreshes_total", "dsv_refresh_swaps_total", "dsv_lease_renewals_total",
+		"dsv_store_throttled_total", "dsv_store_gate_waits_total", "dsv_store_gate_wait_seconds_total")
 }
 
 // TestObjectNames: secret names appear as labels only when the setting

@@ -138,7 +138,22 @@ var (
 	ErrUnavailable  = errors.New("backend unreachable")
 	ErrTimeout      = errors.New("timed out")
 	ErrBadValue     = errors.New("unusable value")
+	// ErrThrottled is the store's answer that the caller asks too often
+	// (AWS ThrottlingException, HTTP 429). It is a kind of ErrUnavailable:
+	// errors.Is(err, ErrUnavailable) holds for it, so stale-if-error and
+	// every check of unavailability treat it so; the store gate (see
+	// secrets/gate) retries it with backoff.
+	ErrThrottled error = &subKind{msg: "throttled", of: ErrUnavailable}
 )
+
+// subKind is an error class that is also a case of a broader one.
+type subKind struct {
+	msg string
+	of  error
+}
+
+func (k *subKind) Error() string { return k.msg }
+func (k *subKind) Unwrap() error { return k.of }
 
 // Error is a backend failure that names the object and says what to fix.
 // Its text never contains secret bytes.

@@ -60,12 +60,18 @@ func TestErrorWordingAndClasses(t *testing.T) {
 	}
 	// Each class reads differently.
 	seen := map[string]bool{}
-	for _, k := range []error{ErrNotFound, ErrAccessDenied, ErrUnavailable, ErrTimeout, ErrBadValue} {
+	for _, k := range []error{ErrNotFound, ErrAccessDenied, ErrUnavailable, ErrTimeout, ErrBadValue, ErrThrottled} {
 		msg := Fail(Ref{Backend: "x", Name: "y"}, k, "", nil).Error()
 		if seen[msg] {
 			t.Errorf("two classes read the same: %s", msg)
 		}
 		seen[msg] = true
+	}
+	// Throttling is a kind of unavailability: stale-if-error and every
+	// check of ErrUnavailable keep treating it so.
+	th := Fail(Ref{Backend: "aws", Name: "db"}, ErrThrottled, "", cause)
+	if !errors.Is(th, ErrThrottled) || !errors.Is(th, ErrUnavailable) || errors.Is(err, ErrThrottled) || errors.Is(th, ErrTimeout) {
+		t.Error("a throttled error does not match ErrThrottled and ErrUnavailable only, or an unavailable one matches ErrThrottled")
 	}
 }
 

@@ -67,7 +67,8 @@ type Config struct {
 	Refresh time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Jitter returns a number in [0,1) to spread renewals; rand when nil.
+	// Jitter returns a number in [0,1) to spread renewals and the phase of
+	// refreshes; rand when nil.
 	Jitter func() float64
 	// Release, when set, runs after a volume's tmpfs came down: main
 	// returns the memory its rendering used to the OS then

@@ -64,7 +64,7 @@ func (d *Driver) needsLoop(v *vol) bool {
 }
 
 // startLoop runs the volume's loop when it has something to do and none
-// runs; it schedules the first re-read one interval from now.
+// runs; it schedules the first re-read (see scheduleLocked).
 func (d *Driver) startLoop(v *vol) {
 	if !d.needsLoop(v) {
 		return
@@ -84,19 +84,31 @@ func (d *Driver) startLoop(v *vol) {
 	d.bg.Go(func() { d.loop(ctx, v) })
 }
 
-// scheduleLocked sets the first re-read of a volume; v.mu held.
+// scheduleLocked sets the first re-read of a volume; v.mu held. With an
+// interval it comes at a point of (interval/2, interval] set by the
+// volume's jitter, then every interval (turn): the schedule follows the
+// mount, and after a storm (every node's engine restarted at once) every
+// node would otherwise read every object in the same second, at every
+// interval. Never later than one interval after the mount's read, so a
+// rotation still reaches the files within the interval.
 func (d *Driver) scheduleLocked(v *vol) {
 	if !v.refreshAt.IsZero() {
 		return
 	}
 	switch i := d.refreshInterval(v.opts, v.dynamic); {
 	case i > 0:
-		v.refreshAt = d.cfg.Now().Add(i)
+		v.refreshAt = d.cfg.Now().Add(firstRefresh(i, v.jitter))
 	case len(v.status.Stale) > 0:
 		// Mounted from last good values: read again until the store
 		// answers, with backoff.
 		v.refreshAt = d.cfg.Now().Add(staleRetry)
 	}
+}
+
+// firstRefresh is how long after a mount the first re-read of an interval
+// comes, for a jitter in [0,1): in (interval/2, interval].
+func firstRefresh(interval time.Duration, jitter float64) time.Duration {
+	return interval - time.Duration(float64(interval)/2*jitter)
 }
 
 // stopLoop ends v's loop, if one runs.

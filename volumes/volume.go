@@ -109,7 +109,8 @@ type vol struct {
 	// kick makes the loop renew the volume's leases now (their issuer
 	// ended); buffered, never closed.
 	kick chan struct{}
-	// jitter in [0,1) spreads this volume's renewals (see renewDue).
+	// jitter in [0,1) spreads this volume's renewals (see renewDue) and
+	// the phase of its refreshes (see scheduleLocked).
 	jitter float64
 
 	mu sync.Mutex

@@ -33,6 +33,7 @@ import (
 	"github.com/dsv-plugin/dsv/secrets/azure"
 	"github.com/dsv-plugin/dsv/secrets/cache"
 	"github.com/dsv-plugin/dsv/secrets/file"
+	"github.com/dsv-plugin/dsv/secrets/gate"
 	"github.com/dsv-plugin/dsv/secrets/gcp"
 	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/secrets/ssm"
@@ -75,6 +76,9 @@ type settings struct {
 	Timeout  time.Duration
 	CacheTTL time.Duration
 	Refresh  time.Duration
+	// StoreConcurrency is STORE_CONCURRENCY: the cap on calls in flight
+	// to one store; 0: no cap.
+	StoreConcurrency int
 	// LeaseGrace is LEASE_GRACE: how long a lease of replaced content is
 	// kept before it is revoked.
 	LeaseGrace time.Duration
@@ -103,6 +107,12 @@ type settings struct {
 	StaleIfError time.Duration
 }
 
+// defaultStoreConcurrency caps the reads in flight to one store: enough
+// for a burst of mounts (reads of one object share one call anyway), few
+// enough that a node restarted with many volumes does not fire them all at
+// a store that counts requests per second.
+const defaultStoreConcurrency = 8
+
 // defaultLeaseGrace keeps a replaced lease (the database user an app's
 // open connections use) long enough for a connection pool to move on.
 const defaultLeaseGrace = 5 * time.Minute
@@ -112,7 +122,7 @@ const defaultLeaseGrace = 5 * time.Minute
 const settingsErrPrefix = "invalid plugin settings: "
 
 func loadSettings(getenv func(string) string) (settings, error) {
-	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: defaultLeaseGrace}
+	s := settings{LogLevel: zerolog.InfoLevel, Backend: file.Name, Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: defaultLeaseGrace, StoreConcurrency: defaultStoreConcurrency}
 	var problems []string
 	if v := getenv("LOG_LEVEL"); v != "" {
 		l, err := zerolog.ParseLevel(strings.ToLower(v))
@@ -139,6 +149,14 @@ func loadSettings(getenv func(string) string) (settings, error) {
 			problems = append(problems, fmt.Sprintf("CACHE_TTL %q: use a Go duration such as 5s, or 0 to read the backend at every mount", v))
 		} else {
 			s.CacheTTL = d
+		}
+	}
+	if v := getenv("STORE_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			problems = append(problems, fmt.Sprintf("STORE_CONCURRENCY %q: use a whole number of calls, e.g. 8, or 0 for no cap", v))
+		} else {
+			s.StoreConcurrency = n
 		}
 	}
 	if v := getenv("REFRESH"); v != "" {
@@ -346,7 +364,13 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if granted {
 		notifier = notify.New(*engineSocket, notify.Config{Logger: log, Metrics: m})
 	}
-	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout, Metrics: m})
+	// One gate per store, under the cache: its reads are capped and, when
+	// the store throttles, wait out one backoff and are tried again.
+	gates, err := gate.New(gate.Config{Concurrency: s.StoreConcurrency, Metrics: m})
+	if err != nil {
+		return err
+	}
+	fetcher, err := cache.New(reg, cache.Config{TTL: s.CacheTTL, Timeout: s.Timeout, Metrics: m, Gates: gates})
 	if err != nil {
 		return err
 	}
@@ -425,7 +449,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}()
 
 	log.Info().Str("version", version).Str("socket", *socket).Str("backend", s.Backend).
-		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).
+		Str("timeout", s.Timeout.String()).Str("refresh", s.Refresh.String()).Str("cacheTTL", s.CacheTTL.String()).Int("storeConcurrency", s.StoreConcurrency).
 		Int("allowPatterns", allow.Len()).Str("metrics", s.MetricsAddr).Bool("engine", granted).Msg("serving")
 	err = pluginmux.Serve(l,
 		pluginmux.API{Implements: pluginmux.VolumeDriver, Prefix: "/VolumeDriver.", Handler: pluginmux.VolumeHandler(m.Driver(drv))},

@@ -26,7 +26,7 @@ func TestLoadSettings(t *testing.T) {
 		{
 			name: "defaults",
 			env:  map[string]string{},
-			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: 5 * time.Minute,
+			want: settings{LogLevel: zerolog.InfoLevel, Backend: "file", Timeout: 5 * time.Second, CacheTTL: 30 * time.Second, LeaseGrace: 5 * time.Minute, StoreConcurrency: 8,
 				GCP: gcp.Config{CredentialsFile: gcp.DefaultCredentialsFile}},
 		},
 		{
@@ -34,7 +34,7 @@ func TestLoadSettings(t *testing.T) {
 			env: map[string]string{"LOG_LEVEL": "DEBUG", "BACKEND": "aws", "TIMEOUT": "1500ms", "CACHE_TTL": "0", "REFRESH": "1m", "AWS_REGION": "eu-west-1",
 				"SWARM_IDENTITY_FROM_SERVICE_NAME": "true", "LEASE_GRACE": "0", "GCP_PROJECT": "my-project", "GCP_ENDPOINT": "http://127.0.0.1:8085/",
 				"GOOGLE_APPLICATION_CREDENTIALS": "/run/dsv/credentials/gcp/sa.json", "METRICS_ADDR": "127.0.0.1:9469", "METRICS_OBJECT_NAMES": "true",
-				"NOTIFY": "exec:nginx -s reload", "STALE_IF_ERROR": "1h"},
+				"NOTIFY": "exec:nginx -s reload", "STALE_IF_ERROR": "1h", "STORE_CONCURRENCY": "0"},
 			want: settings{LogLevel: zerolog.DebugLevel, Backend: "aws", Timeout: 1500 * time.Millisecond, Refresh: time.Minute, AWSRegion: "eu-west-1",
 				SwarmIdentityFromServiceName: true, MetricsAddr: "127.0.0.1:9469", MetricsObjectNames: true,
 				Notify: notify.Spec{Exec: []string{"nginx", "-s", "reload"}}, StaleIfError: time.Hour,
@@ -44,10 +44,10 @@ func TestLoadSettings(t *testing.T) {
 			name: "every bad value at once",
 			env: map[string]string{"LOG_LEVEL": "loud", "TIMEOUT": "5", "CACHE_TTL": "-1s", "REFRESH": "10ms", "AWS_REGION": "useast1", "SWARM_IDENTITY_FROM_SERVICE_NAME": "yes", "LEASE_GRACE": "48h",
 				"GCP_PROJECT": "x", "GCP_ENDPOINT": "ftp://h", "GOOGLE_APPLICATION_CREDENTIALS": "sa.json", "METRICS_ADDR": "9469", "METRICS_OBJECT_NAMES": "maybe",
-				"NOTIFY": "SIGKILL", "STALE_IF_ERROR": "forever"},
+				"NOTIFY": "SIGKILL", "STALE_IF_ERROR": "forever", "STORE_CONCURRENCY": "-1"},
 			wantErr: []string{`LEASE_GRACE: "48h" is longer than the maximum of 24h0m0s`, "setting GCP_PROJECT", "setting GCP_ENDPOINT", "setting GOOGLE_APPLICATION_CREDENTIALS", `REFRESH "10ms": the minimum is 1s`, `LOG_LEVEL "loud"`, `TIMEOUT "5": use a positive Go duration`, `CACHE_TTL "-1s"`, `AWS_REGION "useast1"`, `SWARM_IDENTITY_FROM_SERVICE_NAME "yes": use true or false`,
 				`METRICS_ADDR "9469": use HOST:PORT, e.g. 127.0.0.1:9469`, `METRICS_OBJECT_NAMES "maybe": use true or false`,
-				`NOTIFY: "SIGKILL" would stop the app`, `STALE_IF_ERROR: "forever" is not a duration`},
+				`NOTIFY: "SIGKILL" would stop the app`, `STALE_IF_ERROR: "forever" is not a duration`, `STORE_CONCURRENCY "-1": use a whole number of calls, e.g. 8, or 0 for no cap`},
 		},
 		{
 			name:    "negative timeout",

@@ -30,7 +30,7 @@ const (
 	hintSignature     = "the secret access key does not match the access key id, or the host clock is wrong"
 	hintExpired       = "the session credentials have expired; refresh them in the plugin's credentials mount, or use an instance role"
 	hintServer        = "the service failed; try again later"
-	hintThrottled     = "AWS throttled the request (rate exceeded) after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval, or ask AWS for a higher quota"
+	hintThrottled     = "AWS throttled the request (rate exceeded), also when tried again until TIMEOUT; read less often: raise CACHE_TTL or the refresh interval, lower STORE_CONCURRENCY, or ask AWS for a higher quota"
 )
 
 // CredentialsError is a failure to get credentials, reduced to what failed
@@ -134,6 +134,17 @@ func ClientError(ctx context.Context, ref secrets.Ref, err error) error {
 	return secrets.Fail(ref, secrets.ErrAccessDenied, hintConfig, ce)
 }
 
+// IsThrottleCode reports whether an AWS error code says the call was
+// throttled. The store gate (secrets/gate) retries those, so the SDK's
+// retryer must not (see awsjson.ResolveRetryer): one list for both.
+func IsThrottleCode(code string) bool {
+	switch code {
+	case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+		return true
+	}
+	return false
+}
+
 // Call describes the AWS call whose failure Classify classifies.
 type Call struct {
 	// Service names the service in hints: "secrets manager".
@@ -172,8 +183,9 @@ func Classify(ctx context.Context, ref secrets.Ref, err error, call Call) error 
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintSignature, err)
 		case "ExpiredTokenException", "ExpiredToken":
 			return secrets.Fail(ref, secrets.ErrAccessDenied, hintExpired, err)
-		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
-			return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, err)
+		}
+		if IsThrottleCode(apiErr.ErrorCode()) {
+			return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, err)
 		}
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, err)
 	}

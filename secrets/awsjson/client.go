@@ -293,10 +293,28 @@ func ResolveRetryer(cfg aws.Config) aws.RetryerV2 {
 			}
 		})
 	}
-	if v2, ok := r.(aws.RetryerV2); ok {
-		return v2
+	v2, ok := r.(aws.RetryerV2)
+	if !ok {
+		v2 = retryerV2{r}
 	}
-	return retryerV2{r}
+	return gateRetriesThrottles{v2}
+}
+
+// gateRetriesThrottles leaves throttling answers to the store gate
+// (secrets/gate), which retries them with a backoff shared by all the
+// calls of the node to the store, within the caller's deadline. The SDK's
+// standard retryer would try each throttled call 3 times on its own, and
+// take 5 tokens of its retry quota (500) for each retry: under sustained
+// throttling (a fleet restarted at once) the quota runs out and every
+// call, throttled or not, fails at once with "retry quota exceeded".
+type gateRetriesThrottles struct{ aws.RetryerV2 }
+
+func (r gateRetriesThrottles) IsErrorRetryable(err error) bool {
+	var coded interface{ ErrorCode() string }
+	if errors.As(err, &coded) && awsauth.IsThrottleCode(coded.ErrorCode()) {
+		return false
+	}
+	return r.RetryerV2.IsErrorRetryable(err)
 }
 
 // retryerV2 gives a retryer without attempt tokens the initial token of

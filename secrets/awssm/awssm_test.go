@@ -197,7 +197,7 @@ func TestFetchErrors(t *testing.T) {
 		{name: "expired token", apiErr: opErr(&smithy.GenericAPIError{Code: "ExpiredTokenException"}), wantKind: secrets.ErrAccessDenied, wantHint: "expired"},
 		{name: "kms", apiErr: opErr(&types.DecryptionFailure{Message: aws.String("kms")}), wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "server error", apiErr: opErr(&types.InternalServiceError{}), wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
-		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}), wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
+		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded"}), wantKind: secrets.ErrThrottled, wantHint: "raise CACHE_TTL"},
 		{
 			name:     "no credentials",
 			apiErr:   opErr(fmt.Errorf("get identity: %w", &awsauth.CredentialsError{What: "no provider of the SDK's credential chain gave credentials", Hint: awsauth.HintNoCredentials})),

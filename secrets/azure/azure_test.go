@@ -103,7 +103,7 @@ func TestFetchErrors(t *testing.T) {
 		{name: "token refused", err: kvResponse(401, `{"error":{"code":"Unauthorized","message":"AKV10032: Invalid issuer."}}`),
 			class: secrets.ErrAccessDenied, wants: []string{hintToken}},
 		{name: "bad request", err: kvResponse(400, `{"error":{"code":"BadParameter","message":"bad"}}`), class: secrets.ErrNotFound, wants: []string{hintBadRequest}},
-		{name: "throttled", err: kvResponse(429, `{"error":{"code":"Throttled","message":"Too many requests"}}`), class: secrets.ErrUnavailable, wants: []string{hintThrottled}},
+		{name: "throttled", err: kvResponse(429, `{"error":{"code":"Throttled","message":"Too many requests"}}`), class: secrets.ErrThrottled, wants: []string{hintThrottled}},
 		{name: "server", err: kvResponse(500, `not json`), class: secrets.ErrUnavailable, wants: []string{"HTTP 500", hintServer}},
 		{name: "timeout", err: context.DeadlineExceeded, ctx: func() context.Context {
 			ctx, cancel := context.WithDeadline(context.Background(), past)

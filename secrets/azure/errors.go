@@ -35,7 +35,7 @@ const (
 	hintNotFound      = "check the secret name, the vault URL and the version-id option; a deleted secret can be recovered in Key Vault"
 	hintBadRequest    = "the vault rejected the request; check the secret and version-id options"
 	hintDisabled      = "enable the version in Key Vault, or pin an enabled one with version-id"
-	hintThrottled     = "Key Vault throttled the request after the SDK's retries; read less often: raise CACHE_TTL or the refresh interval"
+	hintThrottled     = "Key Vault throttled the request, also when tried again until TIMEOUT; read less often: raise CACHE_TTL or the refresh interval, or lower STORE_CONCURRENCY"
 	hintServer        = "the vault failed; try again later"
 	hintUnreachable   = "could not reach the vault; check the host's network and DNS, and the vault URL"
 	hintEntra         = "could not reach Microsoft Entra ID for a token; check the host's network and DNS, and AZURE_AUTHORITY_HOST"
@@ -201,7 +201,7 @@ func classifyResponse(ref secrets.Ref, re *azcore.ResponseError) error {
 	case re.StatusCode == http.StatusBadRequest:
 		return secrets.Fail(ref, secrets.ErrNotFound, hintBadRequest, e)
 	case re.StatusCode == http.StatusTooManyRequests:
-		return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, e)
+		return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, e)
 	}
 	return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, e)
 }

@@ -101,7 +101,7 @@ func TestIntegrationThrottled(t *testing.T) {
 	env.FailVault(azuretest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 1},
 		azuretest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 1},
 		azuretest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 1})
-	wantFetchError(t, d, ref, secrets.ErrUnavailable, "HTTP 429", hintThrottled)
+	wantFetchError(t, d, ref, secrets.ErrThrottled, "HTTP 429", hintThrottled)
 	wantFetch(t, d, ref, "pw", v) // nothing left queued
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/metrics"
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/gate"
 )
 
 // Config tunes a Fetcher.
@@ -29,6 +30,10 @@ type Config struct {
 	Timeout time.Duration
 	// Metrics counts reads, hits and shared reads; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Gates, when set, is what every read of a store goes through: the
+	// cap on concurrent calls per store and the backoff of a store that
+	// throttles (secrets/gate). Nil: reads go straight to the backend.
+	Gates *gate.Gates
 }
 
 // entry is one cached value; its timer drops it when the TTL ends, so a value
@@ -186,7 +191,9 @@ func (f *Fetcher) revoke(ref secrets.Ref, sec secrets.Secret) {
 	_ = lm.Revoke(ctx, ref, sec.Lease.ID)
 }
 
-// read calls the backend under the timeout and caches a lease-free result.
+// read calls the backend under the timeout, through the store's gate (a
+// throttled read is tried again within the timeout), and caches a
+// lease-free result.
 func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 	backend, ok := f.reg.Get(ref.Backend)
 	if !ok {
@@ -196,7 +203,12 @@ func (f *Fetcher) read(ref secrets.Ref, key string) (secrets.Secret, error) {
 	defer cancel()
 	f.reads.Add(1)
 	start := time.Now()
-	sec, err := backend.Fetch(ctx, ref)
+	var sec secrets.Secret
+	err := f.cfg.Gates.Do(ctx, ref, func(ctx context.Context) error {
+		var err error
+		sec, err = backend.Fetch(ctx, ref)
+		return err
+	})
 	if err != nil {
 		// A backend that classified its failure knows best, also when the
 		// deadline passed (e.g. "unreachable, gave up at TIMEOUT after 3

@@ -19,7 +19,7 @@ const (
 	hintNotFound     = "check the project, the secret name and the version-id option; a version number or alias that does not exist is not found either"
 	hintPrecondition = "the version is disabled or destroyed; enable it in Secret Manager, or choose another with the version-id option"
 	hintInvalid      = "the request was rejected; check the secret and version-id options"
-	hintThrottled    = "Secret Manager throttled the request (quota exceeded) after retries; read less often: raise CACHE_TTL or the refresh interval, or ask Google for a higher quota"
+	hintThrottled    = "Secret Manager throttled the request (quota exceeded), also when tried again until TIMEOUT; read less often: raise CACHE_TTL or the refresh interval, lower STORE_CONCURRENCY, or ask Google for a higher quota"
 	hintServer       = "the service failed; try again later"
 	hintRefused      = "the request was refused with an answer that is not Google's own; check the credentials given to the plugin, and any proxy or GCP_ENDPOINT on the way"
 	hintMalformed    = "the answer was not Secret Manager's; check GCP_ENDPOINT and any proxy on the way"
@@ -67,7 +67,7 @@ func apiFailure(ref secrets.Ref, ae *APIError) error {
 	case "INVALID_ARGUMENT", "OUT_OF_RANGE":
 		return secrets.Fail(ref, secrets.ErrNotFound, hintInvalid, ae)
 	case "RESOURCE_EXHAUSTED":
-		return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, ae)
+		return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, ae)
 	case "":
 	default:
 		return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, ae)
@@ -78,7 +78,7 @@ func apiFailure(ref secrets.Ref, ae *APIError) error {
 	case http.StatusNotFound:
 		return secrets.Fail(ref, secrets.ErrNotFound, "no Secret Manager answered there; "+hintMalformed, ae)
 	case http.StatusTooManyRequests:
-		return secrets.Fail(ref, secrets.ErrUnavailable, hintThrottled, ae)
+		return secrets.Fail(ref, secrets.ErrThrottled, hintThrottled, ae)
 	}
 	return secrets.Fail(ref, secrets.ErrUnavailable, hintServer, ae)
 }

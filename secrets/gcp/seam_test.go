@@ -114,7 +114,7 @@ func TestClassify(t *testing.T) {
 		{name: "not found", err: &APIError{HTTPStatus: 404, Status: "NOT_FOUND"}, wantClass: secrets.ErrNotFound, wantHint: "version-id"},
 		{name: "disabled version", err: &APIError{HTTPStatus: 400, Status: "FAILED_PRECONDITION"}, wantClass: secrets.ErrNotFound, wantHint: "disabled or destroyed"},
 		{name: "invalid argument", err: &APIError{HTTPStatus: 400, Status: "INVALID_ARGUMENT"}, wantClass: secrets.ErrNotFound, wantHint: "rejected"},
-		{name: "throttled", err: &APIError{HTTPStatus: 429, Status: "RESOURCE_EXHAUSTED"}, wantClass: secrets.ErrUnavailable, wantHint: "CACHE_TTL"},
+		{name: "throttled", err: &APIError{HTTPStatus: 429, Status: "RESOURCE_EXHAUSTED"}, wantClass: secrets.ErrThrottled, wantHint: "CACHE_TTL"},
 		{name: "unavailable", err: &APIError{HTTPStatus: 503, Status: "UNAVAILABLE"}, wantClass: secrets.ErrUnavailable, wantHint: "try again later"},
 		{name: "a proxy's 403", err: &APIError{HTTPStatus: 403}, wantClass: secrets.ErrAccessDenied, wantHint: "not Google's own"},
 		{name: "a proxy's 404", err: &APIError{HTTPStatus: 404}, wantClass: secrets.ErrNotFound, wantHint: "GCP_ENDPOINT"},

@@ -242,8 +242,10 @@ func TestClientRetries(t *testing.T) {
 	}{
 		{name: "server error then success", answers: []answer{{status: 500, body: `{"__type":"InternalServerError"}`}, ok}, wantAttempts: 2},
 		{name: "bad gateway without a body", answers: []answer{{status: 502, body: "<html>bad gateway</html>"}, ok}, wantAttempts: 2},
-		{name: "throttled then success", answers: []answer{throttled, throttled, ok}, wantAttempts: 3},
-		{name: "throttled to the end", answers: []answer{throttled}, wantAttempts: 3, wantErr: true, wantText: "exceeded maximum number of attempts, 3"},
+		// The store gate retries throttling, with a backoff shared by the
+		// node's calls (secrets/gate); the SDK's retryer must not.
+		{name: "throttled is left to the gate", answers: []answer{throttled, ok}, wantAttempts: 1, wantErr: true, wantText: "ThrottlingException"},
+		{name: "server errors to the end", answers: []answer{{status: 500, body: `{"__type":"InternalServerError"}`}}, wantAttempts: 3, wantErr: true, wantText: "exceeded maximum number of attempts, 3"},
 		{name: "not found is final", answers: []answer{{status: 400, body: `{"__type":"ParameterNotFound"}`}}, wantAttempts: 1, wantErr: true},
 		{name: "access denied is final", answers: []answer{{status: 400, body: `{"__type":"AccessDeniedException","message":"no"}`}}, wantAttempts: 1, wantErr: true},
 	}
@@ -315,7 +317,7 @@ func TestClientClasses(t *testing.T) {
 		{name: "kms", answer: answer{status: 400, body: `{"__type":"AccessDeniedException","Message":"not authorized to perform: kms:Decrypt"}`}, wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "unknown key", answer: answer{status: 400, body: `{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}`}, wantKind: secrets.ErrAccessDenied, wantHint: "access key id is unknown"},
 		{name: "bad signature", answer: answer{status: 400, body: `{"__type":"InvalidSignatureException"}`}, wantKind: secrets.ErrAccessDenied, wantHint: "secret access key"},
-		{name: "throttled", answer: answer{status: 400, body: `{"__type":"ThrottlingException"}`}, wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
+		{name: "throttled", answer: answer{status: 400, body: `{"__type":"ThrottlingException"}`}, wantKind: secrets.ErrThrottled, wantHint: "raise CACHE_TTL"},
 		{name: "server", answer: answer{status: 500, body: `{"__type":"InternalServerError"}`}, wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
 		{name: "refusal not AWS's", answer: answer{status: 403, body: `<html>forbidden</html>`}, wantKind: secrets.ErrAccessDenied, wantHint: "not AWS's own"},
 	}

@@ -329,7 +329,7 @@ func TestFetchErrors(t *testing.T) {
 		{name: "kms denied", apiErr: opErr(&smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not authorized to perform: kms:Decrypt"}), wantKind: secrets.ErrAccessDenied, wantHint: "allow kms:Decrypt"},
 		{name: "kms key", apiErr: opErr(&smithy.GenericAPIError{Code: "InvalidKeyId"}), wantKind: secrets.ErrAccessDenied, wantHint: "kms:Decrypt"},
 		{name: "unknown key id", apiErr: opErr(&smithy.GenericAPIError{Code: "UnrecognizedClientException"}), wantKind: secrets.ErrAccessDenied, wantHint: "access key id is unknown"},
-		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException"}), wantKind: secrets.ErrUnavailable, wantHint: "raise CACHE_TTL"},
+		{name: "throttled", apiErr: opErr(&smithy.GenericAPIError{Code: "ThrottlingException"}), wantKind: secrets.ErrThrottled, wantHint: "raise CACHE_TTL"},
 		{name: "server", apiErr: opErr(&smithy.GenericAPIError{Code: "InternalServerError"}), wantKind: secrets.ErrUnavailable, wantHint: "try again later"},
 		{name: "credentials", apiErr: opErr(fmt.Errorf("get identity: %w", &awsauth.CredentialsError{What: "none", Hint: awsauth.HintNoCredentials})), wantKind: secrets.ErrAccessDenied, wantHint: "credentials mount"},
 		{name: "connection refused", apiErr: opErr(&smithyhttp.RequestSendError{Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}), wantKind: secrets.ErrUnavailable, wantHint: "could not reach SSM Parameter Store"},

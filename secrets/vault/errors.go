@@ -80,7 +80,7 @@ func classifyResponse(ref secrets.Ref, o op, re *api.ResponseError) error {
 		}
 		return secrets.Fail(ref, secrets.ErrNotFound, "vault rejected the request; check the secret, method and param.* options", cause)
 	case http.StatusTooManyRequests:
-		return secrets.Fail(ref, secrets.ErrUnavailable, "vault is rate limiting requests; try again later", cause)
+		return secrets.Fail(ref, secrets.ErrThrottled, "vault is rate limiting requests (also when tried again until TIMEOUT); read less often: raise CACHE_TTL or the refresh interval, lower STORE_CONCURRENCY, or raise vault's rate limit quota", cause)
 	case http.StatusServiceUnavailable:
 		return secrets.Fail(ref, secrets.ErrUnavailable, "vault is sealed or has no active node; try again once it is unsealed", cause)
 	}

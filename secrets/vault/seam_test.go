@@ -625,17 +625,18 @@ func TestFetchRetriesUntilTimeout(t *testing.T) {
 		status int
 		body   string
 		want   string
+		kind   error
 	}{
-		{status: 503, body: `{"errors":["Vault is sealed"]}`, want: "sealed"},
-		{status: 429, body: `{"errors":["rate limit quota exceeded"]}`, want: "rate limiting"},
+		{status: 503, body: `{"errors":["Vault is sealed"]}`, want: "sealed", kind: secrets.ErrUnavailable},
+		{status: 429, body: `{"errors":["rate limit quota exceeded"]}`, want: "rate limiting", kind: secrets.ErrThrottled},
 	} {
 		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
 			f := newFakeVault(t)
 			f.answer("GET", "kv/app", tt.status, tt.body)
 			d, _ := fakeDriver(t, f, retrying)
 			err := fetch(t, d)
-			if !errors.Is(err, secrets.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "gave up at the TIMEOUT plugin setting after") {
-				t.Fatalf("Fetch() = %v, want unavailable saying %q and that it gave up at TIMEOUT", err, tt.want)
+			if !errors.Is(err, tt.kind) || !errors.Is(err, secrets.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "gave up at the TIMEOUT plugin setting after") {
+				t.Fatalf("Fetch() = %v, want %v (unavailable) saying %q and that it gave up at TIMEOUT", err, tt.kind, tt.want)
 			}
 			if n := len(f.requestsTo("kv/app")); n < 2 {
 				t.Fatalf("%d requests: the api did not retry", n)

@@ -96,6 +96,7 @@ const (
 	respond
 	reset
 	hang
+	limit
 )
 
 // Proxy is a fault-injecting reverse proxy to one target. Its methods are
@@ -121,7 +122,13 @@ type Proxy struct {
 	// with failAnswer; 0: none.
 	failAt     int64
 	failAnswer Answer
-	closed     bool
+	// In limit: the bucket of forwards (rate a second, at most burst),
+	// its tokens when last filled, and the requests answered instead.
+	rate, burst float64
+	tokens      float64
+	filled      time.Time
+	limited     atomic.Int64
+	closed      bool
 	// While listening: the listener, its server, and done, closed when
 	// the server's Serve returns.
 	ln   net.Listener
@@ -201,6 +208,24 @@ func (p *Proxy) Respond(a Answer) error {
 	a.Header = a.Header.Clone()
 	return p.set(respond, 0, a)
 }
+
+// RateLimit forwards at most perSecond requests a second, after a burst
+// of up to burst at once (a token bucket, as AWS meters its APIs), and
+// answers the others with a: a store that throttles above a rate.
+func (p *Proxy) RateLimit(perSecond float64, burst int, a Answer) error {
+	if err := p.set(limit, 0, a); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rate, p.burst = perSecond, float64(max(burst, 1))
+	p.tokens, p.filled = p.burst, time.Now()
+	return nil
+}
+
+// Limited is the number of requests RateLimit answered in place of the
+// target since the proxy started.
+func (p *Proxy) Limited() int64 { return p.limited.Load() }
 
 // ResetMidResponse forwards each request, then sends the target's status,
 // headers (with the Content-Length of the whole body) and the first n bytes
@@ -413,6 +438,18 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 	if n == p.failAt {
 		m, a = respond, p.failAnswer
 		p.failAt = 0
+	}
+	if m == limit {
+		now := time.Now()
+		p.tokens = min(p.burst, p.tokens+now.Sub(p.filled).Seconds()*p.rate)
+		p.filled = now
+		if p.tokens >= 1 {
+			p.tokens--
+			m = pass
+		} else {
+			m = respond
+			p.limited.Add(1)
+		}
 	}
 	p.mu.Unlock()
 	switch m {

@@ -840,3 +840,49 @@ func TestFailNth(t *testing.T) {
 		t.Error("FailNth(0) accepted")
 	}
 }
+
+// TestRateLimit: a burst goes through, the requests over the rate get the
+// answer (and are counted), and once the bucket fills again requests go
+// through; Pass ends the limit.
+func TestRateLimit(t *testing.T) {
+	tg := newTarget(t)
+	p := startProxy(t, tg.URL)
+	c := newClient(t, 10*time.Second)
+	status := func() int {
+		resp, _, err := do(t.Context(), c, "POST", p.URL()+"/", "{}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	// 2 a second, a burst of 3: 10 requests at once, 3 or 4 forwarded.
+	must(t, p.RateLimit(2, 3, AWSThrottling()))
+	var ok, throttled int
+	for range 10 {
+		switch s := status(); s {
+		case http.StatusOK:
+			ok++
+		case http.StatusBadRequest:
+			throttled++
+		default:
+			t.Fatalf("status %d", s)
+		}
+	}
+	if ok < 3 || ok > 4 || int64(throttled) != p.Limited() || len(tg.seen()) != ok {
+		t.Fatalf("%d forwarded, %d throttled (Limited %d), target saw %d; want 3 or 4 forwarded, the rest throttled", ok, throttled, p.Limited(), len(tg.seen()))
+	}
+	// A token comes back within half a second (2 a second).
+	deadline := time.Now().Add(5 * time.Second)
+	for status() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("no request forwarded again after 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	must(t, p.Pass())
+	for range 10 {
+		if s := status(); s != http.StatusOK {
+			t.Fatalf("after Pass: status %d", s)
+		}
+	}
+}
