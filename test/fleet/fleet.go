@@ -228,7 +228,7 @@ func (f *fleet) installPlugin(ctx context.Context) error {
 			"LOG_LEVEL=info", "BACKEND=aws",
 			"AWS_REGION=" + moto.Region, "AWS_ENDPOINT_URL=" + f.aws.URL,
 			"AWS_ACCESS_KEY_ID=" + moto.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + moto.SecretAccessKey,
-			"CACHE_TTL=" + f.cfg.cacheTTL.String(),
+			"CACHE_TTL=" + f.cfg.cacheTTL.String(), "TIMEOUT=" + f.cfg.timeout.String(),
 			"METRICS_ADDR=" + n.ip() + ":9469",
 			"credentials.source=" + filepath.Join(libRoot, "credentials"),
 			"files.source=" + filepath.Join(libRoot, "files"),

@@ -39,6 +39,7 @@ type config struct {
 	src       string
 	label     string
 	cacheTTL  time.Duration
+	timeout   time.Duration
 }
 
 func main() {
@@ -57,6 +58,10 @@ func realMain() int {
 	flag.StringVar(&c.src, "plugin-src", "", "repository to build the plugin from (default: this one); e.g. a checkout of main, to measure before a change")
 	flag.StringVar(&c.label, "label", "", "what the plugin build is, in the report (default: git describe of -plugin-src)")
 	flag.DurationVar(&c.cacheTTL, "cache-ttl", 30*time.Second, "the plugin's CACHE_TTL on every node")
+	// The storm's store answers nodes x objects / 20 reads a second: when
+	// every node mounts at once, the last read is answered 20 s in, and a
+	// mount retried with backoff can succeed only within TIMEOUT.
+	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "the plugin's TIMEOUT on every node (the default 5s cannot outlast the storm's throttling)")
 	flag.Parse()
 	c.scenarios = map[string]bool{}
 	for _, s := range strings.Split(scen, ",") {
@@ -127,7 +132,7 @@ func run1(ctx context.Context, c config) (*result.Report, error) {
 	f := &fleet{cfg: c}
 	defer f.cleanup()
 	rep := &result.Report{Nodes: c.nodes, Objects: c.objects, RefreshMS: c.refresh.Milliseconds(), Plugin: c.label,
-		CacheTTLMS: c.cacheTTL.Milliseconds(), Started: start.UTC().Format(time.RFC3339)}
+		CacheTTLMS: c.cacheTTL.Milliseconds(), TimeoutMS: c.timeout.Milliseconds(), Started: start.UTC().Format(time.RFC3339)}
 	if err := f.setup(ctx, rep); err != nil {
 		return rep, err
 	}

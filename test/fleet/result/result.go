@@ -11,6 +11,7 @@ type Report struct {
 	Objects       int     `json:"objects"`
 	RefreshMS     int64   `json:"refresh_ms"`
 	CacheTTLMS    int64   `json:"cache_ttl_ms"`
+	TimeoutMS     int64   `json:"timeout_ms"`
 	Plugin        string  `json:"plugin"`
 	Started       string  `json:"started"`
 	SetupS        float64 `json:"setup_s"`
