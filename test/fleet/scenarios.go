@@ -444,7 +444,9 @@ func (f *fleet) scaleUp(ctx context.Context, rep *result.Report) error {
 	}
 	svc := "fleet-scale"
 	// One volume per task and object: every task mounts its own five.
-	if err := f.createService(ctx, svc, append([]string{"--replicas", "0"}, f.mounts(svc+"-{{.Task.Slot}}", "fleet/scale", 0)...), sleepForever); err != nil {
+	// --replicas-max-per-node: left to itself, Swarm placed 50 tasks on 2
+	// of 5 nodes right after the storm; the scenario is perNode per node.
+	if err := f.createService(ctx, svc, append([]string{"--replicas", "0", "--replicas-max-per-node", strconv.Itoa(f.cfg.perNode)}, f.mounts(svc+"-{{.Task.Slot}}", "fleet/scale", 0)...), sleepForever); err != nil {
 		return err
 	}
 	hist0, err := f.mountHistograms(ctx)
@@ -532,7 +534,7 @@ func (f *fleet) provider(ctx context.Context, rep *result.Report) error {
 	mark := f.aws.Mark()
 	t0 := time.Now()
 	svc := "fleet-prov"
-	if err := f.createService(ctx, svc, []string{"--replicas", strconv.Itoa(tasks), "--secret", "fleet-prov"}, sleepForever); err != nil {
+	if err := f.createService(ctx, svc, []string{"--replicas", strconv.Itoa(tasks), "--replicas-max-per-node", strconv.Itoa(f.cfg.perNode), "--secret", "fleet-prov"}, sleepForever); err != nil {
 		return err
 	}
 	if err := f.waitRunning(ctx, svc, tasks, 15*time.Minute); err != nil {
