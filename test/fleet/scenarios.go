@@ -458,7 +458,7 @@ func (f *fleet) scaleUp(ctx context.Context, rep *result.Report) error {
 	if _, err := f.mgr().docker(ctx, "service", "scale", "--detach", fmt.Sprintf("%s=%d", svc, tasks)); err != nil {
 		return err
 	}
-	if err := f.waitRunning(ctx, svc, tasks, 15*time.Minute); err != nil {
+	if err := f.waitRunning(ctx, svc, tasks, 6*time.Minute); err != nil {
 		return err
 	}
 	s := &result.ScaleUp{Tasks: tasks, AllRunningMS: time.Since(t0).Milliseconds()}
@@ -537,7 +537,7 @@ func (f *fleet) provider(ctx context.Context, rep *result.Report) error {
 	if err := f.createService(ctx, svc, []string{"--replicas", strconv.Itoa(tasks), "--replicas-max-per-node", strconv.Itoa(f.cfg.perNode), "--secret", "fleet-prov"}, sleepForever); err != nil {
 		return err
 	}
-	if err := f.waitRunning(ctx, svc, tasks, 15*time.Minute); err != nil {
+	if err := f.waitRunning(ctx, svc, tasks, 6*time.Minute); err != nil {
 		return err
 	}
 	p := &result.Provider{Tasks: tasks, AllRunningMS: time.Since(t0).Milliseconds(), BackendReads: storeproxy.Count(f.aws.Since(mark)).Answered}
