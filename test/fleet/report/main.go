@@ -199,7 +199,7 @@ func markdown(runs []*result.Report, svgRel string) string {
 		names = append(names, fmt.Sprintf("N = %d (%s, %.0f s)", r.Nodes, r.Plugin, r.DurationS))
 	}
 	w("%s. The largest fleet run here has %d nodes.\n\n", strings.Join(names, ", "), largest)
-	w("Reproduce: `make fleet NODES=N REPORT=docs/fleet/runs/N.json` (as root; `PLUGIN_SRC=/path/to/checkout LABEL=name` measures another build), then `make fleet-report`.\n\n")
+	w("Reproduce (as root): `make fleet NODES=N LABEL=name PLUGIN_SRC=/path/to/a/checkout REPORT=docs/fleet/runs/name-N.json` for each build and size (PLUGIN_SRC defaults to this checkout), then `make fleet-report`.\n\n")
 
 	w("## Rotation: dsv's refresh beside Swarm's own\n\n![rotation time against N](%s/rotation.svg)\n\n", svgRel)
 	w("`rotation`: a global service, one task per node, mounting %d dsv volumes with `refresh`; one secret gets a new value in the store, and each task prints the value when it sees it change (checked every 0.1 s; Docker stamps the line). `swarm_native`: the same rotation the Swarm way, a new `docker secret create --driver dsv` and `docker service update --secret-rm old --secret-add new` (default update parallelism 1: the tasks are replaced one after another).\n\n", objectsOf(runs))
@@ -231,7 +231,7 @@ func markdown(runs []*result.Report, svgRel string) string {
 			name string
 			p    result.StormPhase
 		}{{"every dockerd restarted", s.StormPhase}, {"every plugin disabled, enabled", s.PluginCycle}} {
-			w("| %d | %s | %s | %.0f | %d %s | %d %s | %d | %d | %s |\n", r.Nodes, r.Plugin, ph.name, s.ThrottleRate,
+			w("| %d | %s | %s | %s | %d %s | %d %s | %d | %d | %s |\n", r.Nodes, r.Plugin, ph.name, trimFloat(s.ThrottleRate),
 				ph.p.MountsFailed, okMark(ph.p.MountsFailed == 0), ph.p.BackendReads, okMark(ph.p.BackendReads <= r.Nodes*r.Objects),
 				ph.p.BackendRequests, ph.p.ThrottledByBackend, sec(ph.p.RecoverMS))
 		}
@@ -263,7 +263,7 @@ func markdown(runs []*result.Report, svgRel string) string {
 		}
 		w("| %d | %s | %.0f MiB | %s | %.0f s | %.0f s |\n", r.Nodes, r.Plugin, r.MemPerNodeMiB, loaded, r.SetupS, r.DurationS)
 	}
-	w("\nMemory per node is the machine's MemAvailable taken by the fleet (containerd, dockerd, the plugin, the tasks' shims), divided by N.\n\n")
+	w("\nMemory per node is the proportional set size (PSS: shared pages split among their users) of everything a node runs: containerd, dockerd, the containerd shims, the plugin and the tasks, averaged over the nodes; with more nodes the engines' shared pages are split more ways.\n\n")
 
 	w("## Capacity rule\n\n")
 	w("In steady state every node re-reads each refreshed secret once per interval, so a store sees\n\n")
