@@ -20,6 +20,7 @@ import (
 
 	"github.com/dsv-plugin/dsv/secrets"
 	"github.com/dsv-plugin/dsv/secrets/cache"
+	"github.com/dsv-plugin/dsv/secrets/gate"
 	"github.com/dsv-plugin/dsv/secrets/lastgood"
 	"github.com/dsv-plugin/dsv/tmpfs"
 )
@@ -236,11 +237,13 @@ type leaseBackend struct {
 	serial    int
 	renewable bool
 	renewErr  error
-	fetchErr  error
-	tries     int // renewal attempts, failed ones included
-	renewals  map[string]int
-	revoked   map[string]bool
-	ended     chan struct{} // IssuerEnded
+	// throttle: renewals still to answer throttled (secrets.ErrThrottled).
+	throttle int
+	fetchErr error
+	tries    int // renewal attempts, failed ones included
+	renewals map[string]int
+	revoked  map[string]bool
+	ended    chan struct{} // IssuerEnded
 }
 
 func (b *leaseBackend) IssuerEnded() <-chan struct{} { return b.ended }
@@ -270,6 +273,10 @@ func (b *leaseBackend) Renew(_ context.Context, _ secrets.Ref, l secrets.Lease) 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.tries++
+	if b.throttle > 0 {
+		b.throttle--
+		return secrets.Lease{}, secrets.Fail(secrets.Ref{Backend: "leased"}, secrets.ErrThrottled, "renew less often", nil)
+	}
 	if b.renewErr != nil {
 		return secrets.Lease{}, b.renewErr
 	}
@@ -316,6 +323,8 @@ type harness struct {
 	// stale-if-error).
 	notifier Notifier
 	lastGood *lastgood.Store
+	// gates, when set, is the fetcher's (secrets/gate).
+	gates *gate.Gates
 }
 
 func newHarness(t *testing.T) *harness {
@@ -380,7 +389,7 @@ func (h *harness) start() *Driver {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	f, err := cache.New(h.reg, cache.Config{TTL: h.ttl, Timeout: 200 * time.Millisecond})
+	f, err := cache.New(h.reg, cache.Config{TTL: h.ttl, Timeout: 200 * time.Millisecond, Gates: h.gates})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -107,7 +107,12 @@ func (d *Driver) renewLeases(ctx context.Context, v *vol) {
 		}
 		asked := d.cfg.Now().UTC()
 		rctx, cancel := context.WithTimeout(ctx, d.cfg.Fetcher.Timeout())
-		nl, err := lm.Renew(rctx, l.Ref, l.Lease)
+		var nl secrets.Lease
+		err := d.cfg.Fetcher.Through(rctx, l.Ref, func(ctx context.Context) error {
+			var err error
+			nl, err = lm.Renew(ctx, l.Ref, l.Lease)
+			return err
+		})
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/gate"
 )
 
 func TestMultiObjectVolume(t *testing.T) {
@@ -587,5 +588,48 @@ func TestKernelRestartKeepsRefreshing(t *testing.T) {
 	mounts, views := kernelMountsUnder(t, h.writer), kernelMountsUnder(t, h.root)
 	if len(mounts)+len(views) > 0 {
 		t.Fatalf("mounts left after the last unmount: %v %v", mounts, views)
+	}
+}
+
+// TestThrottledRenewalTriedAgain: a renewal the store throttles goes
+// through the store gate, which tries it again within TIMEOUT: the lease is
+// renewed and kept. Without the gate the renewal fails and the volume
+// reads fresh credentials (a new lease) at once, more load on a store that
+// is already throttling.
+func TestThrottledRenewalTriedAgain(t *testing.T) {
+	for _, withGates := range []bool{false, true} {
+		t.Run(fmt.Sprint("gates=", withGates), func(t *testing.T) {
+			h := newHarness(t)
+			if withGates {
+				g, err := gate.New(gate.Config{Base: time.Millisecond})
+				if err != nil {
+					t.Fatal(err)
+				}
+				h.drv.Close()
+				h.gates = g
+				h.drv = h.start()
+			}
+			h.leased.set(func(b *leaseBackend) { b.throttle = 1 })
+			h.create("creds", map[string]string{"backend": "leased", "secret": "database/creds/app", "key": "*"})
+			h.mount("creds", "c1")
+			if withGates {
+				eventually(t, 2*time.Second, "lease-1 renewed", func() bool {
+					r, _, _ := h.leased.snapshot()
+					return r["database/creds/app/lease-1"] >= 1
+				})
+				if _, _, issued := h.leased.snapshot(); issued != 1 || h.leased.renewTries() < 2 {
+					t.Fatalf("%d leases issued, %d renewal tries: want lease-1 kept, renewed at the second try", issued, h.leased.renewTries())
+				}
+			} else {
+				eventually(t, 2*time.Second, "a new lease read after the failed renewal", func() bool {
+					_, _, issued := h.leased.snapshot()
+					return issued >= 2
+				})
+				if r, _, _ := h.leased.snapshot(); r["database/creds/app/lease-1"] != 0 {
+					t.Fatalf("renewals %v: lease-1 renewed without a gate", r)
+				}
+			}
+			h.unmount("creds", "c1")
+		})
 	}
 }

@@ -125,7 +125,7 @@ func (r *revoker) runDue(ctx context.Context) time.Time {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, r.d.cfg.Fetcher.Timeout())
-		err := lm.Revoke(cctx, p.Ref, p.Lease.ID)
+		err := r.d.cfg.Fetcher.Through(cctx, p.Ref, func(ctx context.Context) error { return lm.Revoke(ctx, p.Ref, p.Lease.ID) })
 		cancel()
 		log := r.d.log.With().Str("volume", p.Volume).Str("lease", leasePrefix(p.Lease.ID)).Logger()
 		if err == nil {

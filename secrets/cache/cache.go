@@ -84,6 +84,14 @@ func New(reg *secrets.Registry, cfg Config) (*Fetcher, error) {
 // renewals and revocations use it too.
 func (f *Fetcher) Timeout() time.Duration { return f.cfg.Timeout }
 
+// Through runs call, another call to ref's store than a read (a lease's
+// renewal or revocation), through the store's gate: its cap on calls in
+// flight, and the retries of a throttled call within ctx (see
+// secrets/gate).
+func (f *Fetcher) Through(ctx context.Context, ref secrets.Ref, call func(context.Context) error) error {
+	return f.cfg.Gates.Do(ctx, ref, call)
+}
+
 // Stats returns the counters.
 func (f *Fetcher) Stats() Stats {
 	return Stats{Reads: f.reads.Load(), Hits: f.hits.Load(), Shared: f.shared.Load()}
@@ -188,7 +196,7 @@ func (f *Fetcher) revoke(ref secrets.Ref, sec secrets.Secret) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
 	defer cancel()
-	_ = lm.Revoke(ctx, ref, sec.Lease.ID)
+	_ = f.Through(ctx, ref, func(ctx context.Context) error { return lm.Revoke(ctx, ref, sec.Lease.ID) })
 }
 
 // read calls the backend under the timeout, through the store's gate (a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dsv-plugin/dsv/secrets"
+	"github.com/dsv-plugin/dsv/secrets/gate"
 )
 
 // slowBackend answers after a delay, so concurrent reads overlap, and counts
@@ -285,4 +286,68 @@ func TestTimeout(t *testing.T) {
 	if !errors.Is(err, secrets.ErrTimeout) {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
+}
+
+// TestReadsAndLeaseCallsGoThroughTheGate: with gates, a read the store
+// throttles once is tried again and succeeds, and so is a lease call
+// through Through; without, both fail at the first throttled answer.
+func TestReadsAndLeaseCallsGoThroughTheGate(t *testing.T) {
+	throttledOnce := func() func(secrets.Ref) error {
+		var n atomic.Int32
+		return func(ref secrets.Ref) error {
+			if n.Add(1) == 1 {
+				return secrets.Fail(ref, secrets.ErrThrottled, "read less often", nil)
+			}
+			return nil
+		}
+	}
+	for _, withGates := range []bool{false, true} {
+		t.Run(fmt.Sprint("gates=", withGates), func(t *testing.T) {
+			b := &throttlingBackend{answer: throttledOnce()}
+			reg, err := secrets.NewRegistry(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{Timeout: 5 * time.Second}
+			if withGates {
+				if cfg.Gates, err = gate.New(gate.Config{Base: time.Millisecond}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f, err := New(reg, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := secrets.Ref{Backend: "throttling", Name: "db"}
+			_, readErr := f.Fetch(context.Background(), ref, true)
+			lease := throttledOnce()
+			calls := 0
+			leaseErr := f.Through(context.Background(), ref, func(context.Context) error { calls++; return lease(ref) })
+			if withGates {
+				if readErr != nil || leaseErr != nil || b.calls.Load() != 2 || calls != 2 {
+					t.Fatalf("read: %v after %d calls, lease call: %v after %d; want both to succeed at the second", readErr, b.calls.Load(), leaseErr, calls)
+				}
+				return
+			}
+			if !errors.Is(readErr, secrets.ErrThrottled) || !errors.Is(leaseErr, secrets.ErrThrottled) || b.calls.Load() != 1 || calls != 1 {
+				t.Fatalf("read: %v after %d calls, lease call: %v after %d; want both throttled at once", readErr, b.calls.Load(), leaseErr, calls)
+			}
+		})
+	}
+}
+
+// throttlingBackend answers each Fetch by answer.
+type throttlingBackend struct {
+	answer func(secrets.Ref) error
+	calls  atomic.Int32
+}
+
+func (b *throttlingBackend) Name() string               { return "throttling" }
+func (b *throttlingBackend) Validate(secrets.Ref) error { return nil }
+func (b *throttlingBackend) Fetch(_ context.Context, ref secrets.Ref) (secrets.Secret, error) {
+	b.calls.Add(1)
+	if err := b.answer(ref); err != nil {
+		return secrets.Secret{}, err
+	}
+	return secrets.Secret{Value: []byte("v"), Version: "1"}, nil
 }

@@ -6,7 +6,9 @@
 // call is tried again within its context's deadline (TIMEOUT). A mount
 // during a storm then succeeds late rather than fails.
 //
-// One Gates serves every store; a store is a backend name. The AWS
+// Reads go through it in the cache; lease renewals and revocations through
+// cache.Fetcher.Through. One Gates serves every store; a store is a backend
+// name. The AWS
 // clients no longer retry throttling themselves (see awsjson.ResolveRetryer):
 // each throttled answer of aws and ssm costs one call of the store. Vault's,
 // Google's and Azure's clients still make their few retries first.
