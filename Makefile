@@ -42,7 +42,7 @@ ARM64_RAPID_CHECKS ?= 300
 # and started again by Docker, docker cp.
 E2E_ARM64_RUN := ^(TestPluginArch|TestQuickStart|TestAWSBackend|TestRefreshRotation|TestPluginKilled|TestDockerCp)$$
 
-.PHONY: vault-bin engine-bin install-legacy build plugin push demo test lint unit unit-arm64 e2e e2e-arm64 e2e-current e2e-isolated e2e-deps bench fuzz clean under-load
+.PHONY: fleet fleet-small fleet-report vault-bin engine-bin install-legacy build plugin push demo test lint unit unit-arm64 e2e e2e-arm64 e2e-current e2e-isolated e2e-deps bench fuzz clean under-load
 
 ## build: the static binary bin/dsv
 build:
@@ -81,6 +81,7 @@ test:
 	status=0; \
 	time $(MAKE) --no-print-directory e2e || { status=$$?; echo "make test: e2e on Engine 20.10 failed" >&2; }; \
 	time $(MAKE) --no-print-directory e2e-current || { status=$$?; echo "make test: e2e on the current engine failed" >&2; }; \
+	time $(MAKE) --no-print-directory fleet-small || { status=$$?; echo "make test: the 3-node fleet failed" >&2; }; \
 	time $(MAKE) --no-print-directory e2e-arm64 || { status=$$?; echo "make test: e2e of the arm64 plugin failed" >&2; }; \
 	exit $$status
 
@@ -165,6 +166,32 @@ e2e-deps:
 	test/dockerd.sh ensure
 	./build-plugin.sh --enable --name $(DSV_E2E_PLUGIN)
 	test/busybox-image.sh
+
+# The fleet harness (test/fleet, docs/fleet.md): NODES engines of the
+# current engine on this machine, each in its own network namespace, in
+# one Swarm; the plugin built from PLUGIN_SRC (default: this checkout;
+# LABEL names the build in the report). 20 nodes fit this 2-core, 24 GiB
+# machine (docs/fleet.md: memory per node).
+NODES      ?= 20
+REPORT     ?= fleet-$(NODES).json
+PLUGIN_SRC ?=
+LABEL      ?=
+FLEET_DEPS := docker-registry:docker-registry iproute2:ip util-linux:nsenter iptables:iptables busybox-static
+FLEET_ARGS = $(if $(PLUGIN_SRC),-plugin-src '$(PLUGIN_SRC)') $(if $(LABEL),-label '$(LABEL)')
+
+## fleet: run every fleet scenario on NODES engines, write REPORT (JSON), fail when a bound fails
+fleet: engine-bin
+	test/deps.sh $(FLEET_DEPS)
+	$(GO) run ./test/fleet -nodes $(NODES) -report '$(REPORT)' $(FLEET_ARGS)
+
+## fleet-small: 3 nodes, one rotation and one storm (part of make test)
+fleet-small: engine-bin
+	test/deps.sh $(FLEET_DEPS)
+	$(GO) run ./test/fleet -nodes 3 -scenarios rotation,storm $(FLEET_ARGS)
+
+## fleet-report: docs/fleet.md and its charts from the runs in docs/fleet/runs/
+fleet-report:
+	$(GO) run ./test/fleet/report -out docs/fleet.md -svg docs/fleet
 
 ## under-load: make unit and make e2e twice each beside two CPU hogs (test/under-load.sh)
 under-load:
