@@ -308,34 +308,30 @@ func wantNoTmpfs(t *testing.T, path string) {
 // with the test's Podman configuration, until the test ends.
 func startPodmanService(t *testing.T, pm *podman, api string) {
 	t.Helper()
-	out := &testproc.TailBuffer{Max: 16 << 10}
 	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+api)
 	cmd.Env = pm.env
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", api)
+		},
+	}}
+	p, err := testproc.Start(context.Background(), cmd, testproc.Options{
+		Name:       "podman system service",
+		Ready:      func(ctx context.Context) error { return testproc.GetOK(ctx, client, "http://podman/_ping") },
+		Timeout:    60 * time.Second,
+		StopSignal: syscall.SIGTERM,
+		Grace:      30 * time.Second,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("podman system service output:\n%s", out)
-		}
-	})
-	waitAnswers(t, "podman system service", api, http.MethodGet, "/_ping", 60*time.Second, exited, out)
+	p.Cleanup(t)
 }
 
 // TestPodmanNotify: dsv in legacy mode with Podman's Docker-compatible API
 // (`podman system service`) as its engine: a rotation signals each running
 // container of the volume once, after the new value is readable, the same
-// calls serving as with Docker; a stopped container is skipped.
+// calls serving as with Docker.
 func TestPodmanNotify(t *testing.T) {
 	pm := newPodman(t, true)
 	secret := env.name("podman-notify")
