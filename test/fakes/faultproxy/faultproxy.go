@@ -79,6 +79,41 @@ func VaultSealed() Answer {
 	return vaultError(http.StatusServiceUnavailable, "Vault is sealed")
 }
 
+// Write sends the answer.
+func (a Answer) Write(w http.ResponseWriter) {
+	for k, v := range a.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(a.Status)
+	_, _ = io.WriteString(w, a.Body)
+}
+
+// Bucket is a token bucket, as AWS meters its APIs: Take succeeds at most
+// rate times a second, after a burst of up to burst at once. Its caller
+// serialises the calls.
+type Bucket struct {
+	rate, burst, tokens float64
+	filled              time.Time
+}
+
+// NewBucket returns a full bucket of burst tokens (at least 1), filled by
+// perSecond a second from now on.
+func NewBucket(perSecond float64, burst int, now time.Time) *Bucket {
+	b := float64(max(burst, 1))
+	return &Bucket{rate: perSecond, burst: b, tokens: b, filled: now}
+}
+
+// Take takes a token if one is there at now.
+func (b *Bucket) Take(now time.Time) bool {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.filled).Seconds()*b.rate)
+	b.filled = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
 func vaultError(status int, msg string) Answer {
 	return Answer{
 		Status: status,
@@ -122,13 +157,11 @@ type Proxy struct {
 	// with failAnswer; 0: none.
 	failAt     int64
 	failAnswer Answer
-	// In limit: the bucket of forwards (rate a second, at most burst),
-	// its tokens when last filled, and the requests answered instead.
-	rate, burst float64
-	tokens      float64
-	filled      time.Time
-	limited     atomic.Int64
-	closed      bool
+	// In limit: the bucket of forwards, and the requests answered
+	// instead.
+	bucket  *Bucket
+	limited atomic.Int64
+	closed  bool
 	// While listening: the listener, its server, and done, closed when
 	// the server's Serve returns.
 	ln   net.Listener
@@ -218,8 +251,7 @@ func (p *Proxy) RateLimit(perSecond float64, burst int, a Answer) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.rate, p.burst = perSecond, float64(max(burst, 1))
-	p.tokens, p.filled = p.burst, time.Now()
+	p.bucket = NewBucket(perSecond, burst, time.Now())
 	return nil
 }
 
@@ -440,11 +472,7 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 		p.failAt = 0
 	}
 	if m == limit {
-		now := time.Now()
-		p.tokens = min(p.burst, p.tokens+now.Sub(p.filled).Seconds()*p.rate)
-		p.filled = now
-		if p.tokens >= 1 {
-			p.tokens--
+		if p.bucket.Take(time.Now()) {
 			m = pass
 		} else {
 			m = respond
@@ -458,11 +486,7 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 		// the backend that is down would have.
 		panic(http.ErrAbortHandler)
 	case respond:
-		for k, v := range a.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(a.Status)
-		_, _ = io.WriteString(w, a.Body)
+		a.Write(w)
 		return
 	case reset:
 		p.resetMidResponse(w, r, after)

@@ -886,3 +886,27 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestBucket: the rate refills tokens, never above the burst.
+func TestBucket(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := NewBucket(2, 2, t0)
+	takes := func(at time.Time, n int) int {
+		ok := 0
+		for range n {
+			if b.Take(at) {
+				ok++
+			}
+		}
+		return ok
+	}
+	if got := takes(t0, 5); got != 2 {
+		t.Errorf("at start: %d taken, want the burst, 2", got)
+	}
+	if got := takes(t0.Add(500*time.Millisecond), 5); got != 1 {
+		t.Errorf("half a second later: %d, want 1", got)
+	}
+	if got := takes(t0.Add(time.Hour), 5); got != 2 {
+		t.Errorf("an hour later: %d, want the burst, 2", got)
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dsv-plugin/dsv/test/fakes/faultproxy"
 )
 
 // Kind is the protocol of the store behind the proxy.
@@ -29,13 +31,6 @@ const (
 	// Vault: the action is the method and the path.
 	Vault Kind = "vault"
 )
-
-// awsThrottle is the body AWS answers a throttled JSON-protocol call with
-// (HTTP 400); the SDKs retry it as a throttling error.
-const awsThrottle = `{"__type":"ThrottlingException","message":"Rate exceeded"}`
-
-// vaultThrottle is what Vault answers above a rate limit quota (HTTP 429).
-const vaultThrottle = `{"errors":["rate limit quota exceeded"]}`
 
 // Request is one request the proxy saw.
 type Request struct {
@@ -60,7 +55,7 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	requests []Request
-	bucket   *bucket
+	bucket   *faultproxy.Bucket
 }
 
 // Start serves on addr (HOST:PORT, port 0 for a free one) in front of
@@ -100,7 +95,7 @@ func (p *Proxy) Throttle(rate float64, burst int) {
 		p.bucket = nil
 		return
 	}
-	p.bucket = newBucket(rate, burst, time.Now())
+	p.bucket = faultproxy.NewBucket(rate, burst, time.Now())
 }
 
 // Mark is a position in the proxy's record, for Since.
@@ -154,7 +149,7 @@ func (p *Proxy) handler(next http.Handler) http.Handler {
 		action, read := p.action(r)
 		now := time.Now()
 		p.mu.Lock()
-		throttled := read && p.bucket != nil && !p.bucket.take(now)
+		throttled := read && p.bucket != nil && !p.bucket.Take(now)
 		p.mu.Unlock()
 		if throttled {
 			_, _ = io.Copy(io.Discard, r.Body)
@@ -173,19 +168,15 @@ func (p *Proxy) record(r Request) {
 	p.mu.Unlock()
 }
 
-// throttle writes the store's throttling answer and returns its status.
+// throttle writes the store's throttling answer (faultproxy's, checked
+// against the SDKs there) and returns its status.
 func (p *Proxy) throttle(w http.ResponseWriter) int {
+	a := faultproxy.VaultRateLimited()
 	if p.kind == AWS {
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		w.Header().Set("X-Amzn-Errortype", "ThrottlingException")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, awsThrottle)
-		return http.StatusBadRequest
+		a = faultproxy.AWSThrottling()
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusTooManyRequests)
-	_, _ = io.WriteString(w, vaultThrottle)
-	return http.StatusTooManyRequests
+	a.Write(w)
+	return a.Status
 }
 
 // awsReads are the actions that return a value (and that AWS bills and
@@ -224,32 +215,4 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
-}
-
-// bucket is a token bucket: rate tokens a second, at most burst.
-type bucket struct {
-	rate   float64
-	burst  float64
-	tokens float64
-	last   time.Time
-}
-
-func newBucket(rate float64, burst int, now time.Time) *bucket {
-	if burst < 1 {
-		burst = 1
-	}
-	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
-}
-
-func (b *bucket) take(now time.Time) bool {
-	b.tokens += now.Sub(b.last).Seconds() * b.rate
-	if b.tokens > b.burst {
-		b.tokens = b.burst
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
